@@ -1,0 +1,170 @@
+//! Wire types shared by the eBPF programs (`main.rs`) and userspace.
+//!
+//! Everything here is `#[repr(C)]`, `no_std` and plain old data: the kernel
+//! side writes these bytes and userspace reads them back with the very same
+//! definitions, so the layout can never drift between the two halves.
+#![no_std]
+
+/// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+
+/// `AF_INET`, as carried in [`RawEvent::family`].
+pub const AF_INET: u8 = 2;
+/// `AF_INET6`, as carried in [`RawEvent::family`].
+pub const AF_INET6: u8 = 10;
+
+/// What a [`RawEvent`] reports.
+pub mod kind {
+    /// `sock:inet_sock_set_state`: a TCP socket changed state.
+    pub const TRANSITION: u8 = 1;
+    /// `tcp:tcp_receive_reset`: the socket received an RST.
+    pub const RESET_RECEIVED: u8 = 2;
+    /// `tcp:tcp_send_reset`: the socket sent an RST.
+    pub const RESET_SENT: u8 = 3;
+}
+
+/// Bits of [`RawEvent::flags`].
+pub mod flags {
+    /// `pid`, `tid` and `comm` name the socket's owner, captured in process
+    /// context; without it they are zero.
+    pub const OWNER_KNOWN: u8 = 1;
+}
+
+/// One record of the ring buffer: a transition or a reset on one socket.
+///
+/// For resets, `oldstate`/`newstate` both hold the socket's state and the
+/// addresses are left zero (userspace knows the socket from its transitions).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event fired.
+    pub ts_ns: u64,
+    /// Kernel address of the `struct sock`: identifies the socket while it lives.
+    pub skaddr: u64,
+    /// Time of this socket's previous transition, 0 when none was seen.
+    pub prev_ts_ns: u64,
+    /// Inode number of the socket's network namespace.
+    pub netns: u32,
+    /// Owner's process id (tgid), valid with [`flags::OWNER_KNOWN`].
+    pub pid: u32,
+    /// Owner's thread id, valid with [`flags::OWNER_KNOWN`].
+    pub tid: u32,
+    /// One of [`kind`].
+    pub kind: u8,
+    /// `TCP_*` state before the transition.
+    pub oldstate: u8,
+    /// `TCP_*` state after the transition.
+    pub newstate: u8,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    /// This host's port, host byte order.
+    pub lport: u16,
+    /// The peer's port, host byte order.
+    pub rport: u16,
+    /// Bits of [`flags`].
+    pub flags: u8,
+    pub _pad: [u8; 3],
+    /// This host's address: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub laddr: [u8; 16],
+    /// The peer's address, as `laddr`.
+    pub raddr: [u8; 16],
+    /// Owner's `comm`, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Byte offsets of the fields of `sock:inet_sock_set_state`, as read from the
+/// running kernel's tracepoint format file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetStateOffsets {
+    pub skaddr: u16,
+    pub oldstate: u16,
+    pub newstate: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+}
+
+/// Byte offsets inside kernel structures, read from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `struct sock` -> `__sk_common.skc_family` (u16).
+    pub family: u16,
+    /// `struct sock` -> `__sk_common.skc_num` (local port, host order).
+    pub num: u16,
+    /// `struct sock` -> `__sk_common.skc_dport` (peer port, network order).
+    pub dport: u16,
+    /// `struct sock` -> `__sk_common.skc_net` (a `struct net *`).
+    pub net: u16,
+    /// `struct sock` -> `__sk_common.skc_state` (u8).
+    pub state: u16,
+    /// `struct net` -> `ns.inum` (u32).
+    pub net_inum: u16,
+}
+
+/// Configuration the loader writes into the programs' read-only globals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub set_state: SetStateOffsets,
+    /// Offset of `skaddr` in `tcp:tcp_receive_reset`.
+    pub receive_reset_skaddr: u16,
+    /// Offset of `skaddr` in `tcp:tcp_send_reset`.
+    pub send_reset_skaddr: u16,
+    pub sock: SockOffsets,
+    /// Bit 0: report IPv4, bit 1: report IPv6.
+    pub families: u8,
+    /// Non-zero: only ports set in `LPORTS` pass.
+    pub lport_filter: u8,
+    /// Non-zero: only ports set in `RPORTS` pass.
+    pub rport_filter: u8,
+    pub _pad: [u8; 7],
+    /// Wake the consumer once this many bytes are waiting in the ring buffer;
+    /// below that, userspace polls on a short timer.
+    pub wakeup_bytes: u64,
+}
+
+/// [`Config::families`] bit for IPv4.
+pub const FAMILY_V4: u8 = 1;
+/// [`Config::families`] bit for IPv6.
+pub const FAMILY_V6: u8 = 2;
+
+/// Size of a port bitmap (`LPORTS`, `RPORTS`): one bit per port.
+pub const PORT_BITMAP_LEN: usize = 65536 / 8;
+
+/// Name of the ring buffer map.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Name of the per-CPU lost-event counter map.
+pub const MAP_LOST: &str = "LOST";
+/// Name of the per-socket owner/timestamp LRU map.
+pub const MAP_SOCKS: &str = "SOCKS";
+/// Name of the [`Config`] global.
+pub const GLOBAL_CONFIG: &str = "CONFIG";
+/// Name of the local-port bitmap global.
+pub const GLOBAL_LPORTS: &str = "LPORTS";
+/// Name of the remote-port bitmap global.
+pub const GLOBAL_RPORTS: &str = "RPORTS";
+
+/// The eBPF programs, by name, with the tracepoint each attaches to.
+pub const PROGRAMS: [(&str, &str, &str); 3] = [
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
+    ("tcp_send_reset", "tcp", "tcp_send_reset"),
+];
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: a `#[repr(C)]` struct of integers with explicit padding fields
+    // (no implicit padding): every bit pattern is valid.
+    unsafe impl aya::Pod for super::Config {}
+}
+
+// The layouts are part of the kernel/userspace contract: no implicit padding.
+const _: () = assert!(core::mem::size_of::<RawEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<Config>() == 56);

@@ -1,0 +1,325 @@
+//! tcpstate's eBPF programs: every TCP state transition and reset, one fixed
+//! record each, into a ring buffer.
+//!
+//! Kept deliberately small: read the tracepoint, filter by family and port,
+//! attribute the socket's owner, write the record. Everything else (naming,
+//! classification, TIME_WAIT tracking) happens in userspace.
+//!
+//! Field offsets are not hard-coded: the loader reads them from the running
+//! kernel (tracepoint format files, BTF) and writes them into [`CONFIG`].
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use core::ptr::{addr_of, read_volatile};
+
+    use aya_ebpf::{
+        EbpfContext,
+        bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+        helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+        macros::{map, tracepoint},
+        maps::{LruHashMap, PerCpuArray, RingBuf},
+        programs::TracePointContext,
+    };
+    use aya_log_ebpf::error;
+    use tcpstate_ebpf::{
+        AF_INET, AF_INET6, COMM_LEN, Config, FAMILY_V4, FAMILY_V6, PORT_BITMAP_LEN, RawEvent, flags,
+        kind,
+    };
+
+    const IPPROTO_TCP: u16 = 6;
+    const TCP_ESTABLISHED: u8 = 1;
+    const TCP_SYN_SENT: u8 = 2;
+    const TCP_FIN_WAIT1: u8 = 4;
+    const TCP_CLOSE: u8 = 7;
+    const TCP_CLOSE_WAIT: u8 = 8;
+    const TCP_LAST_ACK: u8 = 9;
+    const TCP_LISTEN: u8 = 10;
+
+    /// What the programs remember about one live socket.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct SockState {
+        last_ts_ns: u64,
+        pid: u32,
+        tid: u32,
+        comm: [u8; COMM_LEN],
+        owner_known: u8,
+        _pad: [u8; 7],
+    }
+
+    impl SockState {
+        const UNKNOWN: Self = Self {
+            last_ts_ns: 0,
+            pid: 0,
+            tid: 0,
+            comm: [0; COMM_LEN],
+            owner_known: 0,
+            _pad: [0; 7],
+        };
+    }
+
+    #[unsafe(no_mangle)]
+    static CONFIG: Config = Config {
+        set_state: tcpstate_ebpf::SetStateOffsets {
+            skaddr: 0,
+            oldstate: 0,
+            newstate: 0,
+            sport: 0,
+            dport: 0,
+            family: 0,
+            protocol: 0,
+            saddr: 0,
+            daddr: 0,
+            saddr_v6: 0,
+            daddr_v6: 0,
+        },
+        receive_reset_skaddr: 0,
+        send_reset_skaddr: 0,
+        sock: tcpstate_ebpf::SockOffsets {
+            family: 0,
+            num: 0,
+            dport: 0,
+            net: 0,
+            state: 0,
+            net_inum: 0,
+        },
+        families: 0,
+        lport_filter: 0,
+        rport_filter: 0,
+        _pad: [0; 7],
+        wakeup_bytes: 0,
+    };
+
+    #[unsafe(no_mangle)]
+    static LPORTS: [u8; PORT_BITMAP_LEN] = [0; PORT_BITMAP_LEN];
+    #[unsafe(no_mangle)]
+    static RPORTS: [u8; PORT_BITMAP_LEN] = [0; PORT_BITMAP_LEN];
+
+    /// The record stream. Its size is set by the loader.
+    #[map]
+    static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+    /// Records that found the ring buffer full, per CPU (index 0).
+    #[map]
+    static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    /// Owner and last-transition time per live socket, keyed by `skaddr`.
+    #[map]
+    static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131072, 0);
+
+    fn config() -> Config {
+        // Volatile: the loader rewrites the value, the compiler must not fold it.
+        unsafe { read_volatile(addr_of!(CONFIG)) }
+    }
+
+    fn port_allowed(bitmap: &[u8; PORT_BITMAP_LEN], port: u16) -> bool {
+        let byte = unsafe { read_volatile(addr_of!(bitmap[(port >> 3) as usize])) };
+        byte & (1 << (port & 7)) != 0
+    }
+
+    fn passes(cfg: &Config, family: u8, lport: u16, rport: u16) -> bool {
+        let bit = match family {
+            AF_INET => FAMILY_V4,
+            AF_INET6 => FAMILY_V6,
+            _ => return false,
+        };
+        cfg.families & bit != 0
+            && (cfg.lport_filter == 0 || port_allowed(&LPORTS, lport))
+            && (cfg.rport_filter == 0 || port_allowed(&RPORTS, rport))
+    }
+
+    /// Reads a value at `base + off` from kernel memory.
+    fn read_kernel<T>(base: u64, off: u16) -> Result<T, i32> {
+        unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }
+    }
+
+    /// Inode of the socket's network namespace (0 if unreadable).
+    fn netns_of(cfg: &Config, sk: u64) -> u32 {
+        read_kernel::<u64>(sk, cfg.sock.net)
+            .and_then(|net| read_kernel::<u32>(net, cfg.sock.net_inum))
+            .unwrap_or(0)
+    }
+
+    /// Writes one record, counting it as lost when the ring buffer is full.
+    ///
+    /// The consumer is not woken unless enough data is waiting (userspace
+    /// also drains on a short timer): waking it per event costs the traced
+    /// workload more than half its throughput.
+    fn emit(cfg: &Config, event: &RawEvent) {
+        let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= cfg.wakeup_bytes {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        };
+        if EVENTS.output::<RawEvent>(event, wake as u64).is_err() {
+            if let Some(lost) = LOST.get_ptr_mut(0) {
+                unsafe { *lost += 1 };
+            }
+        }
+    }
+
+    /// Whether the transition runs in the context of the socket's owner
+    /// (connect, listen, close, shutdown) rather than in softirq.
+    fn in_owner_context(old: u8, new: u8) -> bool {
+        matches!(
+            (old, new),
+            (TCP_CLOSE, TCP_SYN_SENT)
+                | (TCP_CLOSE, TCP_LISTEN)
+                | (TCP_ESTABLISHED, TCP_FIN_WAIT1)
+                | (TCP_CLOSE_WAIT, TCP_LAST_ACK)
+        )
+    }
+
+    #[tracepoint]
+    pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+        if let Err(err) = try_set_state(&ctx) {
+            error!(&ctx, "inet_sock_set_state: reading the event failed: {}", err);
+        }
+        0
+    }
+
+    fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
+        let cfg = config();
+        let o = &cfg.set_state;
+        let base = ctx.as_ptr() as u64;
+        if read_kernel::<u16>(base, o.protocol)? != IPPROTO_TCP {
+            return Ok(());
+        }
+        let family = read_kernel::<u16>(base, o.family)? as u8;
+        let lport = read_kernel::<u16>(base, o.sport)?;
+        let rport = read_kernel::<u16>(base, o.dport)?;
+        if !passes(&cfg, family, lport, rport) {
+            return Ok(());
+        }
+        let skaddr = read_kernel::<u64>(base, o.skaddr)?;
+        let old = read_kernel::<i32>(base, o.oldstate)? as u8;
+        let new = read_kernel::<i32>(base, o.newstate)? as u8;
+        let now = unsafe { bpf_ktime_get_ns() };
+
+        // Owner: the current task when this transition runs in its context,
+        // otherwise whoever we recorded for the socket earlier.
+        let mut state = match unsafe { SOCKS.get(&skaddr) } {
+            Some(s) => *s,
+            None => SockState::UNKNOWN,
+        };
+        let prev_ts_ns = state.last_ts_ns;
+        if in_owner_context(old, new) {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            state.pid = (pid_tgid >> 32) as u32;
+            state.tid = pid_tgid as u32;
+            state.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+            state.owner_known = 1;
+        }
+        state.last_ts_ns = now;
+        if new == TCP_CLOSE {
+            let _ = SOCKS.remove(&skaddr);
+        } else {
+            let _ = SOCKS.insert(&skaddr, &state, 0);
+        }
+
+        let (mut laddr, mut raddr) = ([0u8; 16], [0u8; 16]);
+        if family == AF_INET {
+            laddr[..4].copy_from_slice(&read_kernel::<[u8; 4]>(base, o.saddr)?);
+            raddr[..4].copy_from_slice(&read_kernel::<[u8; 4]>(base, o.daddr)?);
+        } else {
+            laddr = read_kernel(base, o.saddr_v6)?;
+            raddr = read_kernel(base, o.daddr_v6)?;
+        }
+        let event = RawEvent {
+            ts_ns: now,
+            skaddr,
+            prev_ts_ns,
+            netns: netns_of(&cfg, skaddr),
+            pid: state.pid,
+            tid: state.tid,
+            kind: kind::TRANSITION,
+            oldstate: old,
+            newstate: new,
+            family,
+            lport,
+            rport,
+            flags: if state.owner_known != 0 { flags::OWNER_KNOWN } else { 0 },
+            _pad: [0; 3],
+            laddr,
+            raddr,
+            comm: state.comm,
+        };
+        emit(&cfg, &event);
+        Ok(())
+    }
+
+    #[tracepoint]
+    pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+        let off = config().receive_reset_skaddr;
+        if let Err(err) = try_reset(&ctx, off, kind::RESET_RECEIVED) {
+            error!(&ctx, "tcp_receive_reset: reading the socket failed: {}", err);
+        }
+        0
+    }
+
+    #[tracepoint]
+    pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+        let off = config().send_reset_skaddr;
+        if let Err(err) = try_reset(&ctx, off, kind::RESET_SENT) {
+            error!(&ctx, "tcp_send_reset: reading the socket failed: {}", err);
+        }
+        0
+    }
+
+    /// A reset on a full socket: family, ports and state come from the
+    /// socket itself (offsets from BTF) so the same filters apply.
+    fn try_reset(ctx: &TracePointContext, skaddr_off: u16, what: u8) -> Result<(), i32> {
+        let cfg = config();
+        let sk = read_kernel::<u64>(ctx.as_ptr() as u64, skaddr_off)?;
+        if sk == 0 {
+            // A reset answering a segment that matched no socket.
+            return Ok(());
+        }
+        let family = read_kernel::<u16>(sk, cfg.sock.family)? as u8;
+        let lport = read_kernel::<u16>(sk, cfg.sock.num)?;
+        let rport = u16::from_be(read_kernel::<u16>(sk, cfg.sock.dport)?);
+        if !passes(&cfg, family, lport, rport) {
+            return Ok(());
+        }
+        let state = read_kernel::<u8>(sk, cfg.sock.state)?;
+        let owner = match unsafe { SOCKS.get(&sk) } {
+            Some(o) if o.owner_known != 0 => *o,
+            _ => SockState::UNKNOWN,
+        };
+        let event = RawEvent {
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            skaddr: sk,
+            prev_ts_ns: 0,
+            netns: netns_of(&cfg, sk),
+            pid: owner.pid,
+            tid: owner.tid,
+            kind: what,
+            oldstate: state,
+            newstate: state,
+            family,
+            lport,
+            rport,
+            flags: if owner.owner_known != 0 { flags::OWNER_KNOWN } else { 0 },
+            _pad: [0; 3],
+            laddr: [0; 16],
+            raddr: [0; 16],
+            comm: owner.comm,
+        };
+        emit(&cfg, &event);
+        Ok(())
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+
+    #[unsafe(link_section = "license")]
+    #[unsafe(no_mangle)]
+    static LICENSE: [u8; 4] = *b"GPL\0";
+}
+
+/// The programs only exist for the BPF target; a host build has nothing to run.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,44 @@
+//! Compiles the eBPF programs (`tcpstate-ebpf`) for the BPF target with the
+//! nightly toolchain and bpf-linker, and leaves the object in `OUT_DIR` for
+//! `include_bytes_aligned!`. `cargo xtask` installs both; see README.md.
+use anyhow::{Context as _, anyhow};
+
+fn main() -> anyhow::Result<()> {
+    if which_bpf_linker().is_none() {
+        return Err(anyhow!(
+            "bpf-linker is not on PATH: build through `cargo xtask build` (it installs the eBPF toolchain)"
+        ));
+    }
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = metadata
+        .packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "tcpstate-ebpf")
+        .ok_or_else(|| anyhow!("tcpstate-ebpf package not found"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: ebpf.name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+}
+
+/// `bpf-linker` on PATH, if any; a change of it rebuilds the programs.
+fn which_bpf_linker() -> Option<std::path::PathBuf> {
+    println!("cargo:rerun-if-env-changed=PATH");
+    let path = std::env::var_os("PATH")?;
+    let linker = std::env::split_paths(&path)
+        .map(|dir| dir.join("bpf-linker"))
+        .find(|candidate| candidate.is_file())?;
+    println!("cargo:rerun-if-changed={}", linker.display());
+    Some(linker)
+}

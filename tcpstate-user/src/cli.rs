@@ -1,0 +1,218 @@
+//! The command line: subcommands, options, and their validation into the
+//! settings the rest of the program uses.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use tcpstate_ebpf::{FAMILY_V4, FAMILY_V6};
+
+use crate::{filter::Filter, loader};
+
+/// Every TCP state transition, every TIME_WAIT socket, and who closed each
+/// connection, live from the kernel.
+#[derive(Debug, Parser)]
+#[command(name = "tcpstate", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream every TCP state transition, one line each, with the owner
+    /// process and a close annotation.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// JSON Lines output (schema: see README).
+    #[arg(long)]
+    pub json: bool,
+    /// IPv4 only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// IPv6 only.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// Local ports to report (filtered in the kernel), e.g. 80,443.
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', value_parser = parse_port)]
+    pub lport: Vec<u16>,
+    /// Remote ports to report (filtered in the kernel).
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', value_parser = parse_port)]
+    pub rport: Vec<u16>,
+    /// Local address or CIDR block, e.g. 10.0.0.0/8 or ::1.
+    #[arg(long, value_name = "CIDR[,CIDR..]", value_delimiter = ',', value_parser = parse_cidr)]
+    pub laddr: Vec<IpNet>,
+    /// Remote address or CIDR block.
+    #[arg(long, value_name = "CIDR[,CIDR..]", value_delimiter = ',', value_parser = parse_cidr)]
+    pub raddr: Vec<IpNet>,
+    /// Owner process id(s).
+    #[arg(long, value_name = "PID[,PID..]", value_delimiter = ',', value_parser = parse_pid)]
+    pub pid: Vec<u32>,
+    /// Owner command name(s), as in /proc/PID/comm.
+    #[arg(long, value_name = "COMM[,COMM..]", value_delimiter = ',')]
+    pub comm: Vec<String>,
+    /// Network namespace inode(s), as in `readlink /proc/PID/ns/net`.
+    #[arg(long, value_name = "INODE[,INODE..]", value_delimiter = ',', value_parser = parse_netns)]
+    pub netns: Vec<u32>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Stop after this many transitions.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = loader::DEFAULT_RING_BYTES >> 20, value_parser = parse_ring_mib)]
+    pub ring_mib: u32,
+}
+
+impl Common {
+    /// What the kernel side filters.
+    pub fn settings(&self) -> loader::Settings {
+        let families = match (self.ipv4, self.ipv6) {
+            (true, false) => FAMILY_V4,
+            (false, true) => FAMILY_V6,
+            _ => FAMILY_V4 | FAMILY_V6,
+        };
+        loader::Settings {
+            families,
+            lports: self.lport.clone(),
+            rports: self.rport.clone(),
+            ring_bytes: self.ring_mib << 20,
+        }
+    }
+
+    /// What userspace filters.
+    pub fn filter(&self) -> Filter {
+        Filter {
+            laddr: self.laddr.clone(),
+            raddr: self.raddr.clone(),
+            pids: self.pid.clone(),
+            comms: self.comm.clone(),
+            netns: self.netns.clone(),
+        }
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("'{s}' is not a port: use a number from 1 to 65535")),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("'{s}' is not an address or CIDR block: use e.g. 10.0.0.0/8 or ::1"))
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(p) if p > 0 && p <= 4_194_304 => Ok(p),
+        _ => Err(format!("'{s}' is not a process id: use a number from 1 to 4194304")),
+    }
+}
+
+fn parse_netns(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    // Accept `readlink` output as is: net:[4026531840].
+    let digits = s
+        .strip_prefix("net:[")
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    match digits.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a network namespace inode: use the number from `readlink /proc/PID/ns/net`"
+        )),
+    }
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v < 1e9 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+fn parse_ring_mib(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(v) if v.is_power_of_two() && v <= 1024 => Ok(v),
+        _ => Err(format!("'{s}' is not a ring size: use a power of two from 1 to 1024 (MiB)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tcpstate").chain(args.iter().copied()))
+    }
+
+    fn common(args: &[&str]) -> Common {
+        match parse(args).unwrap().command {
+            Command::Watch(w) => w.common,
+        }
+    }
+
+    #[test]
+    fn ports_and_families_go_to_the_kernel() {
+        let c = common(&["watch", "-4", "--lport", "80,443", "--rport", "5432"]);
+        let s = c.settings();
+        assert_eq!(s.families, FAMILY_V4);
+        assert_eq!(s.lports, [80, 443]);
+        assert_eq!(s.rports, [5432]);
+        assert_eq!(common(&["watch"]).settings().families, FAMILY_V4 | FAMILY_V6);
+        assert_eq!(common(&["watch", "-6"]).settings().families, FAMILY_V6);
+    }
+
+    #[test]
+    fn addresses_accept_cidr_and_plain_ips() {
+        let c = common(&["watch", "--laddr", "10.0.0.0/8,::1", "--raddr", "127.0.0.1"]);
+        assert_eq!(c.laddr[0].to_string(), "10.0.0.0/8");
+        assert_eq!(c.laddr[1].to_string(), "::1/128");
+        assert_eq!(c.raddr[0].to_string(), "127.0.0.1/32");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_the_fix() {
+        for (args, needle) in [
+            (&["watch", "--lport", "0"][..], "1 to 65535"),
+            (&["watch", "--lport", "70000"], "1 to 65535"),
+            (&["watch", "--rport", "http"], "1 to 65535"),
+            (&["watch", "--laddr", "10.0.0.0/33"], "CIDR"),
+            (&["watch", "--pid", "-3"], "process id"),
+            (&["watch", "--pid", "abc"], "process id"),
+            (&["watch", "--netns", "x"], "readlink"),
+            (&["watch", "--duration", "-1"], "seconds"),
+            (&["watch", "--ring-mib", "3"], "power of two"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn conflicting_flags_are_rejected() {
+        let err = parse(&["watch", "-4", "-6"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(parse(&["watch", "--count", "0"]).is_err());
+    }
+
+    #[test]
+    fn netns_accepts_readlink_form() {
+        assert_eq!(common(&["watch", "--netns", "net:[4026531840]"]).netns, [4026531840]);
+    }
+}

@@ -1,0 +1,87 @@
+//! Userspace filters: addresses (CIDR), owner process, command name and
+//! network namespace. Ports and families are filtered in the kernel.
+
+use ipnet::IpNet;
+
+use crate::event::{Owner, Tuple};
+
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub laddr: Vec<IpNet>,
+    pub raddr: Vec<IpNet>,
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub netns: Vec<u32>,
+}
+
+impl Filter {
+    /// Whether a record about this socket passes. Each option given must
+    /// match one of its values; an unknown owner never matches a pid or comm.
+    pub fn matches(&self, netns: u32, tuple: &Tuple, owner: Option<&Owner>) -> bool {
+        let any = |nets: &[IpNet], addr| nets.is_empty() || nets.iter().any(|n| n.contains(&addr));
+        any(&self.laddr, tuple.laddr)
+            && any(&self.raddr, tuple.raddr)
+            && (self.netns.is_empty() || self.netns.contains(&netns))
+            && (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
+            && (self.comms.is_empty()
+                || owner.is_some_and(|o| {
+                    let comm = o.comm.as_str();
+                    // The kernel keeps 15 bytes of the name.
+                    self.comms.iter().any(|c| c.get(..15).unwrap_or(c) == comm)
+                }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::tests::{owner, tuple};
+
+    #[test]
+    fn empty_filter_passes_everything() {
+        assert!(Filter::default().matches(1, &tuple(1, 2), None));
+    }
+
+    #[test]
+    fn cidr_filters() {
+        let f = Filter {
+            laddr: vec!["127.0.0.0/8".parse().unwrap()],
+            raddr: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Filter::default()
+        };
+        let mut t = tuple(1, 2);
+        assert!(!f.matches(1, &t, None), "raddr 127.0.0.1 is outside 10/8");
+        t.raddr = "10.1.2.3".parse().unwrap();
+        assert!(f.matches(1, &t, None));
+        t.laddr = "::1".parse().unwrap();
+        assert!(!f.matches(1, &t, None));
+    }
+
+    #[test]
+    fn owner_filters() {
+        let f = Filter {
+            pids: vec![7],
+            ..Filter::default()
+        };
+        assert!(f.matches(1, &tuple(1, 2), Some(&owner(7))));
+        assert!(!f.matches(1, &tuple(1, 2), Some(&owner(8))));
+        assert!(!f.matches(1, &tuple(1, 2), None));
+        let f = Filter {
+            comms: vec!["a-very-long-command-name".into()],
+            ..Filter::default()
+        };
+        let mut o = owner(1);
+        o.comm = crate::event::Comm::new("a-very-long-command-name");
+        assert!(f.matches(1, &tuple(1, 2), Some(&o)), "truncated like the kernel");
+    }
+
+    #[test]
+    fn netns_filter() {
+        let f = Filter {
+            netns: vec![5],
+            ..Filter::default()
+        };
+        assert!(f.matches(5, &tuple(1, 2), None));
+        assert!(!f.matches(6, &tuple(1, 2), None));
+    }
+}

@@ -1,0 +1,203 @@
+//! Loads and attaches the eBPF programs: checks privileges, mounts tracefs
+//! if needed, resolves field offsets on the running kernel (tracepoint
+//! formats, BTF), writes them and the kernel-side filters into the programs'
+//! globals, and hands out the ring buffer and the lost-event counter.
+
+use std::fs;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use aya_log::EbpfLogger;
+use tcpstate_ebpf::{
+    Config, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_RPORTS, MAP_EVENTS, MAP_LOST, PORT_BITMAP_LEN,
+    PROGRAMS, SetStateOffsets,
+};
+
+use crate::{btf, tracefs};
+
+/// What the kernel side should report.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `FAMILY_V4 | FAMILY_V6` bits.
+    pub families: u8,
+    /// Local ports to report; empty: all.
+    pub lports: Vec<u16>,
+    /// Remote ports to report; empty: all.
+    pub rports: Vec<u16>,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+}
+
+/// Default ring buffer: 16 MiB, about 170,000 records.
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+/// The loaded, attached programs.
+pub struct Probe {
+    /// The record stream.
+    pub events: RingBuf<MapData>,
+    /// The programs' diagnostics (aya-log); must stay open while they run.
+    pub logger: EbpfLogger<&'static dyn log::Log>,
+    pub kernel: Kernel,
+}
+
+/// The programs themselves and their counters. Dropping it detaches them.
+pub struct Kernel {
+    /// Keeps the programs and their links alive.
+    _ebpf: Ebpf,
+    lost: PerCpuArray<MapData, u64>,
+}
+
+impl Kernel {
+    /// Records the kernel could not write because the ring buffer was full.
+    pub fn lost(&self) -> Result<u64> {
+        let values = self.lost.get(&0, 0).context("reading the lost-event counter")?;
+        Ok(values.iter().sum())
+    }
+}
+
+/// Capability bits (see `capabilities(7)`).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails with a clear message unless this process may load and attach
+/// tracing programs (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN).
+pub fn check_privileges() -> Result<()> {
+    let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| anyhow!("no CapEff line in /proc/self/status"))?;
+    let missing = missing_capabilities(effective);
+    if !missing.is_empty() {
+        bail!(
+            "missing {} (needed to load and attach eBPF programs): run tcpstate as root, e.g. with sudo",
+            missing.join(" and ")
+        );
+    }
+    Ok(())
+}
+
+/// The capabilities lacking from the effective set `eff`.
+fn missing_capabilities(eff: u64) -> Vec<&'static str> {
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return Vec::new();
+    }
+    [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|&(cap, _)| !has(cap))
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// Loads the programs, configures them and attaches them.
+pub fn load(settings: &Settings) -> Result<Probe> {
+    check_privileges()?;
+    let tracefs = tracefs::ensure_mounted()?;
+    let vmlinux = btf::load_vmlinux()?;
+
+    let set_state = tracefs::Format::read(&tracefs, "sock", "inet_sock_set_state")?;
+    let receive_reset = tracefs::Format::read(&tracefs, "tcp", "tcp_receive_reset")?;
+    let send_reset = tracefs::Format::read(&tracefs, "tcp", "tcp_send_reset")?;
+    let config = Config {
+        set_state: SetStateOffsets {
+            skaddr: set_state.offset("skaddr", 8)?,
+            oldstate: set_state.offset("oldstate", 4)?,
+            newstate: set_state.offset("newstate", 4)?,
+            sport: set_state.offset("sport", 2)?,
+            dport: set_state.offset("dport", 2)?,
+            family: set_state.offset("family", 2)?,
+            protocol: set_state.offset("protocol", 2)?,
+            saddr: set_state.offset("saddr", 4)?,
+            daddr: set_state.offset("daddr", 4)?,
+            saddr_v6: set_state.offset("saddr_v6", 16)?,
+            daddr_v6: set_state.offset("daddr_v6", 16)?,
+        },
+        receive_reset_skaddr: receive_reset.offset("skaddr", 8)?,
+        send_reset_skaddr: send_reset.offset("skaddr", 8)?,
+        sock: btf::sock_offsets(&vmlinux)?,
+        families: settings.families,
+        lport_filter: u8::from(!settings.lports.is_empty()),
+        rport_filter: u8::from(!settings.rports.is_empty()),
+        _pad: [0; 7],
+        wakeup_bytes: u64::from(settings.ring_bytes / 16),
+    };
+    let lports = port_bitmap(&settings.lports);
+    let rports = port_bitmap(&settings.rports);
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global(GLOBAL_CONFIG, &config, true)
+        .override_global(GLOBAL_LPORTS, &lports, true)
+        .override_global(GLOBAL_RPORTS, &rports, true)
+        .map_max_entries(MAP_EVENTS, settings.ring_bytes)
+        .load(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/tcpstate"
+        )))
+        .context("loading the eBPF programs")?;
+    let logger = EbpfLogger::init(&mut ebpf).context("setting up eBPF diagnostics")?;
+
+    for (name, group, tracepoint) in PROGRAMS {
+        let program: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        program
+            .load()
+            .with_context(|| format!("loading program {name}"))?;
+        program
+            .attach(group, tracepoint)
+            .with_context(|| format!("attaching to tracepoint {group}:{tracepoint}"))?;
+    }
+
+    let events = RingBuf::try_from(
+        ebpf.take_map(MAP_EVENTS)
+            .ok_or_else(|| anyhow!("map {MAP_EVENTS} missing"))?,
+    )?;
+    let lost = PerCpuArray::try_from(
+        ebpf.take_map(MAP_LOST)
+            .ok_or_else(|| anyhow!("map {MAP_LOST} missing"))?,
+    )?;
+    Ok(Probe {
+        events,
+        logger,
+        kernel: Kernel { _ebpf: ebpf, lost },
+    })
+}
+
+/// One bit per port set in `ports`.
+fn port_bitmap(ports: &[u16]) -> [u8; PORT_BITMAP_LEN] {
+    let mut bitmap = [0u8; PORT_BITMAP_LEN];
+    for &p in ports {
+        bitmap[usize::from(p >> 3)] |= 1 << (p & 7);
+    }
+    bitmap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_bitmap_sets_exactly_the_ports() {
+        let bm = port_bitmap(&[0, 7, 8, 443, 65535]);
+        let set: Vec<u16> = (0..=65535u16)
+            .filter(|&p| bm[usize::from(p >> 3)] & (1 << (p & 7)) != 0)
+            .collect();
+        assert_eq!(set, [0, 7, 8, 443, 65535]);
+    }
+
+    #[test]
+    fn capabilities_needed() {
+        assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_empty());
+        assert!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
+        assert_eq!(missing_capabilities(1 << CAP_BPF), ["CAP_PERFMON"]);
+        assert_eq!(missing_capabilities(0), ["CAP_BPF", "CAP_PERFMON"]);
+    }
+}

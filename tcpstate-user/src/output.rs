@@ -1,0 +1,480 @@
+//! Renderers: the readable table and JSON Lines (schema version 1, see
+//! README), for transitions, closes and the final summary.
+//!
+//! Write errors are kept, not raised: the caller checks [`Renderer::error`]
+//! after each batch, so a closed pipe ends the program quietly.
+
+use std::{
+    borrow::Cow,
+    fmt,
+    io::{self, Write},
+    net::IpAddr,
+    time::SystemTime,
+};
+
+use serde::{Serialize, Serializer};
+
+use crate::{
+    event::{Clock, Owner, Tuple},
+    tracker::{Close, CloseKind, Closer, Role, Sink, Transition},
+};
+
+/// Totals printed when the program ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Records read from the kernel.
+    pub events: u64,
+    /// Records the kernel could not write (ring buffer full).
+    pub lost: u64,
+    pub duration_ms: f64,
+    /// Connections not tracked because the tracker's table was full.
+    pub untracked: u64,
+}
+
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Client => "client",
+        Role::Server => "server",
+        Role::Unknown => "unknown",
+    }
+}
+
+pub fn closer_name(c: Closer) -> &'static str {
+    match c {
+        Closer::Local => "local",
+        Closer::Remote => "remote",
+        Closer::Simultaneous => "simultaneous",
+        Closer::Unknown => "unknown",
+    }
+}
+
+pub fn kind_name(k: CloseKind) -> &'static str {
+    match k {
+        CloseKind::Fin => "fin",
+        CloseKind::RstSent => "rst_sent",
+        CloseKind::RstReceived => "rst_received",
+        CloseKind::Abort => "abort",
+    }
+}
+
+/// Nanoseconds to fractional milliseconds, rounded to microseconds.
+pub fn ms(ns: u64) -> f64 {
+    (ns / 1000) as f64 / 1000.0
+}
+
+/// RFC 3339 UTC with microseconds.
+pub struct Ts(pub SystemTime);
+
+impl fmt::Display for Ts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_rfc3339_micros(self.0).fmt(f)
+    }
+}
+
+impl Serialize for Ts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+/// The socket-naming fields every JSON object carries.
+#[derive(Serialize)]
+pub struct SockJson {
+    family: &'static str,
+    laddr: IpAddr,
+    lport: u16,
+    raddr: IpAddr,
+    rport: u16,
+    netns: u32,
+}
+
+impl SockJson {
+    pub fn new(tuple: &Tuple, netns: u32) -> SockJson {
+        SockJson {
+            family: tuple.family.name(),
+            laddr: tuple.laddr,
+            lport: tuple.lport,
+            raddr: tuple.raddr,
+            rport: tuple.rport,
+            netns,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TransitionJson<'a> {
+    r#type: &'static str,
+    ts: Ts,
+    #[serde(flatten)]
+    sock: SockJson,
+    old: &'static str,
+    new: &'static str,
+    in_old_ms: Option<f64>,
+    pid: Option<u32>,
+    comm: Option<Cow<'a, str>>,
+    skaddr: Hex,
+}
+
+#[derive(Serialize)]
+struct CloseJson<'a> {
+    r#type: &'static str,
+    ts: Ts,
+    #[serde(flatten)]
+    sock: SockJson,
+    role: &'static str,
+    closer: &'static str,
+    kind: &'static str,
+    time_wait: bool,
+    lifetime_ms: Option<f64>,
+    pid: Option<u32>,
+    comm: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct SummaryJson {
+    r#type: &'static str,
+    events: u64,
+    lost: u64,
+    duration_ms: f64,
+    untracked: u64,
+}
+
+/// Formats records to a writer, as text or JSON Lines.
+pub struct Renderer<W: Write> {
+    w: W,
+    json: bool,
+    clock: Clock,
+    header_done: bool,
+    error: Option<io::Error>,
+}
+
+impl<W: Write> Renderer<W> {
+    pub fn new(w: W, json: bool, clock: Clock) -> Renderer<W> {
+        Renderer {
+            w,
+            json,
+            clock,
+            header_done: false,
+            error: None,
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The first write error, if any (e.g. a closed pipe).
+    pub fn error(&self) -> Option<&io::Error> {
+        self.error.as_ref()
+    }
+
+    pub fn flush(&mut self) {
+        let r = self.w.flush();
+        self.keep(r);
+    }
+
+    /// Writes one JSON object as a line.
+    pub fn json_line(&mut self, value: &impl Serialize) {
+        if self.error.is_some() {
+            return;
+        }
+        let r = serde_json::to_writer(&mut self.w, value)
+            .map_err(io::Error::from)
+            .and_then(|()| self.w.write_all(b"\n"));
+        self.keep(r);
+    }
+
+    /// Writes preformatted text.
+    pub fn text(&mut self, args: fmt::Arguments<'_>) {
+        if self.error.is_some() {
+            return;
+        }
+        let r = self.w.write_fmt(args);
+        self.keep(r);
+    }
+
+    fn keep(&mut self, r: io::Result<()>) {
+        if let Err(e) = r {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    pub fn summary(&mut self, s: &Summary) {
+        if self.json {
+            self.json_line(&SummaryJson {
+                r#type: "summary",
+                events: s.events,
+                lost: s.lost,
+                duration_ms: s.duration_ms,
+                untracked: s.untracked,
+            });
+        } else {
+            eprintln!(
+                "tcpstate: {} events, {} lost, {:.1} s{}",
+                s.events,
+                s.lost,
+                s.duration_ms / 1000.0,
+                if s.untracked > 0 {
+                    format!(", {} connections untracked (table full)", s.untracked)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        self.flush();
+    }
+
+    fn header(&mut self) {
+        if !self.header_done {
+            self.header_done = true;
+            self.text(format_args!(
+                "{:<15} {:>7} {:<15} {:<30} {:<30} {:<26} {:>10}  {}\n",
+                "TIME(UTC)", "PID", "COMM", "LOCAL", "REMOTE", "TRANSITION", "MS", "NOTE"
+            ));
+        }
+    }
+}
+
+fn comm_of(owner: &Option<Owner>) -> Option<Cow<'_, str>> {
+    owner.as_ref().map(|o| o.comm.as_str())
+}
+
+/// `addr:port`, with brackets for IPv6.
+pub fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// Time of day, `HH:MM:SS.micros`, UTC.
+fn time_of_day(t: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_micros(t).to_string();
+    // 2026-11-24T06:12:01.123456Z -> 06:12:01.123456
+    stamp.get(11..26).unwrap_or(&stamp).to_owned()
+}
+
+impl<W: Write> Sink for Renderer<W> {
+    fn transition(&mut self, t: &Transition) {
+        let ts = self.clock.wall(t.ts_ns);
+        if self.json {
+            self.json_line(&TransitionJson {
+                r#type: "transition",
+                ts: Ts(ts),
+                sock: SockJson::new(&t.tuple, t.netns),
+                old: t.old.name(),
+                new: t.new.name(),
+                in_old_ms: t.in_old_ns.map(ms),
+                pid: t.owner.map(|o| o.pid),
+                comm: comm_of(&t.owner),
+                skaddr: Hex(t.skaddr),
+            });
+            return;
+        }
+        self.header();
+        let (pid, comm) = match &t.owner {
+            Some(o) => (o.pid.to_string(), o.comm.as_str().into_owned()),
+            None => ("-".into(), "-".into()),
+        };
+        let in_old = t.in_old_ns.map_or("-".into(), |n| format!("{:.3}", ms(n)));
+        self.text(format_args!(
+            "{:<15} {:>7} {:<15} {:<30} {:<30} {:<26} {:>10}  {}\n",
+            time_of_day(ts),
+            pid,
+            comm,
+            endpoint(t.tuple.laddr, t.tuple.lport),
+            endpoint(t.tuple.raddr, t.tuple.rport),
+            format!("{} -> {}", t.old, t.new),
+            in_old,
+            t.note.text()
+        ));
+    }
+
+    fn close(&mut self, c: &Close) {
+        if self.json {
+            self.json_line(&CloseJson {
+                r#type: "close",
+                ts: Ts(self.clock.wall(c.ts_ns)),
+                sock: SockJson::new(&c.tuple, c.netns),
+                role: role_name(c.role),
+                closer: closer_name(c.closer),
+                kind: kind_name(c.kind),
+                time_wait: c.time_wait,
+                lifetime_ms: c.lifetime_ns.map(ms),
+                pid: c.owner.map(|o| o.pid),
+                comm: comm_of(&c.owner),
+            });
+            return;
+        }
+        let lifetime = c
+            .lifetime_ns
+            .map_or(String::new(), |n| format!(", lived {:.3} ms", ms(n)));
+        self.text(format_args!(
+            "{:>25} closed: role {}, first close by {}, {}{}{}\n",
+            "",
+            role_name(c.role),
+            closer_name(c.closer),
+            kind_name(c.kind),
+            if c.time_wait { ", TIME_WAIT here" } else { "" },
+            lifetime
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{
+        event::State,
+        tracker::{Note, tests::{owner, tuple}},
+    };
+
+    fn clock() -> Clock {
+        Clock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000))
+    }
+
+    fn transition() -> Transition {
+        Transition {
+            ts_ns: 1_500_000,
+            skaddr: 0xffff_8881_02e2_4a00,
+            netns: 4026531840,
+            tuple: tuple(9098, 41566),
+            old: State::ESTABLISHED,
+            new: State::FIN_WAIT1,
+            in_old_ns: Some(12_300_000),
+            owner: Some(owner(1234)),
+            note: Note::ActiveClose,
+        }
+    }
+
+    fn render(f: impl FnOnce(&mut Renderer<&mut Vec<u8>>), json: bool) -> String {
+        let mut buf = Vec::new();
+        let mut r = Renderer::new(&mut buf, json, clock());
+        f(&mut r);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn transition_json_matches_the_schema() {
+        let out = render(|r| r.transition(&transition()), true);
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["type"], "transition");
+        assert_eq!(v["ts"], "2025-11-24T16:00:00.001500Z");
+        assert_eq!(v["family"], "ipv4");
+        assert_eq!(v["laddr"], "127.0.0.1");
+        assert_eq!(v["lport"], 9098);
+        assert_eq!(v["raddr"], "127.0.0.1");
+        assert_eq!(v["rport"], 41566);
+        assert_eq!(v["old"], "ESTABLISHED");
+        assert_eq!(v["new"], "FIN_WAIT1");
+        assert_eq!(v["in_old_ms"], 12.3);
+        assert_eq!(v["pid"], 1234);
+        assert_eq!(v["comm"], "test");
+        assert_eq!(v["netns"], 4026531840u64);
+        assert_eq!(v["skaddr"], "0xffff888102e24a00");
+    }
+
+    #[test]
+    fn unknown_values_are_null() {
+        let mut t = transition();
+        t.owner = None;
+        t.in_old_ns = None;
+        let out = render(|r| r.transition(&t), true);
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        assert!(v["pid"].is_null() && v["comm"].is_null() && v["in_old_ms"].is_null());
+    }
+
+    #[test]
+    fn close_and_summary_json() {
+        let c = Close {
+            ts_ns: 2_000_000,
+            skaddr: 1,
+            netns: 7,
+            tuple: tuple(80, 40000),
+            role: Role::Server,
+            closer: Closer::Local,
+            kind: CloseKind::Fin,
+            time_wait: true,
+            lifetime_ns: Some(1_532_000_000),
+            owner: None,
+        };
+        let out = render(
+            |r| {
+                r.close(&c);
+                r.summary(&Summary {
+                    events: 10,
+                    lost: 0,
+                    duration_ms: 1000.0,
+                    untracked: 0,
+                });
+            },
+            true,
+        );
+        let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["type"], "close");
+        assert_eq!(lines[0]["role"], "server");
+        assert_eq!(lines[0]["closer"], "local");
+        assert_eq!(lines[0]["kind"], "fin");
+        assert_eq!(lines[0]["time_wait"], true);
+        assert_eq!(lines[0]["lifetime_ms"], 1532.0);
+        assert_eq!(lines[0]["netns"], 7);
+        assert_eq!(lines[1]["type"], "summary");
+        assert_eq!(lines[1]["events"], 10);
+        assert_eq!(lines[1]["lost"], 0);
+    }
+
+    #[test]
+    fn text_has_a_header_and_one_line_per_transition() {
+        let mut t6 = transition();
+        t6.tuple.laddr = "::1".parse().unwrap();
+        let out = render(
+            |r| {
+                r.transition(&transition());
+                r.transition(&t6);
+            },
+            false,
+        );
+        let lines: Vec<_> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("TIME(UTC)"));
+        assert!(lines[1].starts_with("16:00:00.001500"));
+        assert!(lines[1].contains("127.0.0.1:9098"));
+        assert!(lines[1].contains("ESTABLISHED -> FIN_WAIT1"));
+        assert!(lines[1].contains("12.300"));
+        assert!(lines[1].ends_with("active close"));
+        assert!(lines[2].contains("[::1]:9098"));
+    }
+
+    #[test]
+    fn write_errors_are_kept_not_raised() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut r = Renderer::new(Closed, true, clock());
+        r.transition(&transition());
+        r.transition(&transition());
+        assert_eq!(r.error().unwrap().kind(), io::ErrorKind::BrokenPipe);
+    }
+}

@@ -1,0 +1,167 @@
+//! tracefs: finding (or mounting) it, and reading tracepoint format files,
+//! which give each field's offset on the running kernel.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+/// Where tracefs lives on current systems.
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// The older location, under debugfs.
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// Returns the tracefs root, mounting tracefs at [`TRACEFS`] if it is not
+/// mounted anywhere.
+pub fn ensure_mounted() -> Result<PathBuf> {
+    for dir in [TRACEFS, DEBUGFS_TRACING] {
+        if Path::new(dir).join("events").is_dir() {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    nix::mount::mount(
+        Some("nodev"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|errno| {
+        anyhow!(
+            "tracefs is not mounted and mounting it at {TRACEFS} failed ({errno}): \
+             mount it with `mount -t tracefs nodev {TRACEFS}`"
+        )
+    })?;
+    Ok(PathBuf::from(TRACEFS))
+}
+
+/// One field of a tracepoint record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u16,
+    pub size: u16,
+}
+
+/// The fields of one tracepoint, by name.
+#[derive(Debug, Default)]
+pub struct Format {
+    name: String,
+    fields: HashMap<String, Field>,
+}
+
+impl Format {
+    /// Parses the text of `events/<group>/<name>/format`.
+    pub fn parse(name: &str, text: &str) -> Result<Format> {
+        let mut fields = HashMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            let Some(rest) = line.strip_prefix("field:") else {
+                continue;
+            };
+            // "field:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;"
+            let mut parts = rest.split(';').map(str::trim);
+            let decl = parts.next().unwrap_or_default();
+            let mut offset = None;
+            let mut size = None;
+            for part in parts {
+                if let Some(v) = part.strip_prefix("offset:") {
+                    offset = v.parse::<u16>().ok();
+                } else if let Some(v) = part.strip_prefix("size:") {
+                    size = v.parse::<u16>().ok();
+                }
+            }
+            let field_name = decl
+                .rsplit(|c: char| c.is_whitespace() || c == '*')
+                .next()
+                .unwrap_or_default();
+            let field_name = field_name.split('[').next().unwrap_or_default();
+            match (offset, size) {
+                (Some(offset), Some(size)) if !field_name.is_empty() => {
+                    fields.insert(field_name.to_owned(), Field { offset, size });
+                }
+                _ => bail!("tracepoint {name}: cannot parse format line {line:?}"),
+            }
+        }
+        if fields.is_empty() {
+            bail!("tracepoint {name}: format has no fields");
+        }
+        Ok(Format {
+            name: name.to_owned(),
+            fields,
+        })
+    }
+
+    /// Reads the format of `group:name` from the tracefs at `root`.
+    pub fn read(root: &Path, group: &str, name: &str) -> Result<Format> {
+        let path = root.join("events").join(group).join(name).join("format");
+        let text = fs::read_to_string(&path).map_err(|e| {
+            anyhow!(
+                "tracepoint {group}:{name} not found ({}: {e}): this kernel does not provide it",
+                path.display()
+            )
+        })?;
+        Format::parse(&format!("{group}:{name}"), &text)
+    }
+
+    /// Offset of `field`, checking that it has the size the programs read.
+    pub fn offset(&self, field: &str, size: u16) -> Result<u16> {
+        let f = self
+            .fields
+            .get(field)
+            .with_context(|| format!("tracepoint {} has no field {field}", self.name))?;
+        if f.size != size {
+            bail!(
+                "tracepoint {}: field {field} is {} bytes, expected {size}",
+                self.name,
+                f.size
+            );
+        }
+        Ok(f.offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SET_STATE: &str = "name: inet_sock_set_state
+ID: 2287
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
+
+print fmt: \"family=%s\", REC->family
+";
+
+    #[test]
+    fn parses_fields_with_pointers_and_arrays() {
+        let f = Format::parse("sock:inet_sock_set_state", SET_STATE).unwrap();
+        assert_eq!(f.offset("skaddr", 8).unwrap(), 8);
+        assert_eq!(f.offset("oldstate", 4).unwrap(), 16);
+        assert_eq!(f.offset("sport", 2).unwrap(), 24);
+        assert_eq!(f.offset("saddr_v6", 16).unwrap(), 40);
+    }
+
+    #[test]
+    fn missing_or_resized_fields_are_errors() {
+        let f = Format::parse("sock:inet_sock_set_state", SET_STATE).unwrap();
+        let err = f.offset("newstate", 4).unwrap_err().to_string();
+        assert!(err.contains("no field newstate"), "{err}");
+        let err = f.offset("sport", 4).unwrap_err().to_string();
+        assert!(err.contains("is 2 bytes, expected 4"), "{err}");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Format::parse("x:y", "name: y\nfield:int a;\toffset:zz;\n").is_err());
+        assert!(Format::parse("x:y", "nothing here").is_err());
+    }
+}

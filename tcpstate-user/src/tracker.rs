@@ -1,0 +1,748 @@
+//! The connection tracker: turns the raw transition stream into annotated
+//! transitions and one `close` record per connection (role, closer, kind,
+//! lifetime, whether this end entered TIME_WAIT).
+//!
+//! Pure logic over [`Event`]s, with no kernel access: the classification
+//! rests on the facts in the design notes:
+//! - `ESTABLISHED -> FIN_WAIT1` means this end closed first, `ESTABLISHED ->
+//!   CLOSE_WAIT` the peer did, `FIN_WAIT1 -> CLOSING` both at once;
+//! - TIME_WAIT never appears as a new state: `FIN_WAIT2 -> CLOSE` or
+//!   `CLOSING -> CLOSE` without a reset is the full socket handing over to its
+//!   TIME_WAIT mini-socket;
+//! - a received RST is reported before the `CLOSE`; a sent RST may come just
+//!   before or just after it, so a close that went through no FIN states is
+//!   held for a short grace period waiting for its `tcp_send_reset`.
+
+use std::collections::{VecDeque, hash_map::Entry};
+
+use rustc_hash::FxHashMap;
+
+use crate::event::{Event, Kind, Owner, State, Tuple};
+
+/// How long (kernel time) a close with no FIN exchange waits for the
+/// `tcp_send_reset` that the kernel reports right after the `CLOSE`.
+pub const RESET_GRACE_NS: u64 = 20_000_000;
+
+/// Default cap on tracked connections.
+pub const DEFAULT_MAX_CONNS: usize = 1 << 20;
+
+/// Which end of the connection this socket is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Role {
+    /// This end called `connect()`.
+    Client,
+    /// This end was accepted from a listener.
+    Server,
+    /// Tracing started after the connection was set up.
+    Unknown,
+}
+
+/// Which end closed first.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Closer {
+    Local,
+    Remote,
+    Simultaneous,
+    Unknown,
+}
+
+/// How the connection ended.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum CloseKind {
+    /// Graceful FIN exchange.
+    Fin,
+    /// This end sent an RST.
+    RstSent,
+    /// The peer sent an RST.
+    RstReceived,
+    /// Neither FIN nor RST: a timeout or another abort.
+    Abort,
+}
+
+/// Annotation of one transition, for the readable output.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Note {
+    None,
+    Connect,
+    Listen,
+    PassiveOpen,
+    ActiveClose,
+    PassiveClose,
+    CloseAfterPeer,
+    SimultaneousClose,
+    TimeWait,
+    Closed,
+    RstReceived,
+    RstSent,
+    Abort,
+    ListenerClosed,
+}
+
+impl Note {
+    pub fn text(self) -> &'static str {
+        match self {
+            Note::None => "",
+            Note::Connect => "connect",
+            Note::Listen => "listen",
+            Note::PassiveOpen => "passive open",
+            Note::ActiveClose => "active close",
+            Note::PassiveClose => "passive close",
+            Note::CloseAfterPeer => "close after peer",
+            Note::SimultaneousClose => "simultaneous close",
+            Note::TimeWait => "enters TIME_WAIT",
+            Note::Closed => "closed",
+            Note::RstReceived => "rst received",
+            Note::RstSent => "rst sent",
+            Note::Abort => "abort",
+            Note::ListenerClosed => "listener closed",
+        }
+    }
+
+    fn of_close(kind: CloseKind, time_wait: bool) -> Note {
+        match kind {
+            CloseKind::Fin if time_wait => Note::TimeWait,
+            CloseKind::Fin => Note::Closed,
+            CloseKind::RstSent => Note::RstSent,
+            CloseKind::RstReceived => Note::RstReceived,
+            CloseKind::Abort => Note::Abort,
+        }
+    }
+}
+
+/// One state transition, annotated.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Transition {
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    pub netns: u32,
+    pub tuple: Tuple,
+    pub old: State,
+    pub new: State,
+    /// Time spent in `old`, when its start was seen.
+    pub in_old_ns: Option<u64>,
+    pub owner: Option<Owner>,
+    pub note: Note,
+}
+
+/// The end of one connection (its full socket reached CLOSE).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Close {
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    pub netns: u32,
+    pub tuple: Tuple,
+    pub role: Role,
+    pub closer: Closer,
+    pub kind: CloseKind,
+    /// This end entered TIME_WAIT.
+    pub time_wait: bool,
+    /// From SYN_SENT / SYN_RECV to CLOSE, when the start was seen.
+    pub lifetime_ns: Option<u64>,
+    pub owner: Option<Owner>,
+}
+
+/// Where the tracker's output goes.
+pub trait Sink {
+    fn transition(&mut self, t: &Transition);
+    fn close(&mut self, c: &Close);
+}
+
+/// Counters of what the tracker saw and what its cap dropped.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Stats {
+    pub transitions: u64,
+    pub resets: u64,
+    pub closes: u64,
+    /// New connections not tracked because the table was full.
+    pub untracked: u64,
+}
+
+/// What we know about one live connection.
+#[derive(Clone, Copy, Debug)]
+struct Conn {
+    opened_ns: Option<u64>,
+    role: Role,
+    closer: Closer,
+    reset_received: bool,
+    reset_sent: bool,
+    owner: Option<Owner>,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            opened_ns: None,
+            role: Role::Unknown,
+            closer: Closer::Unknown,
+            reset_received: false,
+            reset_sent: false,
+            owner: None,
+        }
+    }
+}
+
+/// A close with no FIN exchange, waiting to learn whether an RST was sent.
+struct Pending {
+    deadline_ns: u64,
+    transition: Transition,
+    close: Close,
+}
+
+/// The connection tracker.
+pub struct Tracker {
+    conns: FxHashMap<u64, Conn>,
+    /// Owner of each listening port, per network namespace, to attribute the
+    /// connections accepted from it before the server touches them.
+    listeners: FxHashMap<(u32, u16), Option<Owner>>,
+    pending: VecDeque<Pending>,
+    max_conns: usize,
+    stats: Stats,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new(DEFAULT_MAX_CONNS)
+    }
+}
+
+impl Tracker {
+    pub fn new(max_conns: usize) -> Tracker {
+        Tracker {
+            conns: FxHashMap::default(),
+            listeners: FxHashMap::default(),
+            pending: VecDeque::new(),
+            max_conns,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Connections currently tracked.
+    pub fn live(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Feeds one event; outputs go to `sink` in order.
+    pub fn on_event(&mut self, ev: &Event, sink: &mut impl Sink) {
+        self.flush(ev.ts_ns, sink);
+        match ev.kind {
+            Kind::Transition { old, new } => self.on_transition(ev, old, new, sink),
+            Kind::ResetReceived => self.on_reset(ev, false, sink),
+            Kind::ResetSent => self.on_reset(ev, true, sink),
+        }
+    }
+
+    /// Resolves held closes whose grace period ended before `now_ns`
+    /// (kernel monotonic time): no RST was sent, so they were aborts.
+    pub fn flush(&mut self, now_ns: u64, sink: &mut impl Sink) {
+        while self.pending.front().is_some_and(|p| p.deadline_ns <= now_ns) {
+            if let Some(p) = self.pending.pop_front() {
+                emit(p, CloseKind::Abort, sink);
+            }
+        }
+    }
+
+    /// Resolves everything still held (at exit).
+    pub fn finish(&mut self, sink: &mut impl Sink) {
+        self.flush(u64::MAX, sink);
+    }
+
+    fn on_reset(&mut self, ev: &Event, sent: bool, sink: &mut impl Sink) {
+        self.stats.resets += 1;
+        if sent {
+            if let Some(i) = self.pending.iter().position(|p| p.close.skaddr == ev.skaddr) {
+                if let Some(p) = self.pending.remove(i) {
+                    emit(p, CloseKind::RstSent, sink);
+                }
+                return;
+            }
+        }
+        if let Some(conn) = self.conn_mut(ev.skaddr) {
+            if sent {
+                conn.reset_sent = true;
+            } else {
+                conn.reset_received = true;
+            }
+            conn.owner = ev.owner.or(conn.owner);
+        }
+    }
+
+    /// The connection's entry, created if the table has room.
+    fn conn_mut(&mut self, skaddr: u64) -> Option<&mut Conn> {
+        let full = self.conns.len() >= self.max_conns;
+        match self.conns.entry(skaddr) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(_) if full => {
+                self.stats.untracked += 1;
+                None
+            }
+            Entry::Vacant(e) => Some(e.insert(Conn::new())),
+        }
+    }
+
+    fn on_transition(&mut self, ev: &Event, old: State, new: State, sink: &mut impl Sink) {
+        self.stats.transitions += 1;
+        let mut t = Transition {
+            ts_ns: ev.ts_ns,
+            skaddr: ev.skaddr,
+            netns: ev.netns,
+            tuple: ev.tuple,
+            old,
+            new,
+            in_old_ns: ev.prev_ts_ns.map(|p| ev.ts_ns.saturating_sub(p)),
+            owner: ev.owner,
+            note: Note::None,
+        };
+
+        // Listening sockets are not connections: remember their owner only.
+        if new == State::LISTEN {
+            self.listeners
+                .insert((ev.netns, ev.tuple.lport), ev.owner);
+            t.note = Note::Listen;
+            sink.transition(&t);
+            return;
+        }
+        if old == State::LISTEN && new == State::CLOSE {
+            self.listeners.remove(&(ev.netns, ev.tuple.lport));
+            t.note = Note::ListenerClosed;
+            sink.transition(&t);
+            return;
+        }
+
+        let listener_owner = if old == State::LISTEN {
+            self.listeners
+                .get(&(ev.netns, ev.tuple.lport))
+                .copied()
+                .flatten()
+        } else {
+            None
+        };
+        let Some(conn) = self.conn_mut(ev.skaddr) else {
+            // Table full: report the transition, classify nothing.
+            sink.transition(&t);
+            return;
+        };
+        conn.owner = ev.owner.or(conn.owner).or(listener_owner);
+        t.owner = conn.owner;
+        match (old, new) {
+            (State::CLOSE, State::SYN_SENT) => {
+                conn.role = Role::Client;
+                conn.opened_ns = Some(ev.ts_ns);
+                t.note = Note::Connect;
+            }
+            (State::LISTEN, State::SYN_RECV) => {
+                conn.role = Role::Server;
+                conn.opened_ns = Some(ev.ts_ns);
+                t.note = Note::PassiveOpen;
+            }
+            (_, State::FIN_WAIT1) => {
+                if conn.closer == Closer::Unknown {
+                    conn.closer = Closer::Local;
+                }
+                t.note = Note::ActiveClose;
+            }
+            (_, State::CLOSE_WAIT) => {
+                if conn.closer == Closer::Unknown {
+                    conn.closer = Closer::Remote;
+                }
+                t.note = Note::PassiveClose;
+            }
+            (State::CLOSE_WAIT, State::LAST_ACK) => t.note = Note::CloseAfterPeer,
+            (_, State::CLOSING) => {
+                conn.closer = Closer::Simultaneous;
+                t.note = Note::SimultaneousClose;
+            }
+            _ => {}
+        }
+        if new != State::CLOSE {
+            sink.transition(&t);
+            return;
+        }
+
+        let conn = self.conns.remove(&ev.skaddr).unwrap_or_else(Conn::new);
+        self.stats.closes += 1;
+        let graceful_end = matches!(old, State::FIN_WAIT2 | State::CLOSING | State::LAST_ACK);
+        let kind = if conn.reset_received {
+            Some(CloseKind::RstReceived)
+        } else if conn.reset_sent {
+            Some(CloseKind::RstSent)
+        } else if graceful_end {
+            Some(CloseKind::Fin)
+        } else {
+            None
+        };
+        let close = Close {
+            ts_ns: ev.ts_ns,
+            skaddr: ev.skaddr,
+            netns: ev.netns,
+            tuple: ev.tuple,
+            role: conn.role,
+            closer: conn.closer,
+            kind: kind.unwrap_or(CloseKind::Abort),
+            time_wait: false,
+            lifetime_ns: conn.opened_ns.map(|o| ev.ts_ns.saturating_sub(o)),
+            owner: conn.owner,
+        };
+        let pending = Pending {
+            deadline_ns: ev.ts_ns.saturating_add(RESET_GRACE_NS),
+            transition: t,
+            close,
+        };
+        match kind {
+            Some(kind) => emit(pending, kind, sink),
+            // No FIN exchange and no reset yet: wait for a `tcp_send_reset`.
+            None => self.pending.push_back(pending),
+        }
+    }
+}
+
+/// Completes a close with its kind and writes the transition and the close.
+fn emit(mut p: Pending, kind: CloseKind, sink: &mut impl Sink) {
+    let c = &mut p.close;
+    c.kind = kind;
+    c.time_wait = kind == CloseKind::Fin
+        && matches!(p.transition.old, State::FIN_WAIT2 | State::CLOSING);
+    if c.closer == Closer::Unknown {
+        c.closer = match kind {
+            CloseKind::RstSent => Closer::Local,
+            CloseKind::RstReceived => Closer::Remote,
+            CloseKind::Fin | CloseKind::Abort => Closer::Unknown,
+        };
+    }
+    p.transition.note = Note::of_close(kind, c.time_wait);
+    sink.transition(&p.transition);
+    sink.close(&p.close);
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::event::{Comm, Family};
+
+    /// Collects what the tracker emits.
+    #[derive(Default)]
+    pub(crate) struct Collect {
+        pub transitions: Vec<Transition>,
+        pub closes: Vec<Close>,
+    }
+
+    impl Sink for Collect {
+        fn transition(&mut self, t: &Transition) {
+            self.transitions.push(*t);
+        }
+        fn close(&mut self, c: &Close) {
+            self.closes.push(*c);
+        }
+    }
+
+    pub(crate) fn tuple(lport: u16, rport: u16) -> Tuple {
+        Tuple {
+            family: Family::V4,
+            laddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            lport,
+            raddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            rport,
+        }
+    }
+
+    pub(crate) fn owner(pid: u32) -> Owner {
+        Owner {
+            pid,
+            tid: pid,
+            comm: Comm::new("test"),
+        }
+    }
+
+    /// Builds the event stream of one socket.
+    pub(crate) struct Sock {
+        pub skaddr: u64,
+        pub tuple: Tuple,
+        pub ts: u64,
+        pub events: Vec<Event>,
+    }
+
+    impl Sock {
+        pub(crate) fn new(skaddr: u64, lport: u16, rport: u16) -> Sock {
+            Sock {
+                skaddr,
+                tuple: tuple(lport, rport),
+                ts: 1_000_000_000,
+                events: Vec::new(),
+            }
+        }
+
+        pub(crate) fn go(mut self, old: State, new: State, owner: Option<Owner>) -> Sock {
+            self.push(Kind::Transition { old, new }, owner);
+            self
+        }
+
+        pub(crate) fn reset(mut self, sent: bool) -> Sock {
+            self.push(
+                if sent {
+                    Kind::ResetSent
+                } else {
+                    Kind::ResetReceived
+                },
+                None,
+            );
+            self
+        }
+
+        fn push(&mut self, kind: Kind, owner: Option<Owner>) {
+            self.ts += 1_000_000;
+            let prev = self.events.last().map(|e| e.ts_ns);
+            self.events.push(Event {
+                ts_ns: self.ts,
+                kind,
+                skaddr: self.skaddr,
+                netns: 4026531840,
+                tuple: self.tuple,
+                prev_ts_ns: prev,
+                owner,
+            });
+        }
+    }
+
+    fn run(events: &[Event]) -> Collect {
+        let mut tracker = Tracker::default();
+        let mut out = Collect::default();
+        for ev in events {
+            tracker.on_event(ev, &mut out);
+        }
+        tracker.finish(&mut out);
+        out
+    }
+
+    use State as S;
+
+    fn server_closes_first() -> (Sock, Sock) {
+        let me = Some(owner(100));
+        let server = Sock::new(1, 80, 40000)
+            .go(S::LISTEN, S::SYN_RECV, None)
+            .go(S::SYN_RECV, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, me)
+            .go(S::FIN_WAIT1, S::FIN_WAIT2, None)
+            .go(S::FIN_WAIT2, S::CLOSE, None);
+        let client = Sock::new(2, 40000, 80)
+            .go(S::CLOSE, S::SYN_SENT, Some(owner(200)))
+            .go(S::SYN_SENT, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::CLOSE_WAIT, None)
+            .go(S::CLOSE_WAIT, S::LAST_ACK, Some(owner(200)))
+            .go(S::LAST_ACK, S::CLOSE, None);
+        (server, client)
+    }
+
+    #[test]
+    fn server_closes_first_server_end() {
+        let (server, _) = server_closes_first();
+        let out = run(&server.events);
+        assert_eq!(out.closes.len(), 1);
+        let c = out.closes[0];
+        assert_eq!(
+            (c.role, c.closer, c.kind, c.time_wait),
+            (Role::Server, Closer::Local, CloseKind::Fin, true)
+        );
+        assert_eq!(c.lifetime_ns, Some(4_000_000));
+        assert_eq!(c.owner.map(|o| o.pid), Some(100));
+        let notes: Vec<_> = out.transitions.iter().map(|t| t.note).collect();
+        assert_eq!(
+            notes,
+            [
+                Note::PassiveOpen,
+                Note::None,
+                Note::ActiveClose,
+                Note::None,
+                Note::TimeWait
+            ]
+        );
+    }
+
+    #[test]
+    fn server_closes_first_client_end() {
+        let (_, client) = server_closes_first();
+        let out = run(&client.events);
+        let c = out.closes[0];
+        assert_eq!(
+            (c.role, c.closer, c.kind, c.time_wait),
+            (Role::Client, Closer::Remote, CloseKind::Fin, false)
+        );
+        assert_eq!(c.owner.map(|o| o.pid), Some(200));
+        // Every transition after connect() carries the owner.
+        assert!(out.transitions.iter().all(|t| t.owner.map(|o| o.pid) == Some(200)));
+    }
+
+    #[test]
+    fn client_closes_first() {
+        let me = Some(owner(300));
+        let client = Sock::new(3, 40001, 80)
+            .go(S::CLOSE, S::SYN_SENT, me)
+            .go(S::SYN_SENT, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, me)
+            .go(S::FIN_WAIT1, S::FIN_WAIT2, None)
+            .go(S::FIN_WAIT2, S::CLOSE, None);
+        let c = run(&client.events).closes[0];
+        assert_eq!(
+            (c.role, c.closer, c.kind, c.time_wait),
+            (Role::Client, Closer::Local, CloseKind::Fin, true)
+        );
+    }
+
+    #[test]
+    fn simultaneous_close() {
+        let sock = Sock::new(4, 40002, 80)
+            .go(S::CLOSE, S::SYN_SENT, None)
+            .go(S::SYN_SENT, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, None)
+            .go(S::FIN_WAIT1, S::CLOSING, None)
+            .go(S::CLOSING, S::CLOSE, None);
+        let out = run(&sock.events);
+        let c = out.closes[0];
+        assert_eq!(
+            (c.closer, c.kind, c.time_wait),
+            (Closer::Simultaneous, CloseKind::Fin, true)
+        );
+        assert_eq!(out.transitions[3].note, Note::SimultaneousClose);
+    }
+
+    #[test]
+    fn rst_received_makes_no_time_wait() {
+        let sock = Sock::new(5, 80, 40003)
+            .go(S::LISTEN, S::SYN_RECV, None)
+            .go(S::SYN_RECV, S::ESTABLISHED, None)
+            .reset(false)
+            .go(S::ESTABLISHED, S::CLOSE, None);
+        let out = run(&sock.events);
+        let c = out.closes[0];
+        assert_eq!(
+            (c.role, c.closer, c.kind, c.time_wait),
+            (Role::Server, Closer::Remote, CloseKind::RstReceived, false)
+        );
+        assert_eq!(out.transitions.last().unwrap().note, Note::RstReceived);
+    }
+
+    #[test]
+    fn rst_received_in_fin_wait2_is_not_time_wait() {
+        let sock = Sock::new(6, 80, 40004)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, None)
+            .go(S::FIN_WAIT1, S::FIN_WAIT2, None)
+            .reset(false)
+            .go(S::FIN_WAIT2, S::CLOSE, None);
+        let c = run(&sock.events).closes[0];
+        assert_eq!(
+            (c.closer, c.kind, c.time_wait),
+            (Closer::Local, CloseKind::RstReceived, false)
+        );
+    }
+
+    #[test]
+    fn rst_sent_after_close_is_matched() {
+        // SO_LINGER 0: the kernel reports CLOSE, then tcp_send_reset.
+        let sock = Sock::new(7, 40005, 80)
+            .go(S::CLOSE, S::SYN_SENT, Some(owner(7)))
+            .go(S::SYN_SENT, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::CLOSE, Some(owner(7)))
+            .reset(true);
+        let out = run(&sock.events);
+        assert_eq!(out.closes.len(), 1);
+        let c = out.closes[0];
+        assert_eq!(
+            (c.role, c.closer, c.kind, c.time_wait),
+            (Role::Client, Closer::Local, CloseKind::RstSent, false)
+        );
+        // The CLOSE transition is emitted with the close, annotated.
+        assert_eq!(out.transitions.len(), 3);
+        assert_eq!(out.transitions[2].note, Note::RstSent);
+    }
+
+    #[test]
+    fn rst_sent_before_close_is_matched() {
+        let sock = Sock::new(8, 40006, 80)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, None)
+            .reset(true)
+            .go(S::FIN_WAIT1, S::CLOSE, None);
+        let c = run(&sock.events).closes[0];
+        assert_eq!((c.closer, c.kind), (Closer::Local, CloseKind::RstSent));
+    }
+
+    #[test]
+    fn close_without_fin_or_reset_is_an_abort_after_the_grace() {
+        let sock = Sock::new(9, 40007, 80)
+            .go(S::CLOSE, S::SYN_SENT, None)
+            .go(S::SYN_SENT, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::CLOSE, None);
+        let mut tracker = Tracker::default();
+        let mut out = Collect::default();
+        for ev in &sock.events {
+            tracker.on_event(ev, &mut out);
+        }
+        assert!(out.closes.is_empty(), "held for the grace period");
+        let close_ts = sock.events[2].ts_ns;
+        tracker.flush(close_ts + RESET_GRACE_NS - 1, &mut out);
+        assert!(out.closes.is_empty());
+        tracker.flush(close_ts + RESET_GRACE_NS, &mut out);
+        let c = out.closes[0];
+        assert_eq!((c.closer, c.kind, c.time_wait), (Closer::Unknown, CloseKind::Abort, false));
+    }
+
+    #[test]
+    fn later_event_resolves_a_held_close() {
+        let a = Sock::new(10, 40008, 80)
+            .go(S::ESTABLISHED, S::CLOSE, None);
+        let mut b = Sock::new(11, 40009, 80);
+        b.ts = a.ts + RESET_GRACE_NS + 1;
+        let b = b.go(S::CLOSE, S::SYN_SENT, None);
+        let out = run(&[a.events[0], b.events[0]]);
+        // The abort comes out before the later event's transition.
+        assert_eq!(out.transitions[0].skaddr, 10);
+        assert_eq!(out.closes[0].kind, CloseKind::Abort);
+    }
+
+    #[test]
+    fn connection_open_before_tracing() {
+        let sock = Sock::new(12, 5432, 40010)
+            .go(S::ESTABLISHED, S::CLOSE_WAIT, None)
+            .go(S::CLOSE_WAIT, S::LAST_ACK, Some(owner(12)))
+            .go(S::LAST_ACK, S::CLOSE, None);
+        let out = run(&sock.events);
+        let c = out.closes[0];
+        assert_eq!(
+            (c.role, c.closer, c.kind, c.time_wait, c.lifetime_ns),
+            (Role::Unknown, Closer::Remote, CloseKind::Fin, false, None)
+        );
+        assert_eq!(out.transitions[0].in_old_ns, None);
+        assert_eq!(out.transitions[1].in_old_ns, Some(1_000_000));
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_the_listener_owner() {
+        let listener = Sock::new(13, 8080, 0).go(S::CLOSE, S::LISTEN, Some(owner(42)));
+        let child = Sock::new(14, 8080, 40011)
+            .go(S::LISTEN, S::SYN_RECV, None)
+            .go(S::SYN_RECV, S::ESTABLISHED, None);
+        let mut events = listener.events.clone();
+        events.extend(child.events);
+        let out = run(&events);
+        assert_eq!(out.transitions[0].note, Note::Listen);
+        assert_eq!(out.transitions[1].owner.map(|o| o.pid), Some(42));
+        assert_eq!(out.transitions[2].owner.map(|o| o.pid), Some(42));
+        assert!(out.closes.is_empty(), "listeners are not connections");
+    }
+
+    #[test]
+    fn cap_counts_untracked_connections() {
+        let mut tracker = Tracker::new(1);
+        let mut out = Collect::default();
+        let a = Sock::new(20, 1, 2).go(S::CLOSE, S::SYN_SENT, None);
+        let b = Sock::new(21, 3, 4).go(S::CLOSE, S::SYN_SENT, None);
+        tracker.on_event(&a.events[0], &mut out);
+        tracker.on_event(&b.events[0], &mut out);
+        assert_eq!(tracker.live(), 1);
+        assert_eq!(tracker.stats().untracked, 1);
+        assert_eq!(out.transitions.len(), 2, "transitions are still reported");
+    }
+}
