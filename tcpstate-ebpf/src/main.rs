@@ -16,15 +16,17 @@ mod programs {
     use aya_ebpf::{
         EbpfContext,
         bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-        helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+        helpers::{
+            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        },
         macros::{map, tracepoint},
         maps::{LruHashMap, PerCpuArray, RingBuf},
         programs::TracePointContext,
     };
     use aya_log_ebpf::error;
     use tcpstate_ebpf::{
-        AF_INET, AF_INET6, COMM_LEN, Config, FAMILY_V4, FAMILY_V6, PORT_BITMAP_LEN, RawEvent, flags,
-        kind,
+        AF_INET, AF_INET6, COMM_LEN, Config, FAMILY_V4, FAMILY_V6, PORT_BITMAP_LEN, RawEvent,
+        flags, kind,
     };
 
     const IPPROTO_TCP: u16 = 6;
@@ -174,7 +176,10 @@ mod programs {
     #[tracepoint]
     pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         if let Err(err) = try_set_state(&ctx) {
-            error!(&ctx, "inet_sock_set_state: reading the event failed: {}", err);
+            error!(
+                &ctx,
+                "inet_sock_set_state: reading the event failed: {}", err
+            );
         }
         0
     }
@@ -239,7 +244,11 @@ mod programs {
             family,
             lport,
             rport,
-            flags: if state.owner_known != 0 { flags::OWNER_KNOWN } else { 0 },
+            flags: if state.owner_known != 0 {
+                flags::OWNER_KNOWN
+            } else {
+                0
+            },
             _pad: [0; 3],
             laddr,
             raddr,
@@ -253,7 +262,10 @@ mod programs {
     pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
         let off = config().receive_reset_skaddr;
         if let Err(err) = try_reset(&ctx, off, kind::RESET_RECEIVED) {
-            error!(&ctx, "tcp_receive_reset: reading the socket failed: {}", err);
+            error!(
+                &ctx,
+                "tcp_receive_reset: reading the socket failed: {}", err
+            );
         }
         0
     }
@@ -300,7 +312,11 @@ mod programs {
             family,
             lport,
             rport,
-            flags: if owner.owner_known != 0 { flags::OWNER_KNOWN } else { 0 },
+            flags: if owner.owner_known != 0 {
+                flags::OWNER_KNOWN
+            } else {
+                0
+            },
             _pad: [0; 3],
             laddr: [0; 16],
             raddr: [0; 16],

@@ -53,7 +53,7 @@ pub fn field_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u16> {
             };
         }
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         bail!("{}: not byte aligned", what());
     }
     u16::try_from(bits / 8).with_context(what)
@@ -78,14 +78,14 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32,
         if member_name == name {
             return Ok(Some((m.bit_offset(), type_id)));
         }
-        if member_name.is_empty() {
-            if let Type::Struct(inner) | Type::Union(inner) =
-                strip(btf, btf.resolve_type_by_id(type_id)?)?
-            {
-                if let Some((off, id)) = find_member(btf, &inner, name)? {
-                    return Ok(Some((m.bit_offset() + off, id)));
-                }
-            }
+        if !member_name.is_empty() {
+            continue;
+        }
+        if let Type::Struct(inner) | Type::Union(inner) =
+            strip(btf, btf.resolve_type_by_id(type_id)?)?
+            && let Some((off, id)) = find_member(btf, &inner, name)?
+        {
+            return Ok(Some((m.bit_offset() + off, id)));
         }
     }
     Ok(None)
@@ -96,7 +96,9 @@ fn strip(btf: &Btf, mut t: Type) -> Result<Type> {
     loop {
         t = match &t {
             Type::Typedef(x) => btf.resolve_chained_type(x)?,
-            Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => btf.resolve_chained_type(x)?,
+            Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => {
+                btf.resolve_chained_type(x)?
+            }
             Type::TypeTag(x) => btf.resolve_chained_type(x)?,
             _ => return Ok(t),
         };
@@ -115,7 +117,10 @@ mod tests {
         let common = find_struct(&btf, "sock_common").unwrap();
         let size = common.size() as u16;
         for off in [o.family, o.num, o.dport, o.net, o.state] {
-            assert!(off < size, "{o:?} outside struct sock_common ({size} bytes)");
+            assert!(
+                off < size,
+                "{o:?} outside struct sock_common ({size} bytes)"
+            );
         }
         // skc_dport and skc_num share skc_portpair: adjacent u16s.
         assert_eq!(o.num.abs_diff(o.dport), 2, "{o:?}");
@@ -126,6 +131,9 @@ mod tests {
     fn unknown_fields_are_errors() {
         let btf = load_vmlinux().expect("this test needs the kernel's BTF");
         let err = field_offset(&btf, "sock", &["__sk_common", "no_such_field"]).unwrap_err();
-        assert!(format!("{err:#}").contains("no member no_such_field"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("no member no_such_field"),
+            "{err:#}"
+        );
     }
 }

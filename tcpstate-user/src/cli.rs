@@ -44,10 +44,10 @@ pub struct Common {
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
     /// Local ports to report (filtered in the kernel), e.g. 80,443.
-    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', value_parser = parse_port)]
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_port)]
     pub lport: Vec<u16>,
     /// Remote ports to report (filtered in the kernel).
-    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', value_parser = parse_port)]
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_port)]
     pub rport: Vec<u16>,
     /// Local address or CIDR block, e.g. 10.0.0.0/8 or ::1.
     #[arg(long, value_name = "CIDR[,CIDR..]", value_delimiter = ',', value_parser = parse_cidr)]
@@ -56,19 +56,19 @@ pub struct Common {
     #[arg(long, value_name = "CIDR[,CIDR..]", value_delimiter = ',', value_parser = parse_cidr)]
     pub raddr: Vec<IpNet>,
     /// Owner process id(s).
-    #[arg(long, value_name = "PID[,PID..]", value_delimiter = ',', value_parser = parse_pid)]
+    #[arg(long, value_name = "PID[,PID..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_pid)]
     pub pid: Vec<u32>,
     /// Owner command name(s), as in /proc/PID/comm.
     #[arg(long, value_name = "COMM[,COMM..]", value_delimiter = ',')]
     pub comm: Vec<String>,
     /// Network namespace inode(s), as in `readlink /proc/PID/ns/net`.
-    #[arg(long, value_name = "INODE[,INODE..]", value_delimiter = ',', value_parser = parse_netns)]
+    #[arg(long, value_name = "INODE[,INODE..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_netns)]
     pub netns: Vec<u32>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_secs)]
     pub duration: Option<Duration>,
     /// Stop after this many transitions.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = loader::DEFAULT_RING_BYTES >> 20, value_parser = parse_ring_mib)]
@@ -120,7 +120,9 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
 fn parse_pid(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(p) if p > 0 && p <= 4_194_304 => Ok(p),
-        _ => Err(format!("'{s}' is not a process id: use a number from 1 to 4194304")),
+        _ => Err(format!(
+            "'{s}' is not a process id: use a number from 1 to 4194304"
+        )),
     }
 }
 
@@ -149,7 +151,9 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(v) if v.is_power_of_two() && v <= 1024 => Ok(v),
-        _ => Err(format!("'{s}' is not a ring size: use a power of two from 1 to 1024 (MiB)")),
+        _ => Err(format!(
+            "'{s}' is not a ring size: use a power of two from 1 to 1024 (MiB)"
+        )),
     }
 }
 
@@ -174,7 +178,10 @@ mod tests {
         assert_eq!(s.families, FAMILY_V4);
         assert_eq!(s.lports, [80, 443]);
         assert_eq!(s.rports, [5432]);
-        assert_eq!(common(&["watch"]).settings().families, FAMILY_V4 | FAMILY_V6);
+        assert_eq!(
+            common(&["watch"]).settings().families,
+            FAMILY_V4 | FAMILY_V6
+        );
         assert_eq!(common(&["watch", "-6"]).settings().families, FAMILY_V6);
     }
 
@@ -213,6 +220,9 @@ mod tests {
 
     #[test]
     fn netns_accepts_readlink_form() {
-        assert_eq!(common(&["watch", "--netns", "net:[4026531840]"]).netns, [4026531840]);
+        assert_eq!(
+            common(&["watch", "--netns", "net:[4026531840]"]).netns,
+            [4026531840]
+        );
     }
 }

@@ -83,6 +83,35 @@ pub struct Tuple {
     pub rport: u16,
 }
 
+impl Tuple {
+    /// A tuple from two addresses; IPv4-mapped IPv6 addresses (an IPv6
+    /// socket carrying IPv4 traffic) become IPv4.
+    pub fn new(laddr: IpAddr, lport: u16, raddr: IpAddr, rport: u16) -> Tuple {
+        let unmap = |a: IpAddr| match a {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+            v4 => v4,
+        };
+        let (l, r) = (unmap(laddr), unmap(raddr));
+        let family = if l.is_ipv4() && r.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let (laddr, raddr) = if family == Family::V6 {
+            (laddr, raddr)
+        } else {
+            (l, r)
+        };
+        Tuple {
+            family,
+            laddr,
+            lport,
+            raddr,
+            rport,
+        }
+    }
+}
+
 /// A process's command name, as the kernel's fixed 16-byte `comm`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Comm([u8; COMM_LEN]);
@@ -186,20 +215,12 @@ pub fn decode_raw(raw: &RawEvent) -> Result<Event, DecodeError> {
         kind::RESET_SENT => Kind::ResetSent,
         other => return Err(DecodeError::Kind(other)),
     };
-    let (family, laddr, raddr) = match raw.family {
-        AF_INET => (
-            Family::V4,
-            IpAddr::V4(v4(&raw.laddr)),
-            IpAddr::V4(v4(&raw.raddr)),
+    let (laddr, raddr) = match raw.family {
+        AF_INET => (IpAddr::V4(v4(&raw.laddr)), IpAddr::V4(v4(&raw.raddr))),
+        AF_INET6 => (
+            IpAddr::V6(Ipv6Addr::from(raw.laddr)),
+            IpAddr::V6(Ipv6Addr::from(raw.raddr)),
         ),
-        AF_INET6 => {
-            let (l, r) = (Ipv6Addr::from(raw.laddr), Ipv6Addr::from(raw.raddr));
-            // IPv4-mapped addresses on an IPv6 socket are IPv4 traffic.
-            match (l.to_ipv4_mapped(), r.to_ipv4_mapped()) {
-                (Some(l), Some(r)) => (Family::V4, IpAddr::V4(l), IpAddr::V4(r)),
-                _ => (Family::V6, IpAddr::V6(l), IpAddr::V6(r)),
-            }
-        }
         other => return Err(DecodeError::Family(other)),
     };
     let owner = (raw.flags & flags::OWNER_KNOWN != 0).then_some(Owner {
@@ -212,13 +233,7 @@ pub fn decode_raw(raw: &RawEvent) -> Result<Event, DecodeError> {
         kind,
         skaddr: raw.skaddr,
         netns: raw.netns,
-        tuple: Tuple {
-            family,
-            laddr,
-            lport: raw.lport,
-            raddr,
-            rport: raw.rport,
-        },
+        tuple: Tuple::new(laddr, raw.lport, raddr, raw.rport),
         prev_ts_ns: (raw.prev_ts_ns != 0).then_some(raw.prev_ts_ns),
         owner,
     })
@@ -352,10 +367,7 @@ pub(crate) mod tests {
     #[test]
     fn rejects_malformed_records() {
         let raw = raw_transition(AF_INET, 1, 4);
-        assert_eq!(
-            decode(&bytes_of(&raw)[..40]),
-            Err(DecodeError::Length(40))
-        );
+        assert_eq!(decode(&bytes_of(&raw)[..40]), Err(DecodeError::Length(40)));
         let mut bad = raw;
         bad.family = 7;
         assert_eq!(decode(&bytes_of(&bad)), Err(DecodeError::Family(7)));

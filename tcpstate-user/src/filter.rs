@@ -72,7 +72,10 @@ mod tests {
         };
         let mut o = owner(1);
         o.comm = crate::event::Comm::new("a-very-long-command-name");
-        assert!(f.matches(1, &tuple(1, 2), Some(&o)), "truncated like the kernel");
+        assert!(
+            f.matches(1, &tuple(1, 2), Some(&o)),
+            "truncated like the kernel"
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@ pub struct Kernel {
 impl Kernel {
     /// Records the kernel could not write because the ring buffer was full.
     pub fn lost(&self) -> Result<u64> {
-        let values = self.lost.get(&0, 0).context("reading the lost-event counter")?;
+        let values = self
+            .lost
+            .get(&0, 0)
+            .context("reading the lost-event counter")?;
         Ok(values.iter().sum())
     }
 }

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("tcpstate: {} (see tcpstate --help)", first_line(&e.to_string()));
+            eprintln!(
+                "tcpstate: {} (see tcpstate --help)",
+                first_line(&e.to_string())
+            );
             return ExitCode::from(2);
         }
     };
@@ -62,5 +65,9 @@ fn first_line(msg: &str) -> &str {
 
 /// Joins a multi-line message (e.g. a verifier log) into one line.
 fn one_line(msg: &str) -> String {
-    msg.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+    msg.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }

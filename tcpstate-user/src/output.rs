@@ -342,7 +342,10 @@ mod tests {
     use super::*;
     use crate::{
         event::State,
-        tracker::{Note, tests::{owner, tuple}},
+        tracker::{
+            Note,
+            tests::{owner, tuple},
+        },
     };
 
     fn clock() -> Clock {
@@ -426,7 +429,10 @@ mod tests {
             },
             true,
         );
-        let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["type"], "close");
         assert_eq!(lines[0]["role"], "server");
         assert_eq!(lines[0]["closer"], "local");

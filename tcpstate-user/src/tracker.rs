@@ -238,7 +238,11 @@ impl Tracker {
     /// Resolves held closes whose grace period ended before `now_ns`
     /// (kernel monotonic time): no RST was sent, so they were aborts.
     pub fn flush(&mut self, now_ns: u64, sink: &mut impl Sink) {
-        while self.pending.front().is_some_and(|p| p.deadline_ns <= now_ns) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.deadline_ns <= now_ns)
+        {
             if let Some(p) = self.pending.pop_front() {
                 emit(p, CloseKind::Abort, sink);
             }
@@ -252,13 +256,13 @@ impl Tracker {
 
     fn on_reset(&mut self, ev: &Event, sent: bool, sink: &mut impl Sink) {
         self.stats.resets += 1;
-        if sent {
-            if let Some(i) = self.pending.iter().position(|p| p.close.skaddr == ev.skaddr) {
-                if let Some(p) = self.pending.remove(i) {
-                    emit(p, CloseKind::RstSent, sink);
-                }
-                return;
-            }
+        let held = self
+            .pending
+            .iter()
+            .position(|p| p.close.skaddr == ev.skaddr);
+        if sent && let Some(p) = held.and_then(|i| self.pending.remove(i)) {
+            emit(p, CloseKind::RstSent, sink);
+            return;
         }
         if let Some(conn) = self.conn_mut(ev.skaddr) {
             if sent {
@@ -299,8 +303,7 @@ impl Tracker {
 
         // Listening sockets are not connections: remember their owner only.
         if new == State::LISTEN {
-            self.listeners
-                .insert((ev.netns, ev.tuple.lport), ev.owner);
+            self.listeners.insert((ev.netns, ev.tuple.lport), ev.owner);
             t.note = Note::Listen;
             sink.transition(&t);
             return;
@@ -328,6 +331,8 @@ impl Tracker {
         conn.owner = ev.owner.or(conn.owner).or(listener_owner);
         t.owner = conn.owner;
         match (old, new) {
+            // The kernel re-reports a state, e.g. close() after shutdown().
+            _ if old == new => {}
             (State::CLOSE, State::SYN_SENT) => {
                 conn.role = Role::Client;
                 conn.opened_ns = Some(ev.ts_ns);
@@ -403,8 +408,8 @@ impl Tracker {
 fn emit(mut p: Pending, kind: CloseKind, sink: &mut impl Sink) {
     let c = &mut p.close;
     c.kind = kind;
-    c.time_wait = kind == CloseKind::Fin
-        && matches!(p.transition.old, State::FIN_WAIT2 | State::CLOSING);
+    c.time_wait =
+        kind == CloseKind::Fin && matches!(p.transition.old, State::FIN_WAIT2 | State::CLOSING);
     if c.closer == Closer::Unknown {
         c.closer = match kind {
             CloseKind::RstSent => Closer::Local,
@@ -573,7 +578,11 @@ pub(crate) mod tests {
         );
         assert_eq!(c.owner.map(|o| o.pid), Some(200));
         // Every transition after connect() carries the owner.
-        assert!(out.transitions.iter().all(|t| t.owner.map(|o| o.pid) == Some(200)));
+        assert!(
+            out.transitions
+                .iter()
+                .all(|t| t.owner.map(|o| o.pid) == Some(200))
+        );
     }
 
     #[test]
@@ -686,13 +695,15 @@ pub(crate) mod tests {
         assert!(out.closes.is_empty());
         tracker.flush(close_ts + RESET_GRACE_NS, &mut out);
         let c = out.closes[0];
-        assert_eq!((c.closer, c.kind, c.time_wait), (Closer::Unknown, CloseKind::Abort, false));
+        assert_eq!(
+            (c.closer, c.kind, c.time_wait),
+            (Closer::Unknown, CloseKind::Abort, false)
+        );
     }
 
     #[test]
     fn later_event_resolves_a_held_close() {
-        let a = Sock::new(10, 40008, 80)
-            .go(S::ESTABLISHED, S::CLOSE, None);
+        let a = Sock::new(10, 40008, 80).go(S::ESTABLISHED, S::CLOSE, None);
         let mut b = Sock::new(11, 40009, 80);
         b.ts = a.ts + RESET_GRACE_NS + 1;
         let b = b.go(S::CLOSE, S::SYN_SENT, None);

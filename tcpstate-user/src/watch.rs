@@ -82,6 +82,7 @@ impl LostWatch {
 pub async fn run(args: &WatchArgs) -> Result<()> {
     let common = &args.common;
     let probe = loader::load(&common.settings())?;
+    eprintln!("tcpstate: tracing TCP state transitions (Ctrl-C to stop)");
     let clock = Clock::system();
     let started = Instant::now();
     let mut pipe = Pipeline {
@@ -163,11 +164,16 @@ pub async fn run(args: &WatchArgs) -> Result<()> {
 fn readable<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: `T` (a map or the log reader) owns its descriptor and keeps it
     // open and unchanged until it is dropped, which the AsyncFd does last.
-    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(|e| e.into_parts().1)
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Reads every waiting record through the tracker; returns how many.
-fn drain<W: Write>(ring: &mut RingBuf<MapData>, tracker: &mut Tracker, pipe: &mut Pipeline<W>) -> u64 {
+fn drain<W: Write>(
+    ring: &mut RingBuf<MapData>,
+    tracker: &mut Tracker,
+    pipe: &mut Pipeline<W>,
+) -> u64 {
     let mut n = 0;
     while !pipe.done() {
         let Some(item) = ring.next() else { break };

@@ -1,0 +1,71 @@
+//! Real TCP connections on loopback with known close patterns.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use socket2::SockRef;
+
+/// How a test connection ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// The client closes first; the server closes after reading EOF.
+    ClientFirst,
+    /// The server closes first; the client closes after reading EOF.
+    ServerFirst,
+    /// The client closes with SO_LINGER 0: an RST, no FIN.
+    ClientReset,
+}
+
+/// The ports of one finished connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Conn {
+    pub server_port: u16,
+    pub client_port: u16,
+}
+
+/// A listener on `addr` with a kernel-chosen port.
+pub fn listen(addr: IpAddr) -> TcpListener {
+    TcpListener::bind(SocketAddr::new(addr, 0)).expect("bind listener")
+}
+
+/// Runs one connection to `listener` with `pattern`, all in this process.
+pub fn connect(listener: &TcpListener, pattern: Pattern) -> Conn {
+    let server_addr = listener.local_addr().expect("listener address");
+    let mut client = TcpStream::connect(server_addr).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    let client_port = client.local_addr().expect("client address").port();
+    client.write_all(b"ping").expect("client write");
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).expect("server read");
+    server.write_all(b"pong").expect("server write");
+    client.read_exact(&mut buf).expect("client read");
+    match pattern {
+        Pattern::ClientFirst => close_then_peer(client, server),
+        Pattern::ServerFirst => close_then_peer(server, client),
+        Pattern::ClientReset => {
+            SockRef::from(&client)
+                .set_linger(Some(Duration::ZERO))
+                .expect("SO_LINGER 0");
+            drop(client);
+            // The server sees the reset.
+            let mut buf = [0u8; 1];
+            let _ = server.read(&mut buf);
+            drop(server);
+        }
+    }
+    Conn {
+        server_port: server_addr.port(),
+        client_port,
+    }
+}
+
+/// `first` closes, `second` reads EOF and closes.
+fn close_then_peer(first: TcpStream, mut second: TcpStream) {
+    drop(first);
+    let mut rest = Vec::new();
+    second.read_to_end(&mut rest).expect("read to EOF");
+    drop(second);
+}

@@ -1,0 +1,116 @@
+//! Runs the real `tcpstate` binary and collects its JSON Lines.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// The binary under test, built by `cargo xtask test`.
+pub fn bin() -> PathBuf {
+    let path = std::env::var_os("TCPSTATE_BIN")
+        .map(PathBuf::from)
+        .expect("TCPSTATE_BIN is not set: run the integration tests through `cargo xtask test`");
+    assert!(
+        path.is_file(),
+        "TCPSTATE_BIN={} does not exist",
+        path.display()
+    );
+    path
+}
+
+/// Runs `tcpstate ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tcpstate")
+}
+
+/// A running `tcpstate ... --json`.
+pub struct Tracer {
+    child: Child,
+    stdout: thread::JoinHandle<Vec<String>>,
+}
+
+impl Tracer {
+    /// Starts `tcpstate ARGS` and waits until its programs are attached.
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting tcpstate");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdout = thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect()
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with("tcpstate: tracing") {
+                    let _ = ready_tx.send(Ok(()));
+                } else {
+                    eprintln!("[tcpstate stderr] {line}");
+                    if line.contains("error") {
+                        let _ = ready_tx.send(Err(line));
+                    }
+                }
+            }
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(line)) => panic!("tcpstate failed to start: {line}"),
+            Err(_) => panic!("tcpstate did not attach within 30 s"),
+        }
+        Tracer { child, stdout }
+    }
+
+    /// Stops it with SIGINT (as Ctrl-C would), waits for it to exit 0,
+    /// and returns every JSON object it printed.
+    pub fn stop(self) -> Vec<Value> {
+        // Let the last events reach the ring buffer and be polled.
+        thread::sleep(Duration::from_millis(200));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("signalling tcpstate");
+        self.finish()
+    }
+
+    /// Waits for it to exit by itself (`--count`, `--duration`, `--once`).
+    pub fn finish(mut self) -> Vec<Value> {
+        let status = self.child.wait().expect("waiting for tcpstate");
+        assert!(status.success(), "tcpstate exited with {status}");
+        let lines = self.stdout.join().expect("stdout reader");
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+}
+
+/// The objects of one `"type"`.
+pub fn of_type<'a>(objects: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["type"] == ty).collect()
+}
+
+/// The summary object, which must be last.
+pub fn summary(objects: &[Value]) -> &Value {
+    let last = objects.last().expect("no output at all");
+    assert_eq!(last["type"], "summary", "last object is not the summary");
+    last
+}

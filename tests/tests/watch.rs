@@ -1,0 +1,249 @@
+//! `tcpstate watch --json` against real loopback TCP, IPv4 and IPv6: the
+//! exact transitions of each end, the owner process, the close objects, and
+//! no lost events.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde_json::Value;
+use tcpstate_tests::{
+    require_root,
+    tcp::{self, Conn, Pattern},
+    tracer::{Tracer, of_type, summary},
+};
+
+/// The transitions of the socket whose local port is `lport` and remote
+/// port `rport`, in order. Grouped by skaddr so that the connect transition
+/// (local port still 0) is included, and split at CLOSE: the kernel reuses a
+/// freed socket's address for the next one.
+fn transitions_of(objects: &[Value], lport: u16, rport: u16) -> Vec<&Value> {
+    let mut lives: std::collections::HashMap<&Value, Vec<Vec<&Value>>> = Default::default();
+    for o in objects.iter().filter(|o| o["type"] == "transition") {
+        let socket_lives = lives.entry(&o["skaddr"]).or_default();
+        match socket_lives.last_mut() {
+            Some(life) if life.last().is_some_and(|t| t["new"] != "CLOSE") => life.push(o),
+            _ => socket_lives.push(vec![o]),
+        }
+    }
+    let mut found: Vec<_> = lives
+        .into_values()
+        .flatten()
+        .filter(|life| {
+            life.iter()
+                .any(|t| t["lport"] == lport && t["rport"] == rport)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one socket {lport} -> {rport}: {found:?}");
+    found.remove(0)
+}
+
+fn states(ts: &[&Value]) -> Vec<String> {
+    ts.iter()
+        .map(|t| {
+            format!(
+                "{}->{}",
+                t["old"].as_str().unwrap(),
+                t["new"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn close_of(objects: &[Value], lport: u16, rport: u16) -> &Value {
+    let closes: Vec<_> = of_type(objects, "close")
+        .into_iter()
+        .filter(|c| c["lport"] == lport && c["rport"] == rport)
+        .collect();
+    assert_eq!(closes.len(), 1, "exactly one close for {lport} -> {rport}");
+    closes[0]
+}
+
+fn check(objects: &[Value], conn: Conn, pattern: Pattern, family: &str) {
+    let me = u64::from(std::process::id());
+    let (s, c) = (conn.server_port, conn.client_port);
+    let client = transitions_of(objects, c, s);
+    let server = transitions_of(objects, s, c);
+    let (client_states, server_states): (&[&str], &[&str]) = match pattern {
+        Pattern::ClientFirst => (
+            &[
+                "CLOSE->SYN_SENT",
+                "SYN_SENT->ESTABLISHED",
+                "ESTABLISHED->FIN_WAIT1",
+                "FIN_WAIT1->FIN_WAIT2",
+                "FIN_WAIT2->CLOSE",
+            ],
+            &[
+                "LISTEN->SYN_RECV",
+                "SYN_RECV->ESTABLISHED",
+                "ESTABLISHED->CLOSE_WAIT",
+                "CLOSE_WAIT->LAST_ACK",
+                "LAST_ACK->CLOSE",
+            ],
+        ),
+        Pattern::ServerFirst => (
+            &[
+                "CLOSE->SYN_SENT",
+                "SYN_SENT->ESTABLISHED",
+                "ESTABLISHED->CLOSE_WAIT",
+                "CLOSE_WAIT->LAST_ACK",
+                "LAST_ACK->CLOSE",
+            ],
+            &[
+                "LISTEN->SYN_RECV",
+                "SYN_RECV->ESTABLISHED",
+                "ESTABLISHED->FIN_WAIT1",
+                "FIN_WAIT1->FIN_WAIT2",
+                "FIN_WAIT2->CLOSE",
+            ],
+        ),
+        Pattern::ClientReset => (
+            &[
+                "CLOSE->SYN_SENT",
+                "SYN_SENT->ESTABLISHED",
+                "ESTABLISHED->CLOSE",
+            ],
+            &[
+                "LISTEN->SYN_RECV",
+                "SYN_RECV->ESTABLISHED",
+                "ESTABLISHED->CLOSE",
+            ],
+        ),
+    };
+    assert_eq!(
+        states(&client),
+        client_states,
+        "{pattern:?} {family} client"
+    );
+    assert_eq!(
+        states(&server),
+        server_states,
+        "{pattern:?} {family} server"
+    );
+    for t in client.iter().chain(&server) {
+        assert_eq!(t["family"], family);
+        // The test process connected, listened and closed: every transition
+        // is attributed to it, softirq ones included.
+        assert_eq!(t["pid"], me, "owner of {t}");
+    }
+
+    let (client_close, server_close) = (close_of(objects, c, s), close_of(objects, s, c));
+    let expect = |close: &Value, role: &str, closer: &str, kind: &str, tw: bool| {
+        assert_eq!(
+            (
+                &close["role"],
+                &close["closer"],
+                &close["kind"],
+                &close["time_wait"]
+            ),
+            (
+                &Value::from(role),
+                &Value::from(closer),
+                &Value::from(kind),
+                &Value::from(tw)
+            ),
+            "{pattern:?} {family}: {close}"
+        );
+        assert_eq!(close["pid"], me);
+        assert!(close["lifetime_ms"].as_f64().unwrap() > 0.0);
+    };
+    match pattern {
+        Pattern::ClientFirst => {
+            expect(client_close, "client", "local", "fin", true);
+            expect(server_close, "server", "remote", "fin", false);
+        }
+        Pattern::ServerFirst => {
+            expect(client_close, "client", "remote", "fin", false);
+            expect(server_close, "server", "local", "fin", true);
+        }
+        Pattern::ClientReset => {
+            expect(client_close, "client", "local", "rst_sent", false);
+            expect(server_close, "server", "remote", "rst_received", false);
+        }
+    }
+}
+
+#[test]
+fn close_patterns_on_ipv4_and_ipv6_loopback() {
+    require_root();
+    let tracer = Tracer::start(&["watch", "--json"]);
+    let mut runs = Vec::new();
+    for (addr, family) in [
+        (IpAddr::V4(Ipv4Addr::LOCALHOST), "ipv4"),
+        (IpAddr::V6(Ipv6Addr::LOCALHOST), "ipv6"),
+    ] {
+        for pattern in [
+            Pattern::ClientFirst,
+            Pattern::ServerFirst,
+            Pattern::ClientReset,
+        ] {
+            let listener = tcp::listen(addr);
+            runs.push((tcp::connect(&listener, pattern), pattern, family));
+        }
+    }
+    let objects = tracer.stop();
+    for (conn, pattern, family) in runs {
+        check(&objects, conn, pattern, family);
+    }
+    let summary = summary(&objects);
+    assert_eq!(summary["lost"], 0);
+    assert!(summary["events"].as_u64().unwrap() >= 6 * 10);
+}
+
+#[test]
+fn transitions_carry_time_in_old_state_and_timestamps() {
+    require_root();
+    let tracer = Tracer::start(&["watch", "--json"]);
+    let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let conn = tcp::connect(&listener, Pattern::ServerFirst);
+    let objects = tracer.stop();
+    let server = transitions_of(&objects, conn.server_port, conn.client_port);
+    assert!(
+        server[0]["in_old_ms"].is_null(),
+        "time in LISTEN was not seen"
+    );
+    for t in &server[1..] {
+        assert!(t["in_old_ms"].as_f64().unwrap() >= 0.0, "{t}");
+    }
+    for t in &server {
+        let ts = t["ts"].as_str().unwrap();
+        assert!(
+            ts.ends_with('Z') && ts.len() == "2026-11-24T06:11:20.440050Z".len(),
+            "{ts}"
+        );
+        assert!(t["netns"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn port_filter_drops_other_events_in_the_kernel() {
+    require_root();
+    let watched = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let other = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let port = watched.local_addr().unwrap().port().to_string();
+    let tracer = Tracer::start(&["watch", "--json", "--lport", &port]);
+    let conn = tcp::connect(&watched, Pattern::ServerFirst);
+    for _ in 0..20 {
+        tcp::connect(&other, Pattern::ServerFirst);
+    }
+    let objects = tracer.stop();
+    let transitions = of_type(&objects, "transition");
+    // Only the watched server socket: 5 transitions, and the kernel sent
+    // nothing else (the summary counts records read from the ring buffer).
+    assert!(
+        transitions.iter().all(|t| t["lport"] == conn.server_port),
+        "{transitions:?}"
+    );
+    assert_eq!(transitions.len(), 5);
+    assert_eq!(summary(&objects)["events"], 5);
+}
+
+#[test]
+fn count_stops_after_n_transitions() {
+    require_root();
+    let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let port = listener.local_addr().unwrap().port().to_string();
+    let tracer = Tracer::start(&["watch", "--json", "--count", "3", "--lport", &port]);
+    tcp::connect(&listener, Pattern::ServerFirst);
+    let objects = tracer.finish();
+    assert_eq!(of_type(&objects, "transition").len(), 3);
+    summary(&objects);
+}

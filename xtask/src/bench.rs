@@ -1,0 +1,1 @@
+//! Benchmarks. Placeholder replaced below.
