@@ -73,6 +73,11 @@ pub struct Common {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = loader::DEFAULT_RING_BYTES >> 20, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
+    /// Wake the reader once this many bytes wait in the ring buffer (default:
+    /// 1/16 of it; a 50 ms timer drains the rest). 0 wakes it on every event:
+    /// lowest latency, much higher cost to the traced workload.
+    #[arg(long, value_name = "BYTES")]
+    pub wakeup_bytes: Option<u32>,
 }
 
 impl Common {
@@ -88,6 +93,7 @@ impl Common {
             lports: self.lport.clone(),
             rports: self.rport.clone(),
             ring_bytes: self.ring_mib << 20,
+            wakeup_bytes: self.wakeup_bytes.unwrap_or((self.ring_mib << 20) / 16),
         }
     }
 

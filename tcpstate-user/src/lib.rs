@@ -12,6 +12,7 @@ pub mod event;
 pub mod filter;
 pub mod loader;
 pub mod output;
+pub mod sockdiag;
 pub mod tracefs;
 pub mod tracker;
 pub mod watch;

@@ -3,7 +3,10 @@
 //! formats, BTF), writes them and the kernel-side filters into the programs'
 //! globals, and hands out the ring buffer and the lost-event counter.
 
-use std::fs;
+use std::{
+    fs,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -12,6 +15,7 @@ use aya::{
     programs::TracePoint,
 };
 use aya_log::EbpfLogger;
+use aya_obj::generated::{bpf_cmd, bpf_prog_info};
 use tcpstate_ebpf::{
     Config, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_RPORTS, MAP_EVENTS, MAP_LOST, PORT_BITMAP_LEN,
     PROGRAMS, SetStateOffsets,
@@ -30,6 +34,8 @@ pub struct Settings {
     pub rports: Vec<u16>,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Wake userspace once this many bytes are waiting (0: every event).
+    pub wakeup_bytes: u32,
 }
 
 /// Default ring buffer: 16 MiB, about 170,000 records.
@@ -47,19 +53,82 @@ pub struct Probe {
 /// The programs themselves and their counters. Dropping it detaches them.
 pub struct Kernel {
     /// Keeps the programs and their links alive.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     lost: PerCpuArray<MapData, u64>,
 }
 
+/// Events the kernel reported but tcpstate could not record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// The ring buffer was full.
+    pub ring_full: u64,
+    /// The kernel skipped a program run because the same CPU was already
+    /// running it (a softirq transition interrupting a process-context one):
+    /// the programs' `recursion_misses`.
+    pub nested: u64,
+}
+
+impl Lost {
+    pub fn total(&self) -> u64 {
+        self.ring_full + self.nested
+    }
+}
+
 impl Kernel {
-    /// Records the kernel could not write because the ring buffer was full.
-    pub fn lost(&self) -> Result<u64> {
+    /// Every event lost so far, as counted by the kernel.
+    pub fn lost(&self) -> Result<Lost> {
         let values = self
             .lost
             .get(&0, 0)
             .context("reading the lost-event counter")?;
-        Ok(values.iter().sum())
+        let mut nested = 0;
+        for (name, ..) in PROGRAMS {
+            let program: &TracePoint = self
+                .ebpf
+                .program(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            nested += recursion_misses(program.fd()?.as_fd())
+                .with_context(|| format!("reading the statistics of program {name}"))?;
+        }
+        Ok(Lost {
+            ring_full: values.iter().sum(),
+            nested,
+        })
     }
+}
+
+/// `recursion_misses` of a loaded program (BPF_OBJ_GET_INFO_BY_FD; aya does
+/// not expose this counter).
+fn recursion_misses(fd: BorrowedFd<'_>) -> Result<u64> {
+    /// The `info` member of `union bpf_attr`.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: bpf_prog_info is plain integers; all-zero is a valid value.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<bpf_prog_info>() as u32,
+        info: std::ptr::addr_of_mut!(info) as u64,
+    };
+    // SAFETY: `attr` points at `info`, which outlives the call and is as
+    // large as `info_len` says.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(info.recursion_misses)
 }
 
 /// Capability bits (see `capabilities(7)`).
@@ -129,7 +198,7 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         lport_filter: u8::from(!settings.lports.is_empty()),
         rport_filter: u8::from(!settings.rports.is_empty()),
         _pad: [0; 7],
-        wakeup_bytes: u64::from(settings.ring_bytes / 16),
+        wakeup_bytes: u64::from(settings.wakeup_bytes),
     };
     let lports = port_bitmap(&settings.lports);
     let rports = port_bitmap(&settings.rports);
@@ -170,7 +239,7 @@ pub fn load(settings: &Settings) -> Result<Probe> {
     Ok(Probe {
         events,
         logger,
-        kernel: Kernel { _ebpf: ebpf, lost },
+        kernel: Kernel { ebpf, lost },
     })
 }
 

@@ -334,11 +334,16 @@ impl Tracker {
             // The kernel re-reports a state, e.g. close() after shutdown().
             _ if old == new => {}
             (State::CLOSE, State::SYN_SENT) => {
+                // A new life: the kernel may reuse a freed socket's address.
+                *conn = Conn::new();
+                conn.owner = ev.owner;
                 conn.role = Role::Client;
                 conn.opened_ns = Some(ev.ts_ns);
                 t.note = Note::Connect;
             }
             (State::LISTEN, State::SYN_RECV) => {
+                *conn = Conn::new();
+                conn.owner = ev.owner.or(listener_owner);
                 conn.role = Role::Server;
                 conn.opened_ns = Some(ev.ts_ns);
                 t.note = Note::PassiveOpen;
@@ -742,6 +747,32 @@ pub(crate) mod tests {
         assert_eq!(out.transitions[1].owner.map(|o| o.pid), Some(42));
         assert_eq!(out.transitions[2].owner.map(|o| o.pid), Some(42));
         assert!(out.closes.is_empty(), "listeners are not connections");
+    }
+
+    #[test]
+    fn a_reused_socket_address_starts_a_new_connection() {
+        // The first life's CLOSE was never seen (e.g. lost): its state must
+        // not leak into the next socket at the same address.
+        let first = Sock::new(30, 80, 40020)
+            .go(S::LISTEN, S::SYN_RECV, None)
+            .go(S::SYN_RECV, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, Some(owner(1)));
+        let mut second = Sock::new(30, 40021, 80);
+        second.ts = first.ts;
+        let second = second
+            .go(S::CLOSE, S::SYN_SENT, Some(owner(2)))
+            .go(S::SYN_SENT, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::CLOSE_WAIT, None)
+            .go(S::CLOSE_WAIT, S::LAST_ACK, Some(owner(2)))
+            .go(S::LAST_ACK, S::CLOSE, None);
+        let mut events = first.events;
+        events.extend(second.events);
+        let c = run(&events).closes[0];
+        assert_eq!(
+            (c.role, c.closer, c.owner.map(|o| o.pid)),
+            (Role::Client, Closer::Remote, Some(2))
+        );
+        assert_eq!(c.lifetime_ns, Some(4_000_000));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::{
     cli::WatchArgs,
     event::{self, Clock},
     filter::Filter,
-    loader,
+    loader::{self, Lost},
     output::{Renderer, Summary},
     tracker::{Close, Sink, Tracker, Transition},
 };
@@ -61,21 +61,34 @@ impl<W: Write> Sink for Pipeline<W> {
     }
 }
 
-/// Warns on stderr when the kernel starts losing records.
+/// Warns on stderr when the kernel loses events: at once for the first
+/// loss, then at most every [`LOST_WARNING_EVERY`].
 struct LostWatch {
-    reported: u64,
+    reported: Lost,
+    last_warning: Option<Instant>,
 }
 
+const LOST_WARNING_EVERY: Duration = Duration::from_secs(10);
+
 impl LostWatch {
-    fn check(&mut self, lost: u64) {
-        if lost > self.reported {
-            eprintln!(
-                "tcpstate: warning: {} events lost so far (ring buffer full): \
-                 raise --ring-mib or narrow the filters",
-                lost
-            );
-            self.reported = lost;
+    fn check(&mut self, lost: Lost) {
+        if lost.total() == self.reported.total()
+            || self
+                .last_warning
+                .is_some_and(|at| at.elapsed() < LOST_WARNING_EVERY)
+        {
+            return;
         }
+        eprintln!(
+            "tcpstate: warning: {} events lost so far: {} because the ring buffer was full \
+             (raise --ring-mib), {} skipped by the kernel as nested program runs (a softirq \
+             transition while the same CPU ran the program in process context)",
+            lost.total(),
+            lost.ring_full,
+            lost.nested
+        );
+        self.reported = lost;
+        self.last_warning = Some(Instant::now());
     }
 }
 
@@ -111,7 +124,10 @@ pub async fn run(args: &WatchArgs) -> Result<()> {
     };
     tokio::pin!(until_stop);
     let mut count = 0u64;
-    let mut lost = LostWatch { reported: 0 };
+    let mut lost = LostWatch {
+        reported: Lost::default(),
+        last_warning: None,
+    };
 
     loop {
         tokio::select! {
@@ -148,7 +164,7 @@ pub async fn run(args: &WatchArgs) -> Result<()> {
     let untracked = tracker.stats().untracked;
     pipe.renderer.summary(&Summary {
         events: count,
-        lost: lost_total,
+        lost: lost_total.total(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         untracked,
     });

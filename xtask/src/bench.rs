@@ -1,1 +1,225 @@
-//! Benchmarks. Placeholder replaced below.
+//! `cargo xtask bench`: the tracker's criterion benchmark, then the
+//! end-to-end benchmark: a loopback connection storm (the server closing
+//! first) in a fresh network namespace, run alternately untraced and traced
+//! by `tcpstate watch --json > file`, several rounds. Reports the median
+//! connection rate of each, their ratio, transitions expected vs seen, and
+//! lost events.
+
+use std::{
+    fs::{self, File},
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::toolchain::{self, Env};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Connections per storm.
+    #[arg(long, default_value_t = 20_000)]
+    conns: u64,
+    /// Rounds (each: one untraced and one traced storm).
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Client threads of the storm (2 saturate both cores here; 1 leaves the
+    /// storm latency-bound with half the CPU idle).
+    #[arg(long, default_value_t = 2)]
+    threads: u64,
+    /// Also measure a tracer that wakes userspace on every event.
+    #[arg(long)]
+    per_event_wakeup: bool,
+    /// Skip the criterion benchmark.
+    #[arg(long)]
+    no_criterion: bool,
+}
+
+/// Transitions one storm connection produces: 5 on each end.
+const TRANSITIONS_PER_CONN: u64 = 10;
+const NETNS: &str = "tcpstate-bench";
+
+pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
+    if !args.no_criterion {
+        env.cargo(&["bench", "--package", "tcpstate", "--bench", "tracker"])?;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the storm benchmark loads eBPF programs and makes a network namespace: run it as root"
+        );
+    }
+    let storm = tcpstate.with_file_name("storm");
+    let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
+    toolchain::run(Command::new("ip").args(["netns", "add", NETNS]))?;
+    let result = storms(tcpstate, &storm, args);
+    let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
+    result
+}
+
+struct Traced {
+    rate: f64,
+    seen: u64,
+    lost: u64,
+}
+
+fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
+    toolchain::run(Command::new("ip").args(["-n", NETNS, "link", "set", "lo", "up"]))?;
+    let netns = fs::metadata(format!("/run/netns/{NETNS}"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .context("netns inode")?;
+    let expected = args.conns * TRANSITIONS_PER_CONN;
+    let mut untraced = Vec::new();
+    let mut traced = Vec::new();
+    let mut per_event = Vec::new();
+    let out = std::env::temp_dir().join("tcpstate-bench.jsonl");
+    for round in 1..=args.rounds {
+        let u = storm_rate(storm, args)?;
+        let t = traced_storm(tcpstate, storm, args, &out, netns, &[])?;
+        eprintln!(
+            "round {round}: untraced {u:.0} conn/s, traced {:.0} conn/s, transitions {}/{expected}, lost {}",
+            t.rate, t.seen, t.lost
+        );
+        untraced.push(u);
+        traced.push(t);
+        if args.per_event_wakeup {
+            let p = traced_storm(tcpstate, storm, args, &out, netns, &["--wakeup-bytes", "0"])?;
+            eprintln!(
+                "round {round}: traced, wake-up per event {:.0} conn/s, lost {}",
+                p.rate, p.lost
+            );
+            per_event.push(p);
+        }
+    }
+    let _ = fs::remove_file(&out);
+    let mu = median(untraced.clone());
+    let mt = median(traced.iter().map(|t| t.rate).collect());
+    println!(
+        "\nconnection storm: {} connections x {} rounds, server closes first, {} client thread(s)",
+        args.conns, args.rounds, args.threads
+    );
+    println!("| run | median conn/s | vs untraced | transitions seen / expected | lost |");
+    println!("|---|---|---|---|---|");
+    println!("| untraced | {mu:.0} | 100% | - | - |");
+    let row = |name: &str, runs: &[Traced]| {
+        let m = median(runs.iter().map(|t| t.rate).collect());
+        let seen: u64 = runs.iter().map(|t| t.seen).sum();
+        let lost: u64 = runs.iter().map(|t| t.lost).sum();
+        println!(
+            "| {name} | {m:.0} | {:.1}% | {seen} / {} | {lost} |",
+            100.0 * m / mu,
+            expected * runs.len() as u64
+        );
+    };
+    row("tcpstate watch --json", &traced);
+    if !per_event.is_empty() {
+        row("same, wake-up per event", &per_event);
+    }
+    let all_seen = traced.iter().all(|t| t.seen == expected && t.lost == 0);
+    println!(
+        "\nratio {:.3}; bar: >= 0.90 with zero lost events: {}",
+        mt / mu,
+        if mt / mu >= 0.90 && all_seen {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs one storm in the namespace; returns its connection rate.
+fn storm_rate(storm: &Path, args: &Args) -> Result<f64> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", NETNS])
+        .arg(storm)
+        .args([
+            "--conns",
+            &args.conns.to_string(),
+            "--threads",
+            &args.threads.to_string(),
+        ])
+        .output()
+        .context("running the storm")?;
+    if !out.status.success() {
+        bail!("storm failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).context("storm output")?;
+    if report["failures"] != 0 {
+        bail!("storm had failed connections: {report}");
+    }
+    report["rate"].as_f64().context("storm rate")
+}
+
+fn traced_storm(
+    tcpstate: &Path,
+    storm: &Path,
+    args: &Args,
+    out: &Path,
+    netns: u64,
+    extra: &[&str],
+) -> Result<Traced> {
+    let mut tracer = start_tracer(tcpstate, out, extra)?;
+    let rate = storm_rate(storm, args);
+    thread::sleep(Duration::from_millis(300));
+    nix_kill(&tracer)?;
+    let status = tracer.wait()?;
+    if !status.success() {
+        bail!("tcpstate exited with {status}");
+    }
+    let rate = rate?;
+    let mut seen = 0;
+    let mut lost = None;
+    for line in BufReader::new(File::open(out)?).lines() {
+        let v: Value = serde_json::from_str(&line?)?;
+        match v["type"].as_str() {
+            Some("transition") if v["netns"] == netns => seen += 1,
+            Some("summary") => lost = v["lost"].as_u64(),
+            _ => {}
+        }
+    }
+    Ok(Traced {
+        rate,
+        seen,
+        lost: lost.context("no summary from tcpstate")?,
+    })
+}
+
+fn start_tracer(tcpstate: &Path, out: &Path, extra: &[&str]) -> Result<Child> {
+    let mut child = Command::new(tcpstate)
+        .args(["watch", "--json"])
+        .args(extra)
+        .stdout(File::create(out)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting tcpstate")?;
+    let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
+    let mut line = String::new();
+    stderr.read_line(&mut line)?;
+    if !line.starts_with("tcpstate: tracing") {
+        bail!("tcpstate did not start: {line}");
+    }
+    thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("[tcpstate] {line}");
+        }
+    });
+    Ok(child)
+}
+
+fn nix_kill(child: &Child) -> Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(child.id() as i32, libc::SIGINT) } != 0 {
+        bail!("signalling tcpstate: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
