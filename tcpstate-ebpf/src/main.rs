@@ -154,10 +154,10 @@ mod programs {
         } else {
             BPF_RB_NO_WAKEUP
         };
-        if EVENTS.output::<RawEvent>(event, wake as u64).is_err() {
-            if let Some(lost) = LOST.get_ptr_mut(0) {
-                unsafe { *lost += 1 };
-            }
+        if EVENTS.output::<RawEvent>(event, wake as u64).is_err()
+            && let Some(lost) = LOST.get_ptr_mut(0)
+        {
+            unsafe { *lost += 1 };
         }
     }
 
@@ -204,7 +204,7 @@ mod programs {
 
         // Owner: the current task when this transition runs in its context,
         // otherwise whoever we recorded for the socket earlier.
-        let mut state = match unsafe { SOCKS.get(&skaddr) } {
+        let mut state = match unsafe { SOCKS.get(skaddr) } {
             Some(s) => *s,
             None => SockState::UNKNOWN,
         };
@@ -218,9 +218,9 @@ mod programs {
         }
         state.last_ts_ns = now;
         if new == TCP_CLOSE {
-            let _ = SOCKS.remove(&skaddr);
+            let _ = SOCKS.remove(skaddr);
         } else {
-            let _ = SOCKS.insert(&skaddr, &state, 0);
+            let _ = SOCKS.insert(skaddr, state, 0);
         }
 
         let (mut laddr, mut raddr) = ([0u8; 16], [0u8; 16]);
@@ -295,7 +295,7 @@ mod programs {
             return Ok(());
         }
         let state = read_kernel::<u8>(sk, cfg.sock.state)?;
-        let owner = match unsafe { SOCKS.get(&sk) } {
+        let owner = match unsafe { SOCKS.get(sk) } {
             Some(o) if o.owner_known != 0 => *o,
             _ => SockState::UNKNOWN,
         };

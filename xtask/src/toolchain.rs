@@ -44,13 +44,6 @@ impl Env {
         run(&mut cmd)
     }
 
-    /// A command with bpf-linker on PATH.
-    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.env("PATH", &self.path);
-        cmd
-    }
-
     /// Lints the eBPF crate for the BPF target with the nightly toolchain.
     pub fn clippy_ebpf(&self) -> Result<()> {
         let mut cmd = Command::new("rustup");
