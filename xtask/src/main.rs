@@ -108,7 +108,15 @@ fn test(env: &toolchain::Env) -> Result<()> {
         "warnings",
     ])?;
     env.clippy_ebpf()?;
-    env.cargo(&["test", "--workspace", "--exclude", "tcpstate-tests"])?;
+    env.cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "tcpstate-tests",
+        "--lib",
+        "--bins",
+        "--tests",
+    ])?;
     let bin = build(env)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -120,6 +128,7 @@ fn test(env: &toolchain::Env) -> Result<()> {
             "--release",
             "--package",
             "tcpstate-tests",
+            "--tests",
             "--",
             "--test-threads=1",
         ],
