@@ -13,6 +13,7 @@ pub mod filter;
 pub mod loader;
 pub mod output;
 pub mod sockdiag;
+pub mod timewait;
 pub mod tracefs;
 pub mod tracker;
 pub mod watch;

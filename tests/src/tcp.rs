@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use socket2::SockRef;
+use socket2::{Domain, SockRef, Socket, Type};
 
 /// How a test connection ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +34,25 @@ pub fn listen(addr: IpAddr) -> TcpListener {
 /// Runs one connection to `listener` with `pattern`, all in this process.
 pub fn connect(listener: &TcpListener, pattern: Pattern) -> Conn {
     let server_addr = listener.local_addr().expect("listener address");
-    let mut client = TcpStream::connect(server_addr).expect("connect");
+    let client = TcpStream::connect(server_addr).expect("connect");
+    exchange(listener, client, pattern)
+}
+
+/// Like [`connect`], but the client sets SO_REUSEADDR and binds `local`
+/// first: a fixed source port, or one still held by a TIME_WAIT socket that
+/// also had SO_REUSEADDR.
+pub fn connect_from(listener: &TcpListener, local: SocketAddr, pattern: Pattern) -> Conn {
+    let server_addr = listener.local_addr().expect("listener address");
+    let client = Socket::new(Domain::for_address(local), Type::STREAM, None).expect("socket");
+    client.set_reuse_address(true).expect("SO_REUSEADDR");
+    client.bind(&local.into()).expect("bind client");
+    client.connect(&server_addr.into()).expect("connect");
+    exchange(listener, client.into(), pattern)
+}
+
+/// Accepts `client`'s connection, exchanges a few bytes, closes with `pattern`.
+fn exchange(listener: &TcpListener, mut client: TcpStream, pattern: Pattern) -> Conn {
+    let server_addr = listener.local_addr().expect("listener address");
     let (mut server, _) = listener.accept().expect("accept");
     let client_port = client.local_addr().expect("client address").port();
     client.write_all(b"ping").expect("client write");

@@ -1,0 +1,607 @@
+//! The live TIME_WAIT table: every TIME_WAIT socket, keyed by (network
+//! namespace, 4-tuple), with its role, closer, owner, entry time and expiry.
+//!
+//! Fed by the tracker (a close with `time_wait`, or a new connection on a
+//! 4-tuple that is in TIME_WAIT) and corrected by the kernel's own socket
+//! table ([`Table::reconcile`]), which also catches what no tracepoint
+//! reports: early kills by RST, `ss -K`, namespace teardown. Pure logic.
+//!
+//! Memory is bounded and small: entries live in a slab indexed by a hash
+//! table of `u32` slots, and expiries in an 8-byte heap; a cap limits the
+//! entry count and what it drops is counted.
+
+use std::{cmp::Reverse, collections::BinaryHeap, hash::BuildHasher as _};
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashSet};
+
+use crate::{
+    event::{Comm, State, Tuple},
+    sockdiag::KernelSocket,
+    tracker::{Close, Closer, Role, Transition},
+};
+
+/// Linux's `TCP_TIMEWAIT_LEN`: 60 s, hard-coded in the kernel.
+pub const LINUX_TIME_WAIT_NS: u64 = 60_000_000_000;
+/// How late the kernel's timer wheel may end a TIME_WAIT socket.
+pub const EXPIRY_SLACK_NS: u64 = 5_000_000_000;
+/// Default cap: well above the default `tcp_max_tw_buckets` (262,144 on
+/// large hosts), per host.
+pub const DEFAULT_MAX_ENTRIES: usize = 1 << 21;
+
+/// Where an entry came from.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Source {
+    /// Seen entering TIME_WAIT by tracing.
+    Traced,
+    /// Known only from the kernel's socket table.
+    Kernel,
+}
+
+/// Why an entry ended.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ExitReason {
+    /// At its predicted time.
+    Expired,
+    /// A new connection took the 4-tuple.
+    Reused,
+    /// It vanished from the kernel's table early, for a reason no hook saw
+    /// (an RST, `ss -K`, namespace teardown: no tracepoint reports those).
+    Gone,
+}
+
+/// Identifies a TIME_WAIT socket.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Key {
+    pub netns: u32,
+    pub tuple: Tuple,
+}
+
+/// The owner recorded for an entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TwOwner {
+    pub pid: u32,
+    pub comm: Comm,
+}
+
+/// One TIME_WAIT socket.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Entry {
+    pub key: Key,
+    pub role: Role,
+    pub closer: Closer,
+    pub source: Source,
+    /// Added by reconciliation while tracing ran: counted as missed.
+    missed: bool,
+    pub owner: Option<TwOwner>,
+    /// Kernel monotonic time of entry (estimated for kernel-sourced ones).
+    pub entered_ns: u64,
+    pub expires_ns: u64,
+}
+
+/// Receives the table's changes.
+pub trait TwSink {
+    fn tw_enter(&mut self, e: &Entry);
+    fn tw_exit(&mut self, e: &Entry, reason: ExitReason, at_ns: u64);
+}
+
+/// Counters of the table's life.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct TwStats {
+    /// Entries added by tracing.
+    pub entered: u64,
+    /// Entries that existed when the table was seeded from the kernel.
+    pub seeded: u64,
+    /// Entries the kernel had that tracing had not seen (added by
+    /// reconciliation; a traced enter that arrives later takes it back).
+    pub missed: u64,
+    /// Exits by reason: expired, reused, gone.
+    pub exited: [u64; 3],
+    /// Entries not stored because the table was full.
+    pub dropped: u64,
+}
+
+impl TwStats {
+    pub fn exited(&self, reason: ExitReason) -> u64 {
+        self.exited[reason as usize]
+    }
+}
+
+/// The table.
+pub struct Table {
+    slab: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: FxBuildHasher,
+    /// (expiry in ms since `base_ns`, slot), earliest first; stale items
+    /// (slot freed or expiry moved) are skipped when popped.
+    expiries: BinaryHeap<Reverse<(u32, u32)>>,
+    base_ns: u64,
+    tw_len_ns: u64,
+    /// Extra time before an entry expires on its own, when reconciliation
+    /// confirms expiries against the kernel.
+    grace_ns: u64,
+    max_entries: usize,
+    stats: TwStats,
+}
+
+impl Table {
+    /// `base_ns`: the monotonic time from which expiries are counted;
+    /// `grace_ns`: 0 without reconciliation, [`EXPIRY_SLACK_NS`] with it.
+    pub fn new(base_ns: u64, tw_len_ns: u64, grace_ns: u64, max_entries: usize) -> Table {
+        Table {
+            slab: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: FxBuildHasher,
+            expiries: BinaryHeap::new(),
+            base_ns,
+            tw_len_ns,
+            grace_ns,
+            max_entries,
+            stats: TwStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> TwStats {
+        self.stats
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn tw_len_ns(&self) -> u64 {
+        self.tw_len_ns
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.slab.iter().flatten()
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&Entry> {
+        self.find(key).and_then(|slot| self.slab[slot as usize].as_ref())
+    }
+
+    /// Network namespaces that have entries.
+    pub fn namespaces(&self) -> FxHashSet<u32> {
+        self.entries().map(|e| e.key.netns).collect()
+    }
+
+    fn hash(&self, key: &Key) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn find(&self, key: &Key) -> Option<u32> {
+        let slab = &self.slab;
+        self.index
+            .find(self.hash(key), |&slot| {
+                slab[slot as usize].as_ref().is_some_and(|e| e.key == *key)
+            })
+            .copied()
+    }
+
+    fn expiry_ms(&self, expires_ns: u64) -> u32 {
+        let ms = expires_ns.saturating_add(self.grace_ns).saturating_sub(self.base_ns) / 1_000_000;
+        u32::try_from(ms).unwrap_or(u32::MAX)
+    }
+
+    fn schedule(&mut self, slot: u32) {
+        if let Some(e) = &self.slab[slot as usize] {
+            let at = self.expiry_ms(e.expires_ns);
+            self.expiries.push(Reverse((at, slot)));
+        }
+    }
+
+    /// Stores a new entry; false when the table is full.
+    fn insert(&mut self, entry: Entry) -> bool {
+        if self.index.len() >= self.max_entries {
+            self.stats.dropped += 1;
+            return false;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.slab.push(Some(entry));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let hash = self.hash(&entry.key);
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.index.insert_unique(hash, slot, |&s| {
+            slab[s as usize].as_ref().map_or(0, |e| hasher.hash_one(e.key))
+        });
+        self.schedule(slot);
+        true
+    }
+
+    /// Removes the entry in `slot`, reporting why.
+    fn remove(&mut self, slot: u32, reason: ExitReason, at_ns: u64, sink: &mut impl TwSink) {
+        let Some(entry) = self.slab[slot as usize].take() else {
+            return;
+        };
+        let hash = self.hash(&entry.key);
+        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
+        self.free.push(slot);
+        self.stats.exited[reason as usize] += 1;
+        sink.tw_exit(&entry, reason, at_ns);
+    }
+
+    /// A transition from the tracker: a new connection on a 4-tuple that is
+    /// in TIME_WAIT took it over (`tcp_tw_reuse`, or a new SYN accepted).
+    pub fn on_transition(&mut self, t: &Transition, sink: &mut impl TwSink) {
+        if t.tuple.lport == 0 || t.tuple.rport == 0 || t.old == State::LISTEN && t.new == State::CLOSE {
+            return;
+        }
+        let key = Key {
+            netns: t.netns,
+            tuple: t.tuple,
+        };
+        if let Some(slot) = self.find(&key) {
+            self.remove(slot, ExitReason::Reused, t.ts_ns, sink);
+        }
+    }
+
+    /// A close from the tracker: enters TIME_WAIT when this end did.
+    pub fn on_close(&mut self, c: &Close, sink: &mut impl TwSink) {
+        if !c.time_wait {
+            return;
+        }
+        let key = Key {
+            netns: c.netns,
+            tuple: c.tuple,
+        };
+        let owner = c.owner.map(|o| TwOwner {
+            pid: o.pid,
+            comm: o.comm,
+        });
+        if let Some(slot) = self.find(&key) {
+            let Some(e) = self.slab[slot as usize].as_mut() else {
+                return;
+            };
+            if e.source == Source::Kernel {
+                // Reconciliation saw the socket before its event was read:
+                // tracing did not miss it after all.
+                if e.missed {
+                    self.stats.missed -= 1;
+                }
+                *e = Entry {
+                    role: c.role,
+                    closer: c.closer,
+                    source: Source::Traced,
+                    missed: false,
+                    owner,
+                    entered_ns: c.ts_ns,
+                    ..*e
+                };
+                self.stats.entered += 1;
+                return;
+            }
+            self.remove(slot, ExitReason::Reused, c.ts_ns, sink);
+        }
+        let entry = Entry {
+            key,
+            role: c.role,
+            closer: c.closer,
+            source: Source::Traced,
+            missed: false,
+            owner,
+            entered_ns: c.ts_ns,
+            expires_ns: c.ts_ns + self.tw_len_ns,
+        };
+        if self.insert(entry) {
+            self.stats.entered += 1;
+            sink.tw_enter(&entry);
+        }
+    }
+
+    /// Ends the entries whose time has come (plus the grace, when
+    /// reconciliation confirms expiries).
+    pub fn expire(&mut self, now_ns: u64, sink: &mut impl TwSink) {
+        let now_ms = now_ns.saturating_sub(self.base_ns) / 1_000_000;
+        while let Some(&Reverse((at, slot))) = self.expiries.peek() {
+            if u64::from(at) > now_ms {
+                break;
+            }
+            self.expiries.pop();
+            let current = self.slab[slot as usize].map(|e| self.expiry_ms(e.expires_ns));
+            if current == Some(at) {
+                let at_ns = self.slab[slot as usize].map_or(now_ns, |e| e.expires_ns);
+                self.remove(slot, ExitReason::Expired, at_ns, sink);
+            }
+        }
+    }
+
+    /// Makes the table agree with the kernel's socket tables.
+    ///
+    /// `dumps`: per network namespace, its TIME_WAIT sockets (and the
+    /// FIN_WAIT2 ones, which include timewait sockets still in that
+    /// substate), dumped starting at `dump_ns`. `listeners`: (namespace,
+    /// port) of listening sockets, to infer roles. `seeding`: the first
+    /// pass, whose additions existed before tracing started.
+    pub fn reconcile(
+        &mut self,
+        dumps: &[(u32, Vec<KernelSocket>)],
+        listeners: &FxHashSet<(u32, u16)>,
+        dump_ns: u64,
+        seeding: bool,
+        sink: &mut impl TwSink,
+    ) {
+        let mut in_kernel = FxHashSet::default();
+        for (_, sockets) in dumps {
+            for ks in sockets {
+                let key = Key {
+                    netns: ks.netns,
+                    tuple: ks.tuple,
+                };
+                in_kernel.insert(key);
+                if ks.state != State::TIME_WAIT {
+                    // A FIN_WAIT2 timewait socket keeps its entry alive; it
+                    // is not TIME_WAIT yet, so it does not create one.
+                    continue;
+                }
+                let expires_ns = dump_ns + u64::from(ks.expires_ms) * 1_000_000;
+                match self.find(&key) {
+                    Some(slot) => {
+                        if let Some(e) = self.slab[slot as usize].as_mut() {
+                            e.expires_ns = expires_ns;
+                        }
+                        self.schedule(slot);
+                    }
+                    None => {
+                        let role = if listeners.contains(&(ks.netns, ks.tuple.lport)) {
+                            Role::Server
+                        } else {
+                            Role::Client
+                        };
+                        let entry = Entry {
+                            key,
+                            role,
+                            closer: Closer::Unknown,
+                            source: Source::Kernel,
+                            missed: !seeding,
+                            owner: None,
+                            // Estimated: the kernel keeps no entry time.
+                            entered_ns: expires_ns.saturating_sub(self.tw_len_ns),
+                            expires_ns,
+                        };
+                        if self.insert(entry) {
+                            if seeding {
+                                self.stats.seeded += 1;
+                            } else {
+                                self.stats.missed += 1;
+                                sink.tw_enter(&entry);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Entries of the dumped namespaces that the kernel no longer has.
+        let dumped: FxHashSet<u32> = dumps.iter().map(|(ns, _)| *ns).collect();
+        let gone: Vec<(u32, u64)> = self
+            .slab
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, e)| e.as_ref().map(|e| (slot as u32, e)))
+            .filter(|(_, e)| {
+                dumped.contains(&e.key.netns) && e.entered_ns < dump_ns && !in_kernel.contains(&e.key)
+            })
+            .map(|(slot, e)| (slot, e.expires_ns))
+            .collect();
+        for (slot, expires_ns) in gone {
+            let reason = if dump_ns + EXPIRY_SLACK_NS >= expires_ns {
+                ExitReason::Expired
+            } else {
+                ExitReason::Gone
+            };
+            self.remove(slot, reason, dump_ns, sink);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::Owner,
+        tracker::{CloseKind, Note, tests::tuple},
+    };
+
+    const NS: u32 = 4026531840;
+    const T0: u64 = 1_000_000_000_000;
+
+    #[derive(Default)]
+    struct Log {
+        enters: Vec<Entry>,
+        exits: Vec<(Key, ExitReason)>,
+    }
+
+    impl TwSink for Log {
+        fn tw_enter(&mut self, e: &Entry) {
+            self.enters.push(*e);
+        }
+        fn tw_exit(&mut self, e: &Entry, reason: ExitReason, _: u64) {
+            self.exits.push((e.key, reason));
+        }
+    }
+
+    fn table() -> Table {
+        Table::new(T0, LINUX_TIME_WAIT_NS, 0, 100)
+    }
+
+    fn close(lport: u16, rport: u16, ts: u64, time_wait: bool) -> Close {
+        Close {
+            ts_ns: ts,
+            skaddr: 1,
+            netns: NS,
+            tuple: tuple(lport, rport),
+            role: Role::Server,
+            closer: Closer::Local,
+            kind: CloseKind::Fin,
+            time_wait,
+            lifetime_ns: Some(1),
+            owner: Some(Owner {
+                pid: 7,
+                tid: 7,
+                comm: Comm::new("srv"),
+            }),
+        }
+    }
+
+    fn transition(lport: u16, rport: u16, ts: u64) -> Transition {
+        Transition {
+            ts_ns: ts,
+            skaddr: 2,
+            netns: NS,
+            tuple: tuple(lport, rport),
+            old: State::SYN_SENT,
+            new: State::ESTABLISHED,
+            in_old_ns: None,
+            owner: None,
+            note: Note::None,
+        }
+    }
+
+    fn kernel(lport: u16, rport: u16, expires_ms: u32) -> KernelSocket {
+        KernelSocket {
+            netns: NS,
+            tuple: tuple(lport, rport),
+            state: State::TIME_WAIT,
+            expires_ms,
+            inode: 0,
+        }
+    }
+
+    fn key(lport: u16, rport: u16) -> Key {
+        Key {
+            netns: NS,
+            tuple: tuple(lport, rport),
+        }
+    }
+
+    #[test]
+    fn a_time_wait_close_enters_and_expires_after_the_length() {
+        let (mut t, mut log) = (table(), Log::default());
+        t.on_close(&close(80, 40000, T0, true), &mut log);
+        t.on_close(&close(80, 40001, T0, false), &mut log);
+        assert_eq!(t.len(), 1);
+        let e = log.enters[0];
+        assert_eq!((e.role, e.closer, e.source), (Role::Server, Closer::Local, Source::Traced));
+        assert_eq!(e.owner.map(|o| o.pid), Some(7));
+        assert_eq!(e.expires_ns, T0 + LINUX_TIME_WAIT_NS);
+        t.expire(T0 + LINUX_TIME_WAIT_NS - 1_000_000, &mut log);
+        assert!(log.exits.is_empty());
+        t.expire(T0 + LINUX_TIME_WAIT_NS, &mut log);
+        assert_eq!(log.exits, [(key(80, 40000), ExitReason::Expired)]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_new_connection_on_the_tuple_reuses_it() {
+        let (mut t, mut log) = (table(), Log::default());
+        t.on_close(&close(40000, 80, T0, true), &mut log);
+        t.on_transition(&transition(40001, 80, T0 + 1), &mut log);
+        assert!(log.exits.is_empty(), "another tuple");
+        t.on_transition(&transition(40000, 80, T0 + 2), &mut log);
+        assert_eq!(log.exits, [(key(40000, 80), ExitReason::Reused)]);
+        // Its stale expiry does not end anything later.
+        t.expire(u64::MAX, &mut log);
+        assert_eq!(log.exits.len(), 1);
+    }
+
+    #[test]
+    fn reconciliation_adds_corrects_and_removes() {
+        let (mut t, mut log) = (table(), Log::default());
+        t.on_close(&close(80, 1, T0, true), &mut log); // kernel still has it
+        t.on_close(&close(80, 2, T0, true), &mut log); // killed early
+        t.on_close(&close(80, 3, T0 + 5_000_000_000, true), &mut log); // after the dump
+        let now = T0 + 2_000_000_000;
+        let listeners = [(NS, 80)].into_iter().collect();
+        let dump = vec![(NS, vec![kernel(80, 1, 50_000), kernel(80, 9, 30_000), kernel(5555, 80, 1000)])];
+        t.reconcile(&dump, &listeners, now, false, &mut log);
+        assert_eq!(log.exits, [(key(80, 2), ExitReason::Gone)]);
+        // Corrected expiry from the kernel timer.
+        assert_eq!(t.get(&key(80, 1)).unwrap().expires_ns, now + 50_000_000_000);
+        // Added, counted as missed, role from the listening ports.
+        let added = t.get(&key(80, 9)).unwrap();
+        assert_eq!((added.source, added.role), (Source::Kernel, Role::Server));
+        assert_eq!(t.get(&key(5555, 80)).unwrap().role, Role::Client);
+        assert_eq!(t.stats().missed, 2);
+        assert_eq!(log.enters.len(), 5);
+        assert!(t.get(&key(80, 3)).is_some(), "entered after the dump began");
+        assert_eq!(t.stats().exited(ExitReason::Gone), 1);
+    }
+
+    #[test]
+    fn vanishing_at_the_predicted_time_is_an_expiry() {
+        let (mut t, mut log) = (table(), Log::default());
+        t.on_close(&close(80, 1, T0, true), &mut log);
+        let now = T0 + LINUX_TIME_WAIT_NS - 2_000_000_000;
+        t.reconcile(&[(NS, vec![])], &FxHashSet::default(), now, false, &mut log);
+        assert_eq!(log.exits, [(key(80, 1), ExitReason::Expired)]);
+    }
+
+    #[test]
+    fn seeding_is_not_counted_as_missed_and_a_late_event_takes_a_miss_back() {
+        let (mut t, mut log) = (table(), Log::default());
+        t.reconcile(&[(NS, vec![kernel(80, 1, 40_000)])], &FxHashSet::default(), T0, true, &mut log);
+        assert_eq!((t.stats().seeded, t.stats().missed), (1, 0));
+        assert!(log.enters.is_empty(), "pre-existing sockets are not new");
+        let e = t.get(&key(80, 1)).unwrap();
+        assert_eq!(e.entered_ns, T0 + 40_000_000_000 - LINUX_TIME_WAIT_NS);
+
+        t.reconcile(&[(NS, vec![kernel(80, 2, 59_000)])], &FxHashSet::default(), T0 + 1, false, &mut log);
+        assert_eq!(t.stats().missed, 1);
+        t.on_close(&close(80, 2, T0, true), &mut log);
+        assert_eq!(t.stats().missed, 0);
+        assert_eq!(t.get(&key(80, 2)).unwrap().source, Source::Traced);
+    }
+
+    #[test]
+    fn other_namespaces_and_fin_wait2_timewait_sockets_keep_their_entries() {
+        let (mut t, mut log) = (table(), Log::default());
+        t.on_close(&close(80, 1, T0, true), &mut log);
+        let mut other = close(80, 1, T0, true);
+        other.netns = NS + 1;
+        t.on_close(&other, &mut log);
+        assert_eq!(t.len(), 2, "same tuple, two namespaces");
+        let mut fw2 = kernel(80, 1, 50_000);
+        fw2.state = State::FIN_WAIT2;
+        t.reconcile(&[(NS, vec![fw2])], &FxHashSet::default(), T0 + 1, false, &mut log);
+        assert!(log.exits.is_empty());
+        assert_eq!(t.namespaces().len(), 2);
+    }
+
+    #[test]
+    fn the_cap_counts_what_it_drops() {
+        let mut t = Table::new(T0, LINUX_TIME_WAIT_NS, 0, 2);
+        let mut log = Log::default();
+        for port in 1..=3 {
+            t.on_close(&close(80, port, T0, true), &mut log);
+        }
+        assert_eq!((t.len(), t.stats().dropped), (2, 1));
+    }
+
+    #[test]
+    fn freed_slots_are_reused() {
+        let (mut t, mut log) = (table(), Log::default());
+        for round in 0..3u64 {
+            for port in 1..=10 {
+                t.on_close(&close(80, port, T0 + round * LINUX_TIME_WAIT_NS, true), &mut log);
+            }
+            t.expire(T0 + (round + 1) * LINUX_TIME_WAIT_NS, &mut log);
+        }
+        assert!(t.slab.len() <= 10);
+        assert_eq!(t.stats().exited(ExitReason::Expired), 30);
+    }
+}
