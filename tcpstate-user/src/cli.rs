@@ -23,6 +23,41 @@ pub enum Command {
     /// Stream every TCP state transition, one line each, with the owner
     /// process and a close annotation.
     Watch(WatchArgs),
+    /// Live table of TIME_WAIT sockets: who closed, which process, time
+    /// left; totals and ephemeral-port pressure.
+    Timewait(TimewaitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TimewaitArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Print the kernel's current TIME_WAIT sockets once and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Refresh the live view every SECS.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub interval: Duration,
+    /// How to group the entries in the live view.
+    #[arg(long, value_enum, default_value_t = GroupBy::Peer)]
+    pub group_by: GroupBy,
+    /// Flag an ephemeral-port pool once TIME_WAIT + established use, or the
+    /// steady-state projection, exceed this fraction of the port range.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.5, value_parser = parse_fraction)]
+    pub pressure_threshold: f64,
+}
+
+/// Grouping of the live TIME_WAIT view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// Remote address and port.
+    Peer,
+    /// Local port.
+    Lport,
+    /// Owner process.
+    Process,
+    /// One row per entry.
+    None,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +105,13 @@ pub struct Common {
     /// Stop after this many transitions.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
+    /// TIME_WAIT length model, in seconds (Linux: 60, fixed in the kernel).
+    #[arg(long, value_name = "SECS", default_value = "60", allow_negative_numbers = true, value_parser = parse_secs)]
+    pub tw_len: Duration,
+    /// Reconcile the TIME_WAIT table with the kernel's socket table every
+    /// SECS (0: never; entries then expire at their predicted time).
+    #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = parse_secs_or_zero)]
+    pub reconcile: Duration,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = loader::DEFAULT_RING_BYTES >> 20, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
@@ -154,6 +196,22 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s)
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a fraction: use a number in (0, 1], e.g. 0.5"
+        )),
+    }
+}
+
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(v) if v.is_power_of_two() && v <= 1024 => Ok(v),
@@ -174,6 +232,7 @@ mod tests {
     fn common(args: &[&str]) -> Common {
         match parse(args).unwrap().command {
             Command::Watch(w) => w.common,
+            Command::Timewait(t) => t.common,
         }
     }
 
@@ -222,6 +281,38 @@ mod tests {
         let err = parse(&["watch", "-4", "-6"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
         assert!(parse(&["watch", "--count", "0"]).is_err());
+    }
+
+    #[test]
+    fn timewait_options() {
+        let Command::Timewait(t) = parse(&[
+            "timewait",
+            "--once",
+            "--group-by",
+            "lport",
+            "--tw-len",
+            "30",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not timewait")
+        };
+        assert!(t.once);
+        assert_eq!(t.group_by, GroupBy::Lport);
+        assert_eq!(t.common.tw_len, Duration::from_secs(30));
+        assert_eq!(t.common.reconcile, Duration::from_secs(5));
+        assert_eq!(
+            common(&["watch", "--reconcile", "0"]).reconcile,
+            Duration::ZERO
+        );
+        for bad in [
+            &["timewait", "--interval", "0"][..],
+            &["timewait", "--pressure-threshold", "2"],
+            &["timewait", "--group-by", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tcpstate::{
     cli::{Cli, Command},
-    watch,
+    twview, watch,
 };
 
 fn main() -> ExitCode {
@@ -46,6 +46,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Watch(args) => watch::run(args).await,
+            Command::Timewait(args) => twview::run(args).await,
         }
     });
     match result {

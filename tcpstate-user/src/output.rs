@@ -16,6 +16,7 @@ use serde::{Serialize, Serializer};
 
 use crate::{
     event::{Clock, Owner, Tuple},
+    timewait::{Entry, ExitReason, Source, TwSink},
     tracker::{Close, CloseKind, Closer, Role, Sink, Transition},
 };
 
@@ -54,6 +55,21 @@ pub fn kind_name(k: CloseKind) -> &'static str {
         CloseKind::RstSent => "rst_sent",
         CloseKind::RstReceived => "rst_received",
         CloseKind::Abort => "abort",
+    }
+}
+
+pub fn reason_name(r: ExitReason) -> &'static str {
+    match r {
+        ExitReason::Expired => "expired",
+        ExitReason::Reused => "reused",
+        ExitReason::Gone => "gone",
+    }
+}
+
+pub fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::Traced => "traced",
+        Source::Kernel => "kernel",
     }
 }
 
@@ -136,6 +152,46 @@ struct CloseJson<'a> {
     lifetime_ms: Option<f64>,
     pid: Option<u32>,
     comm: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct TwEnterJson<'a> {
+    r#type: &'static str,
+    ts: Ts,
+    #[serde(flatten)]
+    sock: SockJson,
+    role: &'static str,
+    closer: &'static str,
+    expires_at: Ts,
+    pid: Option<u32>,
+    comm: Option<Cow<'a, str>>,
+    source: &'static str,
+}
+
+#[derive(Serialize)]
+struct TwExitJson {
+    r#type: &'static str,
+    ts: Ts,
+    #[serde(flatten)]
+    sock: SockJson,
+    reason: &'static str,
+    lived_ms: f64,
+}
+
+/// One row of `timewait --once --json`.
+#[derive(Serialize)]
+struct TwEntryJson<'a> {
+    r#type: &'static str,
+    ts: Ts,
+    #[serde(flatten)]
+    sock: SockJson,
+    role: &'static str,
+    closer: &'static str,
+    pid: Option<u32>,
+    comm: Option<Cow<'a, str>>,
+    entered_at: Ts,
+    expires_in_ms: f64,
+    source: &'static str,
 }
 
 #[derive(Serialize)]
@@ -236,6 +292,22 @@ impl<W: Write> Renderer<W> {
         self.flush();
     }
 
+    /// One `timewait_entry` object (`now_ns`: when the table was read).
+    pub fn tw_entry(&mut self, e: &Entry, now_ns: u64) {
+        self.json_line(&TwEntryJson {
+            r#type: "timewait_entry",
+            ts: Ts(self.clock.wall(now_ns)),
+            sock: SockJson::new(&e.key.tuple, e.key.netns),
+            role: role_name(e.role),
+            closer: closer_name(e.closer),
+            pid: e.owner.map(|o| o.pid),
+            comm: e.owner.as_ref().map(|o| o.comm.as_str()),
+            entered_at: Ts(self.clock.wall(e.entered_ns)),
+            expires_in_ms: ms(e.expires_ns.saturating_sub(now_ns)),
+            source: source_name(e.source),
+        });
+    }
+
     fn header(&mut self) {
         if !self.header_done {
             self.header_done = true;
@@ -329,6 +401,57 @@ impl<W: Write> Sink for Renderer<W> {
             kind_name(c.kind),
             if c.time_wait { ", TIME_WAIT here" } else { "" },
             lifetime
+        ));
+    }
+}
+
+impl<W: Write> TwSink for Renderer<W> {
+    fn tw_enter(&mut self, e: &Entry) {
+        let tuple = &e.key.tuple;
+        if self.json {
+            self.json_line(&TwEnterJson {
+                r#type: "timewait_enter",
+                ts: Ts(self.clock.wall(e.entered_ns)),
+                sock: SockJson::new(tuple, e.key.netns),
+                role: role_name(e.role),
+                closer: closer_name(e.closer),
+                expires_at: Ts(self.clock.wall(e.expires_ns)),
+                pid: e.owner.map(|o| o.pid),
+                comm: e.owner.as_ref().map(|o| o.comm.as_str()),
+                source: source_name(e.source),
+            });
+            return;
+        }
+        if e.source == Source::Kernel {
+            self.text(format_args!(
+                "{:<15} TIME_WAIT found in the kernel's table, missed by tracing: {} -> {} ({})\n",
+                time_of_day(self.clock.wall(e.entered_ns)),
+                endpoint(tuple.laddr, tuple.lport),
+                endpoint(tuple.raddr, tuple.rport),
+                role_name(e.role),
+            ));
+        }
+    }
+
+    fn tw_exit(&mut self, e: &Entry, reason: ExitReason, at_ns: u64) {
+        let tuple = &e.key.tuple;
+        if self.json {
+            self.json_line(&TwExitJson {
+                r#type: "timewait_exit",
+                ts: Ts(self.clock.wall(at_ns)),
+                sock: SockJson::new(tuple, e.key.netns),
+                reason: reason_name(reason),
+                lived_ms: ms(at_ns.saturating_sub(e.entered_ns)),
+            });
+            return;
+        }
+        self.text(format_args!(
+            "{:<15} TIME_WAIT ends ({}) after {:.1} s: {} -> {}\n",
+            time_of_day(self.clock.wall(at_ns)),
+            reason_name(reason),
+            ms(at_ns.saturating_sub(e.entered_ns)) / 1000.0,
+            endpoint(tuple.laddr, tuple.lport),
+            endpoint(tuple.raddr, tuple.rport),
         ));
     }
 }

@@ -79,6 +79,22 @@ pub struct Entry {
     pub expires_ns: u64,
 }
 
+#[cfg(test)]
+impl Entry {
+    pub(crate) fn new_for_test(key: Key, role: Role, closer: Closer, source: Source) -> Entry {
+        Entry {
+            key,
+            role,
+            closer,
+            source,
+            missed: false,
+            owner: None,
+            entered_ns: 0,
+            expires_ns: LINUX_TIME_WAIT_NS,
+        }
+    }
+}
+
 /// Receives the table's changes.
 pub trait TwSink {
     fn tw_enter(&mut self, e: &Entry);
@@ -164,7 +180,8 @@ impl Table {
     }
 
     pub fn get(&self, key: &Key) -> Option<&Entry> {
-        self.find(key).and_then(|slot| self.slab[slot as usize].as_ref())
+        self.find(key)
+            .and_then(|slot| self.slab[slot as usize].as_ref())
     }
 
     /// Network namespaces that have entries.
@@ -186,7 +203,10 @@ impl Table {
     }
 
     fn expiry_ms(&self, expires_ns: u64) -> u32 {
-        let ms = expires_ns.saturating_add(self.grace_ns).saturating_sub(self.base_ns) / 1_000_000;
+        let ms = expires_ns
+            .saturating_add(self.grace_ns)
+            .saturating_sub(self.base_ns)
+            / 1_000_000;
         u32::try_from(ms).unwrap_or(u32::MAX)
     }
 
@@ -216,7 +236,9 @@ impl Table {
         let hash = self.hash(&entry.key);
         let (slab, hasher) = (&self.slab, &self.hasher);
         self.index.insert_unique(hash, slot, |&s| {
-            slab[s as usize].as_ref().map_or(0, |e| hasher.hash_one(e.key))
+            slab[s as usize]
+                .as_ref()
+                .map_or(0, |e| hasher.hash_one(e.key))
         });
         self.schedule(slot);
         true
@@ -239,7 +261,10 @@ impl Table {
     /// A transition from the tracker: a new connection on a 4-tuple that is
     /// in TIME_WAIT took it over (`tcp_tw_reuse`, or a new SYN accepted).
     pub fn on_transition(&mut self, t: &Transition, sink: &mut impl TwSink) {
-        if t.tuple.lport == 0 || t.tuple.rport == 0 || t.old == State::LISTEN && t.new == State::CLOSE {
+        if t.tuple.lport == 0
+            || t.tuple.rport == 0
+            || t.old == State::LISTEN && t.new == State::CLOSE
+        {
             return;
         }
         let key = Key {
@@ -394,7 +419,9 @@ impl Table {
             .enumerate()
             .filter_map(|(slot, e)| e.as_ref().map(|e| (slot as u32, e)))
             .filter(|(_, e)| {
-                dumped.contains(&e.key.netns) && e.entered_ns < dump_ns && !in_kernel.contains(&e.key)
+                dumped.contains(&e.key.netns)
+                    && e.entered_ns < dump_ns
+                    && !in_kernel.contains(&e.key)
             })
             .map(|(slot, e)| (slot, e.expires_ns))
             .collect();
@@ -496,7 +523,10 @@ mod tests {
         t.on_close(&close(80, 40001, T0, false), &mut log);
         assert_eq!(t.len(), 1);
         let e = log.enters[0];
-        assert_eq!((e.role, e.closer, e.source), (Role::Server, Closer::Local, Source::Traced));
+        assert_eq!(
+            (e.role, e.closer, e.source),
+            (Role::Server, Closer::Local, Source::Traced)
+        );
         assert_eq!(e.owner.map(|o| o.pid), Some(7));
         assert_eq!(e.expires_ns, T0 + LINUX_TIME_WAIT_NS);
         t.expire(T0 + LINUX_TIME_WAIT_NS - 1_000_000, &mut log);
@@ -527,7 +557,14 @@ mod tests {
         t.on_close(&close(80, 3, T0 + 5_000_000_000, true), &mut log); // after the dump
         let now = T0 + 2_000_000_000;
         let listeners = [(NS, 80)].into_iter().collect();
-        let dump = vec![(NS, vec![kernel(80, 1, 50_000), kernel(80, 9, 30_000), kernel(5555, 80, 1000)])];
+        let dump = vec![(
+            NS,
+            vec![
+                kernel(80, 1, 50_000),
+                kernel(80, 9, 30_000),
+                kernel(5555, 80, 1000),
+            ],
+        )];
         t.reconcile(&dump, &listeners, now, false, &mut log);
         assert_eq!(log.exits, [(key(80, 2), ExitReason::Gone)]);
         // Corrected expiry from the kernel timer.
@@ -554,13 +591,25 @@ mod tests {
     #[test]
     fn seeding_is_not_counted_as_missed_and_a_late_event_takes_a_miss_back() {
         let (mut t, mut log) = (table(), Log::default());
-        t.reconcile(&[(NS, vec![kernel(80, 1, 40_000)])], &FxHashSet::default(), T0, true, &mut log);
+        t.reconcile(
+            &[(NS, vec![kernel(80, 1, 40_000)])],
+            &FxHashSet::default(),
+            T0,
+            true,
+            &mut log,
+        );
         assert_eq!((t.stats().seeded, t.stats().missed), (1, 0));
         assert!(log.enters.is_empty(), "pre-existing sockets are not new");
         let e = t.get(&key(80, 1)).unwrap();
         assert_eq!(e.entered_ns, T0 + 40_000_000_000 - LINUX_TIME_WAIT_NS);
 
-        t.reconcile(&[(NS, vec![kernel(80, 2, 59_000)])], &FxHashSet::default(), T0 + 1, false, &mut log);
+        t.reconcile(
+            &[(NS, vec![kernel(80, 2, 59_000)])],
+            &FxHashSet::default(),
+            T0 + 1,
+            false,
+            &mut log,
+        );
         assert_eq!(t.stats().missed, 1);
         t.on_close(&close(80, 2, T0, true), &mut log);
         assert_eq!(t.stats().missed, 0);
@@ -577,7 +626,13 @@ mod tests {
         assert_eq!(t.len(), 2, "same tuple, two namespaces");
         let mut fw2 = kernel(80, 1, 50_000);
         fw2.state = State::FIN_WAIT2;
-        t.reconcile(&[(NS, vec![fw2])], &FxHashSet::default(), T0 + 1, false, &mut log);
+        t.reconcile(
+            &[(NS, vec![fw2])],
+            &FxHashSet::default(),
+            T0 + 1,
+            false,
+            &mut log,
+        );
         assert!(log.exits.is_empty());
         assert_eq!(t.namespaces().len(), 2);
     }
@@ -597,7 +652,10 @@ mod tests {
         let (mut t, mut log) = (table(), Log::default());
         for round in 0..3u64 {
             for port in 1..=10 {
-                t.on_close(&close(80, port, T0 + round * LINUX_TIME_WAIT_NS, true), &mut log);
+                t.on_close(
+                    &close(80, port, T0 + round * LINUX_TIME_WAIT_NS, true),
+                    &mut log,
+                );
             }
             t.expire(T0 + (round + 1) * LINUX_TIME_WAIT_NS, &mut log);
         }

@@ -26,16 +26,20 @@ impl NetNs {
             .ino()
     }
 
-    /// Runs `f` on a thread that has entered the namespace.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+    /// Runs `f` on a thread that has entered the namespace. `f` may borrow
+    /// from the caller (e.g. a listener made by an earlier `run`).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let path = format!("/run/netns/{}", self.name);
-        thread::spawn(move || {
-            let file = File::open(&path).expect("open netns");
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let file = File::open(&path).expect("open netns");
+                    setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+                    f()
+                })
+                .join()
+                .expect("netns thread")
         })
-        .join()
-        .expect("netns thread")
     }
 
     /// A command run inside the namespace (`ip netns exec`).

@@ -1,0 +1,180 @@
+//! Ephemeral-port pressure: for client-role TIME_WAIT entries, per pool
+//! (namespace, local address, remote address, remote port), how much of the
+//! ephemeral port range TIME_WAIT and established sockets hold now, and the
+//! steady state the current entry rate leads to (rate x TIME_WAIT length).
+
+use std::net::IpAddr;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::{sockdiag::KernelSocket, timewait::Entry, tracker::Role};
+
+/// Connections to one remote endpoint from one local address share the
+/// ephemeral port range.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PoolKey {
+    pub netns: u32,
+    pub laddr: IpAddr,
+    pub raddr: IpAddr,
+    pub rport: u16,
+}
+
+impl PoolKey {
+    pub fn of(netns: u32, t: &crate::event::Tuple) -> PoolKey {
+        PoolKey {
+            netns,
+            laddr: t.laddr,
+            raddr: t.raddr,
+            rport: t.rport,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Pool {
+    pub key: PoolKey,
+    pub time_wait: u64,
+    pub established: u64,
+    /// Client-role TIME_WAIT entries per second, lately.
+    pub rate: f64,
+    /// (TIME_WAIT + established) / range size.
+    pub used: f64,
+    /// rate x TIME_WAIT length / range size.
+    pub projected: f64,
+    pub flagged: bool,
+    /// `tcp_tw_reuse` lets connect() take over this pool's TIME_WAIT ports.
+    pub reuse_applies: bool,
+}
+
+/// What the computation needs besides the entries.
+pub struct Inputs<'a> {
+    pub established: &'a [KernelSocket],
+    pub listeners: &'a FxHashSet<(u32, u16)>,
+    /// Client-role TIME_WAIT entries per pool over the last `window_s`.
+    pub entered: &'a FxHashMap<PoolKey, u64>,
+    pub window_s: f64,
+    pub range_size: u32,
+    pub tw_len_s: f64,
+    pub threshold: f64,
+    pub tw_reuse: u8,
+}
+
+/// The pools, most pressed first.
+pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Vec<Pool> {
+    let mut counts: FxHashMap<PoolKey, (u64, u64)> = FxHashMap::default();
+    for e in entries.filter(|e| e.role == Role::Client) {
+        counts
+            .entry(PoolKey::of(e.key.netns, &e.key.tuple))
+            .or_default()
+            .0 += 1;
+    }
+    for ks in i.established {
+        if !i.listeners.contains(&(ks.netns, ks.tuple.lport)) {
+            counts
+                .entry(PoolKey::of(ks.netns, &ks.tuple))
+                .or_default()
+                .1 += 1;
+        }
+    }
+    for key in i.entered.keys() {
+        counts.entry(*key).or_default();
+    }
+    let range = f64::from(i.range_size.max(1));
+    let mut pools: Vec<Pool> = counts
+        .into_iter()
+        .filter(|(key, (tw, _))| *tw > 0 || i.entered.contains_key(key))
+        .map(|(key, (time_wait, established))| {
+            let rate = i.entered.get(&key).copied().unwrap_or(0) as f64 / i.window_s.max(1e-9);
+            let used = (time_wait + established) as f64 / range;
+            let projected = rate * i.tw_len_s / range;
+            Pool {
+                key,
+                time_wait,
+                established,
+                rate,
+                used,
+                projected,
+                flagged: used.max(projected) > i.threshold,
+                reuse_applies: i.tw_reuse == 1 || (i.tw_reuse == 2 && key.raddr.is_loopback()),
+            }
+        })
+        .collect();
+    pools.sort_by(|a, b| b.used.max(b.projected).total_cmp(&a.used.max(a.projected)));
+    pools
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::State,
+        timewait::{Key, Source},
+        tracker::{Closer, tests::tuple},
+    };
+
+    fn entry(lport: u16, rport: u16, role: Role) -> Entry {
+        Entry::new_for_test(
+            Key {
+                netns: 1,
+                tuple: tuple(lport, rport),
+            },
+            role,
+            Closer::Local,
+            Source::Traced,
+        )
+    }
+
+    #[test]
+    fn arithmetic_of_a_pressed_pool() {
+        let entries: Vec<Entry> = (0..14_000u16)
+            .map(|i| entry(32768 + i, 8080, Role::Client))
+            .chain([entry(80, 40000, Role::Server)])
+            .collect();
+        let established = vec![KernelSocket {
+            netns: 1,
+            tuple: tuple(50000, 8080),
+            state: State::ESTABLISHED,
+            expires_ms: 0,
+            inode: 9,
+        }];
+        let key = PoolKey::of(1, &tuple(0, 8080));
+        let entered = [(key, 1000u64)].into_iter().collect();
+        let inputs = Inputs {
+            established: &established,
+            listeners: &FxHashSet::default(),
+            entered: &entered,
+            window_s: 2.0,
+            range_size: 28232,
+            tw_len_s: 60.0,
+            threshold: 0.5,
+            tw_reuse: 2,
+        };
+        let pools = pools(entries.iter(), &inputs);
+        assert_eq!(pools.len(), 1, "server-role entries are not a client pool");
+        let p = pools[0];
+        assert_eq!((p.time_wait, p.established), (14_000, 1));
+        assert_eq!(p.rate, 500.0);
+        assert!((p.used - 14_001.0 / 28232.0).abs() < 1e-12);
+        assert!((p.projected - 30_000.0 / 28232.0).abs() < 1e-12);
+        assert!(p.flagged, "projection above the range");
+        assert!(p.reuse_applies, "loopback peer with tcp_tw_reuse=2");
+    }
+
+    #[test]
+    fn quiet_pools_are_not_flagged() {
+        let entries = [entry(40000, 443, Role::Client)];
+        let inputs = Inputs {
+            established: &[],
+            listeners: &FxHashSet::default(),
+            entered: &FxHashMap::default(),
+            window_s: 1.0,
+            range_size: 28232,
+            tw_len_s: 60.0,
+            threshold: 0.5,
+            tw_reuse: 0,
+        };
+        let p = pools(entries.iter(), &inputs)[0];
+        assert!(!p.flagged && !p.reuse_applies);
+        assert_eq!(p.rate, 0.0);
+    }
+}

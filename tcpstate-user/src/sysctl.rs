@@ -1,0 +1,94 @@
+//! Host TCP facts that bound TIME_WAIT: the ephemeral port range,
+//! `tcp_tw_reuse`, `tcp_max_tw_buckets`, and the kernel's count of
+//! TIME_WAIT sockets it could not create (`TCPTimeWaitOverflow`).
+
+use std::fs;
+
+/// What the kernel says, as read from /proc (the reader's namespace).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// `net.ipv4.ip_local_port_range`.
+    pub port_range: (u16, u16),
+    /// `net.ipv4.tcp_tw_reuse`: 0 off, 1 on, 2 loopback only.
+    pub tw_reuse: u8,
+    pub max_tw_buckets: u64,
+    /// `TcpExt: TCPTimeWaitOverflow` from /proc/net/netstat.
+    pub tw_overflow: u64,
+}
+
+impl Facts {
+    /// Reads them; a value that cannot be read stays 0.
+    pub fn read() -> Facts {
+        let sysctl = |name: &str| {
+            fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap_or_default()
+        };
+        Facts {
+            port_range: parse_range(&sysctl("ip_local_port_range")).unwrap_or((0, 0)),
+            tw_reuse: sysctl("tcp_tw_reuse").trim().parse().unwrap_or(0),
+            max_tw_buckets: sysctl("tcp_max_tw_buckets").trim().parse().unwrap_or(0),
+            tw_overflow: fs::read_to_string("/proc/net/netstat")
+                .ok()
+                .and_then(|t| netstat_value(&t, "TcpExt", "TCPTimeWaitOverflow"))
+                .unwrap_or(0),
+        }
+    }
+
+    /// Ports in the ephemeral range.
+    pub fn range_size(&self) -> u32 {
+        u32::from(self.port_range.1).saturating_sub(u32::from(self.port_range.0)) + 1
+    }
+}
+
+fn parse_range(text: &str) -> Option<(u16, u16)> {
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    match (it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => Some((lo, hi)),
+        _ => None,
+    }
+}
+
+/// A counter from /proc/net/netstat: pairs of header and value lines.
+fn netstat_value(text: &str, group: &str, name: &str) -> Option<u64> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines.chunks(2).find_map(|pair| {
+        let [names, values] = pair else { return None };
+        let prefix = format!("{group}:");
+        let names = names.strip_prefix(&prefix)?.split_whitespace();
+        let values = values.strip_prefix(&prefix)?.split_whitespace();
+        names.zip(values).find(|(n, _)| *n == name)?.1.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_port_range() {
+        assert_eq!(parse_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_range("9 1"), None);
+        let f = Facts {
+            port_range: (32768, 60999),
+            ..Facts::default()
+        };
+        assert_eq!(f.range_size(), 28232);
+    }
+
+    #[test]
+    fn finds_netstat_counters() {
+        let text = "TcpExt: SyncookiesSent TCPTimeWaitOverflow\nTcpExt: 3 17\nIpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(
+            netstat_value(text, "TcpExt", "TCPTimeWaitOverflow"),
+            Some(17)
+        );
+        assert_eq!(netstat_value(text, "IpExt", "InNoRoutes"), Some(0));
+        assert_eq!(netstat_value(text, "TcpExt", "Nope"), None);
+    }
+
+    #[test]
+    fn reads_this_host() {
+        let f = Facts::read();
+        assert!(f.range_size() > 1, "{f:?}");
+        assert!(f.max_tw_buckets > 0, "{f:?}");
+    }
+}

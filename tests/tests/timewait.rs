@@ -1,0 +1,484 @@
+//! TIME_WAIT tracking checked against the kernel's own socket table.
+//!
+//! Each test makes its TIME_WAIT sockets in a network namespace of its own,
+//! so that nothing else on the host lands there; tcpstate runs in the host
+//! namespace, sees every namespace, and only its objects for the test's
+//! namespace are compared with what `ss` shows inside it.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
+    process::Output,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tcpstate_tests::{
+    kernel::{self, KernelTw, Tuple},
+    netns::NetNs,
+    require_root, storm,
+    tcp::{self, Conn, Pattern},
+    tracer::{self, Tracer, of_type, summary},
+};
+
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// A fresh namespace for one test.
+fn namespace(test: &str) -> NetNs {
+    NetNs::new(&format!("tcpstate-tw-{test}-{}", std::process::id()))
+}
+
+/// The 4-tuple of the end of `conn` that closed first: the one in TIME_WAIT.
+fn closer_end(addr: IpAddr, conn: Conn, pattern: Pattern) -> Tuple {
+    match pattern {
+        Pattern::ServerFirst => (addr, conn.server_port, addr, conn.client_port),
+        Pattern::ClientFirst => (addr, conn.client_port, addr, conn.server_port),
+        Pattern::ClientReset => unreachable!("a reset leaves no TIME_WAIT"),
+    }
+}
+
+/// `n` connections of each graceful pattern to `listener`; their TIME_WAIT
+/// ends with the pattern that made each.
+fn time_wait_conns(listener: &TcpListener, n: usize) -> Vec<(Tuple, Pattern)> {
+    let addr = listener.local_addr().expect("listener address").ip();
+    [Pattern::ServerFirst, Pattern::ClientFirst]
+        .into_iter()
+        .flat_map(|pattern| (0..n).map(move |_| pattern))
+        .map(|pattern| {
+            (
+                closer_end(addr, tcp::connect(listener, pattern), pattern),
+                pattern,
+            )
+        })
+        .collect()
+}
+
+/// The 4-tuple an object names.
+fn tuple_of(o: &Value) -> Tuple {
+    let addr = |key: &str| -> IpAddr {
+        o[key]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address {key} in {o}"))
+    };
+    let port = |key: &str| -> u16 {
+        o[key]
+            .as_u64()
+            .and_then(|p| p.try_into().ok())
+            .unwrap_or_else(|| panic!("no port {key} in {o}"))
+    };
+    (addr("laddr"), port("lport"), addr("raddr"), port("rport"))
+}
+
+/// The objects of type `ty` about sockets in `ns`.
+fn in_ns<'a>(objects: &'a [Value], ty: &str, ns: &NetNs) -> Vec<&'a Value> {
+    of_type(objects, ty)
+        .into_iter()
+        .filter(|o| o["netns"] == ns.inode())
+        .collect()
+}
+
+/// Objects keyed by 4-tuple; fails on a 4-tuple named twice.
+fn by_tuple<'a>(objects: &[&'a Value]) -> HashMap<Tuple, &'a Value> {
+    let map: HashMap<_, _> = objects.iter().map(|o| (tuple_of(o), *o)).collect();
+    assert_eq!(map.len(), objects.len(), "a 4-tuple twice in {objects:#?}");
+    map
+}
+
+/// The kernel's TIME_WAIT sockets in `ns`, once they are exactly `expected`
+/// (the closing ACKs may still be in flight when the sockets are dropped).
+fn kernel_settles_to(ns: &NetNs, expected: &HashSet<Tuple>) -> HashMap<Tuple, KernelTw> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let tws: HashMap<_, _> = kernel::time_wait(ns)
+            .into_iter()
+            .map(|tw| (tw.tuple(), tw))
+            .collect();
+        let tuples: HashSet<_> = tws.keys().copied().collect();
+        if tuples == *expected || Instant::now() > deadline {
+            assert_eq!(
+                tuples, *expected,
+                "the kernel's TIME_WAIT set in {}",
+                ns.name
+            );
+            return tws;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The JSON Lines of a finished `tcpstate`, which must have exited 0 and
+/// printed its summary last.
+fn json_lines(out: &Output) -> Vec<Value> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tcpstate exited with {}: {stderr}",
+        out.status
+    );
+    let objects: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect();
+    summary(&objects);
+    objects
+}
+
+/// `tcpstate timewait --once --json ARGS`.
+fn once(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["timewait", "--once", "--json"];
+    all.extend(args);
+    json_lines(&tracer::run(&all))
+}
+
+/// The entry's time left agrees with the kernel's timer (ss prints whole
+/// seconds, and the two were read at slightly different times).
+fn assert_time_left(entry: &Value, kernel: &KernelTw) {
+    let left = entry["expires_in_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no expires_in_ms in {entry}"));
+    assert!(
+        (left - kernel.expires_ms as f64).abs() <= 2000.0,
+        "{left} ms left, the kernel says {} ms: {entry}",
+        kernel.expires_ms
+    );
+}
+
+/// Seconds since the epoch of an RFC 3339 time, e.g.
+/// `2026-11-24T06:11:20.440050Z` or `2026-11-24T07:11:20.44+01:00`.
+fn epoch_secs(ts: &str) -> f64 {
+    let bad = || -> ! { panic!("not an RFC 3339 time: {ts:?}") };
+    let (date, time) = ts.split_once('T').unwrap_or_else(|| bad());
+    let [y, m, d] = date
+        .split('-')
+        .map(|n| n.parse::<i64>().unwrap_or_else(|_| bad()))
+        .collect::<Vec<_>>()[..]
+    else {
+        bad()
+    };
+    let (clock, offset_secs) = match time.strip_suffix('Z') {
+        Some(clock) => (clock, 0.0),
+        None => {
+            let at = time.rfind(['+', '-']).unwrap_or_else(|| bad());
+            let (hh, mm) = time[at + 1..].split_once(':').unwrap_or_else(|| bad());
+            let offset = hh.parse::<f64>().unwrap_or_else(|_| bad()) * 3600.0
+                + mm.parse::<f64>().unwrap_or_else(|_| bad()) * 60.0;
+            let sign = if time[at..].starts_with('-') {
+                -1.0
+            } else {
+                1.0
+            };
+            (&time[..at], sign * offset)
+        }
+    };
+    let [h, min, s] = clock
+        .split(':')
+        .map(|n| n.parse::<f64>().unwrap_or_else(|_| bad()))
+        .collect::<Vec<_>>()[..]
+    else {
+        bad()
+    };
+    // Days since 1970-01-01, counting years from March so that the leap
+    // day is the last day of a year.
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + d - 1 - 719_468;
+    days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + s - offset_secs
+}
+
+#[test]
+fn rfc3339_times() {
+    assert_eq!(epoch_secs("1970-01-01T00:00:00Z"), 0.0);
+    assert_eq!(epoch_secs("2000-03-01T00:00:00Z"), 951_868_800.0);
+    assert_eq!(epoch_secs("2024-02-29T23:59:59.5Z"), 1_709_251_199.5);
+    assert_eq!(epoch_secs("2024-03-01T01:00:00+01:00"), 1_709_251_200.0);
+}
+
+#[test]
+fn watch_reports_exactly_the_kernels_new_time_wait_sockets() {
+    require_root();
+    let ns = namespace("watch");
+    let tracer = Tracer::start(&["watch", "--json"]);
+    let made: Vec<(Tuple, Pattern)> = ns.run(|| {
+        [V4, V6]
+            .into_iter()
+            .flat_map(|addr| time_wait_conns(&tcp::listen(addr), 10))
+            .collect()
+    });
+    let expected: HashSet<Tuple> = made.iter().map(|(t, _)| *t).collect();
+    assert_eq!(expected.len(), 40);
+    let kernel = kernel_settles_to(&ns, &expected);
+    let objects = tracer.stop();
+
+    let entered = by_tuple(&in_ns(&objects, "timewait_enter", &ns));
+    let entered_set: HashSet<Tuple> = entered.keys().copied().collect();
+    let kernel_set: HashSet<Tuple> = kernel.keys().copied().collect();
+    assert_eq!(entered_set, kernel_set);
+    for (tuple, pattern) in &made {
+        let o = entered[tuple];
+        let role = match pattern {
+            Pattern::ServerFirst => "server",
+            _ => "client",
+        };
+        let family = if tuple.0.is_ipv4() { "ipv4" } else { "ipv6" };
+        assert_eq!(
+            [&o["role"], &o["closer"], &o["source"], &o["family"]],
+            [role, "local", "traced", family],
+            "{pattern:?}: {o}"
+        );
+        assert_eq!(o["pid"], std::process::id(), "{o}");
+        let ahead = epoch_secs(o["expires_at"].as_str().expect("expires_at"))
+            - epoch_secs(o["ts"].as_str().expect("ts"));
+        assert!(
+            (ahead - 60.0).abs() < 1.0,
+            "expires {ahead} s after ts: {o}"
+        );
+    }
+    // Nothing ended within the test.
+    assert_eq!(in_ns(&objects, "timewait_exit", &ns), Vec::<&Value>::new());
+    assert_eq!(summary(&objects)["lost"], 0);
+}
+
+#[test]
+fn once_lists_exactly_the_kernel_set_with_time_left() {
+    require_root();
+    let ns = namespace("once");
+    // The listeners stay open: roles are inferred from listening ports.
+    let (listeners, made): (Vec<TcpListener>, Vec<(Tuple, Pattern)>) = ns.run(|| {
+        let listeners = vec![tcp::listen(V4), tcp::listen(V6)];
+        let made = listeners
+            .iter()
+            .flat_map(|l| time_wait_conns(l, 5))
+            .collect();
+        (listeners, made)
+    });
+    let listening: HashSet<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("listener address").port())
+        .collect();
+    let expected: HashSet<Tuple> = made.iter().map(|(t, _)| *t).collect();
+    assert_eq!(expected.len(), 20);
+    let kernel = kernel_settles_to(&ns, &expected);
+
+    let objects = once(&["--netns", &ns.inode().to_string()]);
+    let entries = of_type(&objects, "timewait_entry");
+    assert!(
+        entries.iter().all(|e| e["netns"] == ns.inode()),
+        "--netns {} let others through: {entries:#?}",
+        ns.inode()
+    );
+    let listed = by_tuple(&entries);
+    let listed_set: HashSet<Tuple> = listed.keys().copied().collect();
+    assert_eq!(listed_set, expected);
+    for (tuple, pattern) in &made {
+        let e = listed[tuple];
+        let role = if listening.contains(&tuple.1) {
+            "server"
+        } else {
+            "client"
+        };
+        // The fixture made the server end the closer exactly when it says so.
+        assert_eq!(role == "server", *pattern == Pattern::ServerFirst);
+        assert_eq!(e["role"], role, "{e}");
+        assert_eq!(e["source"], "kernel", "{e}");
+        assert_time_left(e, &kernel[tuple]);
+    }
+    drop(listeners);
+}
+
+#[test]
+fn time_wait_sockets_from_before_start_appear_as_kernel_source() {
+    require_root();
+    let ns = namespace("before");
+    let made = ns.run(|| time_wait_conns(&tcp::listen(V4), 5));
+    let closed = Instant::now();
+    let expected: HashSet<Tuple> = made.iter().map(|(t, _)| *t).collect();
+    kernel_settles_to(&ns, &expected);
+
+    // `watch` seeds its table from the kernel without announcing the
+    // sockets it found there.
+    let tracer = Tracer::start(&["watch", "--json"]);
+    thread::sleep(Duration::from_millis(1500).saturating_sub(closed.elapsed()));
+    let watched = tracer.stop();
+    assert_eq!(in_ns(&watched, "timewait_enter", &ns), Vec::<&Value>::new());
+    assert_eq!(in_ns(&watched, "timewait_exit", &ns), Vec::<&Value>::new());
+
+    let kernel = kernel_settles_to(&ns, &expected);
+    let objects = once(&["--netns", &ns.inode().to_string()]);
+    let listed = by_tuple(&in_ns(&objects, "timewait_entry", &ns));
+    let listed_set: HashSet<Tuple> = listed.keys().copied().collect();
+    assert_eq!(listed_set, expected);
+    for (tuple, e) in &listed {
+        assert_eq!(e["source"], "kernel", "{e}");
+        assert_time_left(e, &kernel[tuple]);
+        // At least 1.5 s of the 60 s have passed.
+        assert!(e["expires_in_ms"].as_f64().unwrap() <= 58_600.0, "{e}");
+    }
+}
+
+#[test]
+fn reused_four_tuple_ends_the_entry_with_reason_reused() {
+    require_root();
+    let ns = namespace("reuse");
+    let reuse = kernel::sysctl(&ns, "net.ipv4.tcp_tw_reuse");
+    assert!(
+        reuse == "1" || reuse == "2",
+        "net.ipv4.tcp_tw_reuse is {reuse}: connect() would not recycle TIME_WAIT"
+    );
+    let tracer = Tracer::start(&["watch", "--json"]);
+    let listener = ns.run(|| tcp::listen(V4));
+    // The client closes first and holds the TIME_WAIT. It set SO_REUSEADDR,
+    // so the next client may bind the same port.
+    let first =
+        ns.run(|| tcp::connect_from(&listener, SocketAddr::new(V4, 0), Pattern::ClientFirst));
+    let tuple = (V4, first.client_port, V4, first.server_port);
+    kernel_settles_to(&ns, &HashSet::from([tuple]));
+    let recycled = kernel::nstat(&ns, "TcpExtTWRecycled");
+    // connect() takes over a TIME_WAIT 4-tuple once the last timestamp seen
+    // is tcp_tw_reuse_delay (1 s) old.
+    thread::sleep(Duration::from_millis(1200));
+    let again = SocketAddr::new(V4, first.client_port);
+    // The server closes first this time: the client's 4-tuple does not
+    // enter TIME_WAIT again.
+    ns.run(|| tcp::connect_from(&listener, again, Pattern::ServerFirst));
+    assert!(
+        kernel::nstat(&ns, "TcpExtTWRecycled") > recycled,
+        "the kernel did not recycle the TIME_WAIT socket"
+    );
+    let objects = tracer.stop();
+
+    let of_tuple = |ty| -> Vec<&Value> {
+        in_ns(&objects, ty, &ns)
+            .into_iter()
+            .filter(|o| tuple_of(o) == tuple)
+            .collect()
+    };
+    let [enter] = of_tuple("timewait_enter")[..] else {
+        panic!("one timewait_enter for {tuple:?}: {objects:#?}");
+    };
+    assert_eq!(enter["source"], "traced", "{enter}");
+    let [exit] = of_tuple("timewait_exit")[..] else {
+        panic!("one timewait_exit for {tuple:?}: {objects:#?}");
+    };
+    assert_eq!(exit["reason"], "reused", "{exit}");
+    let lived = exit["lived_ms"].as_f64().expect("lived_ms");
+    assert!((1000.0..3000.0).contains(&lived), "{exit}");
+}
+
+#[test]
+fn same_four_tuples_in_two_namespaces_are_kept_apart() {
+    require_root();
+    let twins = [namespace("twin-a"), namespace("twin-b")];
+    let (server, client) = (SocketAddr::new(V4, 18080), SocketAddr::new(V4, 38080));
+    // The server closes first: its end is in TIME_WAIT in both namespaces.
+    let tuple = (V4, server.port(), V4, client.port());
+    let tracer = Tracer::start(&["watch", "--json"]);
+    let mut kernel = HashMap::new();
+    for ns in &twins {
+        ns.run(|| {
+            let listener = TcpListener::bind(server).expect("bind listener");
+            tcp::connect_from(&listener, client, Pattern::ServerFirst)
+        });
+        let tws = kernel_settles_to(ns, &HashSet::from([tuple]));
+        kernel.insert(ns.inode(), tws[&tuple]);
+    }
+    let objects = tracer.stop();
+
+    // One object per namespace, for the same 4-tuple.
+    let namespaces = |objects: Vec<&Value>| -> Vec<u64> {
+        let mut inodes: Vec<u64> = objects
+            .into_iter()
+            .filter(|o| tuple_of(o) == tuple)
+            .filter_map(|o| o["netns"].as_u64())
+            .filter(|inode| kernel.contains_key(inode))
+            .collect();
+        inodes.sort();
+        inodes
+    };
+    let mut expected: Vec<u64> = kernel.keys().copied().collect();
+    expected.sort();
+    assert_eq!(namespaces(of_type(&objects, "timewait_enter")), expected);
+
+    let listed = once(&[]);
+    let entries = of_type(&listed, "timewait_entry");
+    assert_eq!(namespaces(entries.clone()), expected);
+    for e in entries.into_iter().filter(|e| tuple_of(e) == tuple) {
+        if let Some(tw) = e["netns"].as_u64().and_then(|inode| kernel.get(&inode)) {
+            assert_time_left(e, tw);
+        }
+    }
+}
+
+#[test]
+fn storm_time_wait_set_matches_the_kernel() {
+    require_root();
+    let ns = namespace("storm");
+    let tracer = Tracer::start(&["watch", "--json"]);
+    let report = ns
+        .run(|| storm::run("127.0.0.1:0".parse().unwrap(), 20_000, 2))
+        .expect("storm");
+    assert_eq!(report.failures, 0, "{report:?}");
+    thread::sleep(Duration::from_millis(500));
+    let objects = tracer.stop();
+    let kernel: HashSet<Tuple> = kernel::time_wait(&ns).iter().map(KernelTw::tuple).collect();
+
+    // Replay the tracker's view: entered, minus ended (a 4-tuple reused by a
+    // later connection ends and may enter again).
+    let mut tracked = HashSet::new();
+    for o in objects.iter().filter(|o| o["netns"] == ns.inode()) {
+        match o["type"].as_str() {
+            Some("timewait_enter") => tracked.insert(tuple_of(o)),
+            Some("timewait_exit") => tracked.remove(&tuple_of(o)),
+            _ => continue,
+        };
+    }
+    let missing: Vec<_> = kernel.difference(&tracked).collect();
+    let extra: Vec<_> = tracked.difference(&kernel).collect();
+    let lost = summary(&objects)["lost"].as_u64().expect("lost");
+    eprintln!(
+        "storm: {} connections, {} TIME_WAIT in the kernel, {} tracked, {} missing, {} extra, {lost} events lost",
+        report.conns,
+        kernel.len(),
+        tracked.len(),
+        missing.len(),
+        extra.len()
+    );
+    // Most server ends are still in TIME_WAIT (client ports get reused).
+    assert!(kernel.len() as u64 >= report.conns / 2, "{}", kernel.len());
+    let examples = |v: &[&Tuple]| format!("{:?}", &v[..v.len().min(5)]);
+    if lost == 0 {
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "missing e.g. {}, extra e.g. {}",
+            examples(&missing),
+            examples(&extra)
+        );
+    } else {
+        // Each lost event can hide at most one socket.
+        assert!(
+            (missing.len() + extra.len()) as u64 <= lost,
+            "{lost} events lost cannot explain {} missing and {} extra",
+            missing.len(),
+            extra.len()
+        );
+    }
+}
+
+#[test]
+fn live_view_runs_and_stops() {
+    require_root();
+    let objects = json_lines(&tracer::run(&[
+        "timewait",
+        "--json",
+        "--duration",
+        "2",
+        "--interval",
+        "0.5",
+    ]));
+    let refreshes = of_type(&objects, "timewait_summary").len();
+    assert!(
+        refreshes >= 2,
+        "{refreshes} timewait_summary objects in 2 s"
+    );
+}
