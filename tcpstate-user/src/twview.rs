@@ -137,7 +137,6 @@ impl View for TwView {
             &self.entered,
             window,
             lost,
-            now_ns,
         );
         self.entered.clear();
         let (entered, exited) = (self.entered_total, self.exited_total);
@@ -523,7 +522,6 @@ fn once(
             &no_entries,
             1.0,
             Lost::default(),
-            now_ns,
         );
         let text = frame.render(&engine, &settings, (0.0, 0.0), now_ns);
         renderer.text(format_args!("{text}"));
