@@ -422,6 +422,11 @@ fn storm_time_wait_set_matches_the_kernel() {
     thread::sleep(Duration::from_millis(500));
     let objects = tracer.stop();
     let kernel: HashSet<Tuple> = kernel::time_wait(&ns).iter().map(KernelTw::tuple).collect();
+    std::fs::write("/tmp/storm-debug.jsonl", objects.iter().map(|o| o.to_string() + "\n").collect::<String>()).unwrap();
+    std::fs::write("/tmp/storm-debug-ns", ns.inode().to_string()).unwrap();
+    std::fs::write("/tmp/storm-debug-kernel", format!("{kernel:?}")).unwrap();
+    let nst = ns.command("nstat").arg("-as").output().unwrap();
+    std::fs::write("/tmp/storm-debug-nstat", nst.stdout).unwrap();
 
     // Replay the tracker's view: entered, minus ended (a 4-tuple reused by a
     // later connection ends and may enter again).

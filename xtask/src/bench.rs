@@ -1,9 +1,13 @@
-//! `cargo xtask bench`: the tracker's criterion benchmark, then the
-//! end-to-end benchmark: a loopback connection storm (the server closing
-//! first) in a fresh network namespace, run alternately untraced and traced
-//! by `tcpstate watch --json > file`, several rounds. Reports the median
-//! connection rate of each, their ratio, transitions expected vs seen, and
-//! lost events.
+//! `cargo xtask bench`:
+//! - the tracker's criterion benchmark and the TIME_WAIT table's memory per
+//!   entry (1 million entries);
+//! - the end-to-end benchmark: a loopback connection storm (the server
+//!   closing first) in a fresh network namespace, run alternately untraced
+//!   and traced by `tcpstate watch --json > file`, several rounds; reports
+//!   the median connection rate of each, their ratio, transitions expected
+//!   vs seen, and lost events;
+//! - the cost of reading 100,000 TIME_WAIT sockets from the kernel and
+//!   reconciling them (`tcpstate timewait --once`), wall and CPU time.
 
 use std::{
     fs::{self, File},
@@ -46,6 +50,7 @@ const NETNS: &str = "tcpstate-bench";
 pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
     if !args.no_criterion {
         env.cargo(&["bench", "--package", "tcpstate", "--bench", "tracker"])?;
+        env.cargo(&["bench", "--package", "tcpstate", "--bench", "memory"])?;
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -56,9 +61,75 @@ pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
     let storm = tcpstate.with_file_name("storm");
     let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
     toolchain::run(Command::new("ip").args(["netns", "add", NETNS]))?;
-    let result = storms(tcpstate, &storm, args);
+    let result = storms(tcpstate, &storm, args).and_then(|()| reconcile_cost(tcpstate, &storm));
     let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
     result
+}
+
+/// TIME_WAIT sockets for the reconciliation benchmark: 10 storms of 10,000
+/// on 10 server ports. Per server port the kernel recycles a TIME_WAIT
+/// socket when a client port comes round again (a new SYN on the 4-tuple),
+/// so one port holds far fewer than the port range.
+const RECONCILE_SOCKETS: u64 = 100_000;
+const RECONCILE_STORM: u64 = 10_000;
+
+fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
+    let ns = "tcpstate-bench-tw";
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    toolchain::run(Command::new("ip").args(["netns", "add", ns]))?;
+    let result = (|| {
+        toolchain::run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]))?;
+        for _ in 0..RECONCILE_SOCKETS / RECONCILE_STORM {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns])
+                .arg(storm)
+                .args(["--conns", &RECONCILE_STORM.to_string(), "--threads", "2"])
+                .output()?;
+            if !out.status.success() {
+                bail!("storm failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let inode = fs::metadata(format!("/run/netns/{ns}"))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))?
+            .to_string();
+        let before = children_cpu();
+        let started = std::time::Instant::now();
+        let out = Command::new(tcpstate)
+            .args(["timewait", "--once", "--json", "--netns", &inode])
+            .output()
+            .context("running tcpstate timewait --once")?;
+        let wall = started.elapsed();
+        let cpu = children_cpu() - before;
+        if !out.status.success() {
+            bail!("tcpstate timewait failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let entries = out
+            .stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| l.starts_with(br#"{"type":"timewait_entry""#))
+            .count();
+        println!(
+            "\nreconciliation: {entries} TIME_WAIT sockets read from the kernel and reconciled \
+             (timewait --once, JSON output included) in {:.0} ms wall, {:.0} ms CPU",
+            wall.as_secs_f64() * 1000.0,
+            cpu * 1000.0
+        );
+        Ok(())
+    })();
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    result
+}
+
+/// CPU seconds (user + system) of waited-for children so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 struct Traced {
