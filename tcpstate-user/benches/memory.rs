@@ -59,9 +59,15 @@ fn main() {
         // Distinct 4-tuples: 25 peers x 40,000 ports; one in four IPv6.
         let (peer, port) = (i / 40_000, (i % 40_000) as u16 + 20_000);
         let (l, r) = if i % 4 == 0 {
-            (IpAddr::V6(Ipv6Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, peer as u16)))
+            (
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, peer as u16)),
+            )
         } else {
-            (IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(Ipv4Addr::new(10, 0, 0, peer as u8)))
+            (
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V4(Ipv4Addr::new(10, 0, 0, peer as u8)),
+            )
         };
         let close = Close {
             ts_ns: u64::from(i),

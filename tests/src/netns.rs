@@ -12,7 +12,8 @@ pub struct NetNs {
 
 impl NetNs {
     pub fn new(name: &str) -> NetNs {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        // A namespace left over by a killed run (quietly: usually none).
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
         ip(&["netns", "add", name]);
         ip(&["-n", name, "link", "set", "lo", "up"]);
         NetNs { name: name.into() }

@@ -101,7 +101,10 @@ fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
         let wall = started.elapsed();
         let cpu = children_cpu() - before;
         if !out.status.success() {
-            bail!("tcpstate timewait failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "tcpstate timewait failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let entries = out
             .stdout
