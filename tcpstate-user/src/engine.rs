@@ -3,7 +3,11 @@
 //! socket table (sock_diag) seeding the table at start and reconciling it
 //! periodically, off the event loop's thread.
 
-use std::{io, os::fd::AsRawFd, time::Duration};
+use std::{
+    io::{self, Write},
+    os::fd::AsRawFd,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
@@ -18,6 +22,7 @@ use crate::{
     cli::Common,
     event::{self, State, Tuple},
     loader::{self, Lost},
+    output::{Renderer, Summary},
     sockdiag::{self, KernelSocket},
     timewait::{EXPIRY_SLACK_NS, Table, TwSink},
     tracker::{Close, Sink, Tracker, Transition},
@@ -29,15 +34,37 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What a command does with the stream.
 pub trait View: Sink + TwSink {
-    /// Called every `refresh` interval (if any) and once at the end.
+    type Out: Write;
+
+    fn renderer(&self) -> &Renderer<Self::Out>;
+    fn renderer_mut(&mut self) -> &mut Renderer<Self::Out>;
+
+    /// Called every `refresh` interval (if any).
     fn refresh(&mut self, _engine: &Engine, _lost: Lost, _now_ns: u64) {}
-    /// The view has all it wants (`--count`) or its output is gone.
-    fn done(&self) -> bool;
-    fn flush(&mut self);
-    /// Ends the run: final records and the summary.
-    fn finish(&mut self, engine: &Engine, lost: Lost, duration: Duration);
+
+    /// The view has all it wants (`--count`).
+    fn done(&self) -> bool {
+        false
+    }
+
+    fn flush(&mut self) {
+        self.renderer_mut().flush();
+    }
+
+    /// Ends the run with the summary.
+    fn finish(&mut self, engine: &Engine, lost: Lost, duration: Duration) {
+        self.renderer_mut().summary(&Summary {
+            events: engine.events,
+            lost: lost.total(),
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            untracked: engine.tracker.stats().untracked,
+        });
+    }
+
     /// The output's write error, if any.
-    fn error(&self) -> Option<&io::Error>;
+    fn error(&self) -> Option<&io::Error> {
+        self.renderer().error()
+    }
 }
 
 /// One pass over the kernel's socket tables.
@@ -83,7 +110,9 @@ impl Scope {
 }
 
 /// Dumps the namespaces in `only` (all of them when `None`). A namespace
-/// that no longer exists is reported empty, so its entries end as `gone`.
+/// that no longer exists is reported empty, so its entries end as `gone`;
+/// one whose dump fails is left out (its entries stay as they are) with a
+/// warning.
 pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
     let taken_ns = event::monotonic_ns();
     let all = sockdiag::namespaces()?;
@@ -108,7 +137,13 @@ pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
             continue;
         }
         let sockets = match all.iter().find(|(inode, _)| *inode == ns) {
-            Some((_, path)) => sockdiag::dump_in(path, &states)?,
+            Some((_, path)) => match sockdiag::dump_in(path, &states) {
+                Ok(sockets) => sockets,
+                Err(e) => {
+                    eprintln!("tcpstate: warning: skipping network namespace {ns}: {e:#}");
+                    continue;
+                }
+            },
             None => Vec::new(),
         };
         let mut tw = Vec::new();

@@ -3,7 +3,10 @@
 
 use ipnet::IpNet;
 
-use crate::event::{Owner, Tuple};
+use crate::{
+    event::{Owner, Tuple},
+    timewait::Entry,
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -29,6 +32,18 @@ impl Filter {
                     // The kernel keeps 15 bytes of the name.
                     self.comms.iter().any(|c| c.get(..15).unwrap_or(c) == comm)
                 }))
+    }
+}
+
+impl Filter {
+    /// Whether a TIME_WAIT entry passes.
+    pub fn matches_entry(&self, e: &Entry) -> bool {
+        let owner = e.owner.map(|o| Owner {
+            pid: o.pid,
+            tid: o.pid,
+            comm: o.comm,
+        });
+        self.matches(e.key.netns, &e.key.tuple, owner.as_ref())
     }
 }
 

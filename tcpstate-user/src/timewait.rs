@@ -285,44 +285,38 @@ impl Table {
             netns: c.netns,
             tuple: c.tuple,
         };
-        let owner = c.owner.map(|o| TwOwner {
-            pid: o.pid,
-            comm: o.comm,
-        });
-        if let Some(slot) = self.find(&key) {
-            let Some(e) = self.slab[slot as usize].as_mut() else {
-                return;
-            };
-            if e.source == Source::Kernel {
-                // Reconciliation saw the socket before its event was read:
-                // tracing did not miss it after all.
-                if e.missed {
-                    self.stats.missed -= 1;
-                }
-                *e = Entry {
-                    role: c.role,
-                    closer: c.closer,
-                    source: Source::Traced,
-                    missed: false,
-                    owner,
-                    entered_ns: c.ts_ns,
-                    ..*e
-                };
-                self.stats.entered += 1;
-                return;
-            }
-            self.remove(slot, ExitReason::Reused, c.ts_ns, sink);
-        }
         let entry = Entry {
             key,
             role: c.role,
             closer: c.closer,
             source: Source::Traced,
             missed: false,
-            owner,
+            owner: c.owner.map(|o| TwOwner {
+                pid: o.pid,
+                comm: o.comm,
+            }),
             entered_ns: c.ts_ns,
             expires_ns: c.ts_ns + self.tw_len_ns,
         };
+        if let Some(slot) = self.find(&key) {
+            let Some(e) = self.slab[slot as usize].as_mut() else {
+                return;
+            };
+            if e.source == Source::Kernel {
+                // Reconciliation saw the socket before its event was read:
+                // tracing did not miss it after all. Keep the kernel's timer.
+                if e.missed {
+                    self.stats.missed -= 1;
+                }
+                *e = Entry {
+                    expires_ns: e.expires_ns,
+                    ..entry
+                };
+                self.stats.entered += 1;
+                return;
+            }
+            self.remove(slot, ExitReason::Reused, c.ts_ns, sink);
+        }
         if self.insert(entry) {
             self.stats.entered += 1;
             sink.tw_enter(&entry);

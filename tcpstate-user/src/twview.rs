@@ -6,7 +6,6 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     io::{self, BufWriter, IsTerminal, Stdout},
-    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
@@ -16,7 +15,7 @@ use serde::Serialize;
 use crate::{
     cli::{GroupBy, TimewaitArgs},
     engine::{self, Engine, Pacing, Scope, View},
-    event::{self, Clock, Owner},
+    event::{self, Clock},
     filter::Filter,
     loader::Lost,
     output::{self, Renderer, Summary, Ts, endpoint, ms},
@@ -93,18 +92,6 @@ struct Settings {
     tw_len_s: f64,
 }
 
-fn owner_of(e: &Entry) -> Option<Owner> {
-    e.owner.map(|o| Owner {
-        pid: o.pid,
-        tid: o.pid,
-        comm: o.comm,
-    })
-}
-
-fn passes(filter: &Filter, e: &Entry) -> bool {
-    filter.matches(e.key.netns, &e.key.tuple, owner_of(e).as_ref())
-}
-
 impl Sink for TwView {
     fn transition(&mut self, _: &Transition) {}
     fn close(&mut self, _: &Close) {}
@@ -127,6 +114,16 @@ impl TwSink for TwView {
 }
 
 impl View for TwView {
+    type Out = BufWriter<Stdout>;
+
+    fn renderer(&self) -> &Renderer<Self::Out> {
+        &self.renderer
+    }
+
+    fn renderer_mut(&mut self) -> &mut Renderer<Self::Out> {
+        &mut self.renderer
+    }
+
     fn refresh(&mut self, engine: &Engine, lost: Lost, now_ns: u64) {
         let window = self.last_refresh.elapsed().as_secs_f64();
         self.last_refresh = std::time::Instant::now();
@@ -156,27 +153,6 @@ impl View for TwView {
             }
         }
     }
-
-    fn done(&self) -> bool {
-        false
-    }
-
-    fn flush(&mut self) {
-        self.renderer.flush();
-    }
-
-    fn finish(&mut self, engine: &Engine, lost: Lost, duration: Duration) {
-        self.renderer.summary(&Summary {
-            events: engine.events,
-            lost: lost.total(),
-            duration_ms: duration.as_secs_f64() * 1000.0,
-            untracked: engine.tracker.stats().untracked,
-        });
-    }
-
-    fn error(&self) -> Option<&io::Error> {
-        self.renderer.error()
-    }
 }
 
 /// What one refresh shows.
@@ -200,7 +176,7 @@ impl<'a> Frame<'a> {
         let entries: Vec<&Entry> = engine
             .table
             .entries()
-            .filter(|e| passes(filter, e))
+            .filter(|e| filter.matches_entry(e))
             .collect();
         let pools = pressure::pools(
             entries.iter().copied(),
@@ -507,7 +483,7 @@ fn once(
         let mut entries: Vec<&Entry> = engine
             .table
             .entries()
-            .filter(|e| passes(&filter, e))
+            .filter(|e| filter.matches_entry(e))
             .collect();
         entries.sort_by_key(|e| e.expires_ns);
         for e in entries {

@@ -1,20 +1,16 @@
 //! `tcpstate watch`: every transition, close and TIME_WAIT change, through
 //! the filters to the renderer.
 
-use std::{
-    io::{self, BufWriter, Stdout, Write},
-    time::Duration,
-};
+use std::io::{self, BufWriter, Stdout, Write};
 
 use anyhow::Result;
 
 use crate::{
     cli::WatchArgs,
-    engine::{self, Engine, Pacing, View},
+    engine::{self, Pacing, View},
     event::Clock,
     filter::Filter,
-    loader::Lost,
-    output::{Renderer, Summary},
+    output::Renderer,
     timewait::{Entry, ExitReason, TwSink},
     tracker::{Close, Sink, Transition},
 };
@@ -46,52 +42,33 @@ impl<W: Write> Sink for Watch<W> {
     }
 }
 
-impl<W: Write> Watch<W> {
-    fn passes(&self, e: &Entry) -> bool {
-        let owner = e.owner.map(|o| crate::event::Owner {
-            pid: o.pid,
-            tid: o.pid,
-            comm: o.comm,
-        });
-        self.filter
-            .matches(e.key.netns, &e.key.tuple, owner.as_ref())
-    }
-}
-
 impl<W: Write> TwSink for Watch<W> {
     fn tw_enter(&mut self, e: &Entry) {
-        if !self.done() && self.passes(e) {
+        if !self.done() && self.filter.matches_entry(e) {
             self.renderer.tw_enter(e);
         }
     }
 
     fn tw_exit(&mut self, e: &Entry, reason: ExitReason, at_ns: u64) {
-        if !self.done() && self.passes(e) {
+        if !self.done() && self.filter.matches_entry(e) {
             self.renderer.tw_exit(e, reason, at_ns);
         }
     }
 }
 
 impl<W: Write> View for Watch<W> {
+    type Out = W;
+
+    fn renderer(&self) -> &Renderer<W> {
+        &self.renderer
+    }
+
+    fn renderer_mut(&mut self) -> &mut Renderer<W> {
+        &mut self.renderer
+    }
+
     fn done(&self) -> bool {
         self.remaining == Some(0)
-    }
-
-    fn flush(&mut self) {
-        self.renderer.flush();
-    }
-
-    fn finish(&mut self, engine: &Engine, lost: Lost, duration: Duration) {
-        self.renderer.summary(&Summary {
-            events: engine.events,
-            lost: lost.total(),
-            duration_ms: duration.as_secs_f64() * 1000.0,
-            untracked: engine.tracker.stats().untracked,
-        });
-    }
-
-    fn error(&self) -> Option<&io::Error> {
-        self.renderer.error()
     }
 }
 
