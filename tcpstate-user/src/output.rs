@@ -78,18 +78,74 @@ pub fn ms(ns: u64) -> f64 {
     (ns / 1000) as f64 / 1000.0
 }
 
-/// RFC 3339 UTC with microseconds.
-pub struct Ts(pub SystemTime);
+/// A time as RFC 3339 UTC with microseconds: `2026-11-24T06:44:52.123456Z`.
+#[derive(Clone, Copy)]
+pub struct Ts([u8; 27]);
+
+impl Ts {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
 
 impl fmt::Display for Ts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        humantime::format_rfc3339_micros(self.0).fmt(f)
+        f.write_str(self.as_str())
     }
 }
 
 impl Serialize for Ts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Formats times, doing the calendar work once per second: records arrive
+/// in bursts within the same second.
+#[derive(Clone, Copy)]
+pub struct Stamper {
+    clock: Clock,
+    second: u64,
+    /// `2026-11-24T06:44:52` for `second`.
+    prefix: [u8; 19],
+}
+
+impl Stamper {
+    pub fn new(clock: Clock) -> Stamper {
+        Stamper {
+            clock,
+            second: u64::MAX,
+            prefix: [0; 19],
+        }
+    }
+
+    /// The wall-clock time of kernel monotonic time `mono_ns`.
+    pub fn stamp(&mut self, mono_ns: u64) -> Ts {
+        let since_epoch = self
+            .clock
+            .wall(mono_ns)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = since_epoch.as_secs();
+        if second != self.second {
+            let text = humantime::format_rfc3339_seconds(
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(second),
+            )
+            .to_string();
+            self.prefix.copy_from_slice(&text.as_bytes()[..19]);
+            self.second = second;
+        }
+        let mut out = [0u8; 27];
+        out[..19].copy_from_slice(&self.prefix);
+        out[19] = b'.';
+        let mut micros = since_epoch.subsec_micros();
+        for i in (20..26).rev() {
+            out[i] = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        out[26] = b'Z';
+        Ts(out)
     }
 }
 
@@ -207,7 +263,7 @@ struct SummaryJson {
 pub struct Renderer<W: Write> {
     w: W,
     json: bool,
-    clock: Clock,
+    stamper: Stamper,
     header_done: bool,
     error: Option<io::Error>,
 }
@@ -217,7 +273,7 @@ impl<W: Write> Renderer<W> {
         Renderer {
             w,
             json,
-            clock,
+            stamper: Stamper::new(clock),
             header_done: false,
             error: None,
         }
@@ -227,8 +283,9 @@ impl<W: Write> Renderer<W> {
         self.json
     }
 
-    pub fn clock(&self) -> &Clock {
-        &self.clock
+    /// Wall-clock time of kernel monotonic time `mono_ns`.
+    pub fn stamp(&mut self, mono_ns: u64) -> Ts {
+        self.stamper.stamp(mono_ns)
     }
 
     /// The first write error, if any (e.g. a closed pipe).
@@ -294,15 +351,17 @@ impl<W: Write> Renderer<W> {
 
     /// One `timewait_entry` object (`now_ns`: when the table was read).
     pub fn tw_entry(&mut self, e: &Entry, now_ns: u64) {
+        let ts = self.stamp(now_ns);
+        let entered_at = self.stamp(e.entered_ns);
         self.json_line(&TwEntryJson {
             r#type: "timewait_entry",
-            ts: Ts(self.clock.wall(now_ns)),
+            ts,
             sock: SockJson::new(&e.key.tuple, e.key.netns),
             role: role_name(e.role),
             closer: closer_name(e.closer),
             pid: e.owner.map(|o| o.pid),
             comm: e.owner.as_ref().map(|o| o.comm.as_str()),
-            entered_at: Ts(self.clock.wall(e.entered_ns)),
+            entered_at,
             expires_in_ms: ms(e.expires_ns.saturating_sub(now_ns)),
             source: source_name(e.source),
         });
@@ -332,19 +391,18 @@ pub fn endpoint(addr: IpAddr, port: u16) -> String {
 }
 
 /// Time of day, `HH:MM:SS.micros`, UTC.
-fn time_of_day(t: SystemTime) -> String {
-    let stamp = humantime::format_rfc3339_micros(t).to_string();
+fn time_of_day(ts: Ts) -> String {
     // 2026-11-24T06:12:01.123456Z -> 06:12:01.123456
-    stamp.get(11..26).unwrap_or(&stamp).to_owned()
+    ts.as_str()[11..26].to_owned()
 }
 
 impl<W: Write> Sink for Renderer<W> {
     fn transition(&mut self, t: &Transition) {
-        let ts = self.clock.wall(t.ts_ns);
+        let ts = self.stamp(t.ts_ns);
         if self.json {
             self.json_line(&TransitionJson {
                 r#type: "transition",
-                ts: Ts(ts),
+                ts,
                 sock: SockJson::new(&t.tuple, t.netns),
                 old: t.old.name(),
                 new: t.new.name(),
@@ -376,9 +434,10 @@ impl<W: Write> Sink for Renderer<W> {
 
     fn close(&mut self, c: &Close) {
         if self.json {
+            let ts = self.stamp(c.ts_ns);
             self.json_line(&CloseJson {
                 r#type: "close",
-                ts: Ts(self.clock.wall(c.ts_ns)),
+                ts,
                 sock: SockJson::new(&c.tuple, c.netns),
                 role: role_name(c.role),
                 closer: closer_name(c.closer),
@@ -409,13 +468,15 @@ impl<W: Write> TwSink for Renderer<W> {
     fn tw_enter(&mut self, e: &Entry) {
         let tuple = &e.key.tuple;
         if self.json {
+            let ts = self.stamp(e.entered_ns);
+            let expires_at = self.stamp(e.expires_ns);
             self.json_line(&TwEnterJson {
                 r#type: "timewait_enter",
-                ts: Ts(self.clock.wall(e.entered_ns)),
+                ts,
                 sock: SockJson::new(tuple, e.key.netns),
                 role: role_name(e.role),
                 closer: closer_name(e.closer),
-                expires_at: Ts(self.clock.wall(e.expires_ns)),
+                expires_at,
                 pid: e.owner.map(|o| o.pid),
                 comm: e.owner.as_ref().map(|o| o.comm.as_str()),
                 source: source_name(e.source),
@@ -423,9 +484,10 @@ impl<W: Write> TwSink for Renderer<W> {
             return;
         }
         if e.source == Source::Kernel {
+            let ts = self.stamp(e.entered_ns);
             self.text(format_args!(
                 "{:<15} TIME_WAIT found in the kernel's table, missed by tracing: {} -> {} ({})\n",
-                time_of_day(self.clock.wall(e.entered_ns)),
+                time_of_day(ts),
                 endpoint(tuple.laddr, tuple.lport),
                 endpoint(tuple.raddr, tuple.rport),
                 role_name(e.role),
@@ -436,18 +498,20 @@ impl<W: Write> TwSink for Renderer<W> {
     fn tw_exit(&mut self, e: &Entry, reason: ExitReason, at_ns: u64) {
         let tuple = &e.key.tuple;
         if self.json {
+            let ts = self.stamp(at_ns);
             self.json_line(&TwExitJson {
                 r#type: "timewait_exit",
-                ts: Ts(self.clock.wall(at_ns)),
+                ts,
                 sock: SockJson::new(tuple, e.key.netns),
                 reason: reason_name(reason),
                 lived_ms: ms(at_ns.saturating_sub(e.entered_ns)),
             });
             return;
         }
+        let ts = self.stamp(at_ns);
         self.text(format_args!(
             "{:<15} TIME_WAIT ends ({}) after {:.1} s: {} -> {}\n",
-            time_of_day(self.clock.wall(at_ns)),
+            time_of_day(ts),
             reason_name(reason),
             ms(at_ns.saturating_sub(e.entered_ns)) / 1000.0,
             endpoint(tuple.laddr, tuple.lport),

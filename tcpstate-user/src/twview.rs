@@ -141,7 +141,8 @@ impl View for TwView {
         self.exited_total = 0;
         let rates = (entered as f64 / window, exited as f64 / window);
         if self.args.json {
-            let totals = frame.totals(engine, self.renderer.clock(), rates, now_ns);
+            let ts = self.renderer.stamp(now_ns);
+            let totals = frame.totals(engine, ts, rates);
             self.renderer.json_line(&totals);
         } else {
             let text = frame.render(engine, &self.args, rates, now_ns);
@@ -203,11 +204,11 @@ impl<'a> Frame<'a> {
         self.entries.iter().filter(|e| f(e)).count()
     }
 
-    fn totals(&self, engine: &Engine, clock: &Clock, rates: (f64, f64), now_ns: u64) -> Totals {
+    fn totals(&self, engine: &Engine, ts: Ts, rates: (f64, f64)) -> Totals {
         let stats = engine.table.stats();
         Totals {
             r#type: "timewait_summary",
-            ts: Ts(clock.wall(now_ns)),
+            ts,
             time_wait: self.entries.len(),
             server: self.count(|e| e.role == Role::Server),
             client: self.count(|e| e.role == Role::Client),
@@ -437,7 +438,7 @@ pub async fn run(args: &TimewaitArgs) -> Result<()> {
         tw_len_s: common.tw_len.as_secs_f64(),
     };
     let mut renderer = Renderer::new(
-        BufWriter::with_capacity(1 << 16, io::stdout()),
+        BufWriter::with_capacity(1 << 18, io::stdout()),
         common.json,
         Clock::system(),
     );

@@ -77,7 +77,7 @@ pub async fn run(args: &WatchArgs) -> Result<()> {
     let mut view: Watch<BufWriter<Stdout>> = Watch {
         filter: common.filter(),
         renderer: Renderer::new(
-            BufWriter::with_capacity(1 << 16, io::stdout()),
+            BufWriter::with_capacity(1 << 18, io::stdout()),
             common.json,
             Clock::system(),
         ),

@@ -45,6 +45,8 @@ pub struct Args {
 
 /// Transitions one storm connection produces: 5 on each end.
 const TRANSITIONS_PER_CONN: u64 = 10;
+/// The storm's listener: CLOSE -> LISTEN and LISTEN -> CLOSE.
+const LISTENER_TRANSITIONS: u64 = 2;
 const NETNS: &str = "tcpstate-bench";
 
 pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
@@ -66,11 +68,12 @@ pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
     result
 }
 
-/// TIME_WAIT sockets for the reconciliation benchmark: 10 storms of 10,000
-/// on 10 server ports. Per server port the kernel recycles a TIME_WAIT
-/// socket when a client port comes round again (a new SYN on the 4-tuple),
-/// so one port holds far fewer than the port range.
-const RECONCILE_SOCKETS: u64 = 100_000;
+/// TIME_WAIT sockets for the reconciliation benchmark, made by storms of
+/// 10,000 connections on fresh server ports until the kernel holds them.
+/// Per server port the kernel recycles a TIME_WAIT socket when a client
+/// port comes round again (a new SYN on the 4-tuple), so one storm leaves
+/// fewer TIME_WAIT sockets than connections.
+const RECONCILE_SOCKETS: usize = 100_000;
 const RECONCILE_STORM: u64 = 10_000;
 
 fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
@@ -79,7 +82,7 @@ fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
     toolchain::run(Command::new("ip").args(["netns", "add", ns]))?;
     let result = (|| {
         toolchain::run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]))?;
-        for _ in 0..RECONCILE_SOCKETS / RECONCILE_STORM {
+        while time_wait_count(ns)? < RECONCILE_SOCKETS {
             let out = Command::new("ip")
                 .args(["netns", "exec", ns])
                 .arg(storm)
@@ -123,6 +126,15 @@ fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
     result
 }
 
+/// TIME_WAIT sockets in namespace `ns`, as `ss` counts them.
+fn time_wait_count(ns: &str) -> Result<usize> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-Htan", "state", "time-wait"])
+        .output()
+        .context("running ss")?;
+    Ok(out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count())
+}
+
 /// CPU seconds (user + system) of waited-for children so far.
 fn children_cpu() -> f64 {
     // SAFETY: getrusage writes into the zeroed struct we pass.
@@ -146,7 +158,7 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
     let netns = fs::metadata(format!("/run/netns/{NETNS}"))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .context("netns inode")?;
-    let expected = args.conns * TRANSITIONS_PER_CONN;
+    let expected = args.conns * TRANSITIONS_PER_CONN + LISTENER_TRANSITIONS;
     let mut untraced = Vec::new();
     let mut traced = Vec::new();
     let mut per_event = Vec::new();
