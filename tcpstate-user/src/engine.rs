@@ -272,6 +272,9 @@ pub struct Pacing {
 pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Result<()> {
     let scope = Scope::new(common);
     let probe = loader::load(&scope.settings)?;
+    if pacing.reconcile.is_some() {
+        loader::check_namespace_access()?;
+    }
     let started = Instant::now();
     let tw_len_ns = common.tw_len.as_nanos() as u64;
     let mut engine = Engine::new(tw_len_ns, pacing.reconcile.is_some());

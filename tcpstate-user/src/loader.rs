@@ -136,26 +136,50 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-/// Fails with a clear message unless this process may load and attach
-/// tracing programs (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN).
-pub fn check_privileges() -> Result<()> {
+/// The effective capability set of this process.
+fn effective_capabilities() -> Result<u64> {
     let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let effective = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .ok_or_else(|| anyhow!("no CapEff line in /proc/self/status"))?;
-    let missing = missing_capabilities(effective);
+        .ok_or_else(|| anyhow!("no CapEff line in /proc/self/status"))
+}
+
+/// Fails with a clear message unless this process may load and attach
+/// tracing programs (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN).
+pub fn check_privileges() -> Result<()> {
+    require(
+        missing_capabilities(effective_capabilities()?),
+        "needed to load and attach eBPF programs",
+    )
+}
+
+/// Fails with a clear message unless this process may enter other network
+/// namespaces to read their socket tables (CAP_SYS_ADMIN).
+pub fn check_namespace_access() -> Result<()> {
+    let missing = if effective_capabilities()? & (1 << CAP_SYS_ADMIN) == 0 {
+        vec!["CAP_SYS_ADMIN"]
+    } else {
+        Vec::new()
+    };
+    require(
+        missing,
+        "needed to read the socket tables of every network namespace",
+    )
+}
+
+fn require(missing: Vec<&str>, why: &str) -> Result<()> {
     if !missing.is_empty() {
         bail!(
-            "missing {} (needed to load and attach eBPF programs): run tcpstate as root, e.g. with sudo",
+            "missing {} ({why}): run tcpstate as root, e.g. with sudo",
             missing.join(" and ")
         );
     }
     Ok(())
 }
 
-/// The capabilities lacking from the effective set `eff`.
+/// The tracing capabilities lacking from the effective set `eff`.
 fn missing_capabilities(eff: u64) -> Vec<&'static str> {
     let has = |cap: u32| eff & (1 << cap) != 0;
     if has(CAP_SYS_ADMIN) {

@@ -56,6 +56,22 @@ fn unprivileged_user_is_told_what_is_missing() {
 }
 
 #[test]
+fn timewait_once_needs_to_enter_namespaces() {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(bin())
+        .args(["timewait", "--once"])
+        .output()
+        .expect("running setpriv");
+    one_line_error(&out, 1, "missing CAP_SYS_ADMIN");
+}
+
+#[test]
 fn missing_capability_is_named() {
     require_root();
     // Root without CAP_PERFMON and CAP_SYS_ADMIN: only CAP_PERFMON is missing.

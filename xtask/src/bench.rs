@@ -132,7 +132,11 @@ fn time_wait_count(ns: &str) -> Result<usize> {
         .args(["netns", "exec", ns, "ss", "-Htan", "state", "time-wait"])
         .output()
         .context("running ss")?;
-    Ok(out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count())
+    Ok(out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count())
 }
 
 /// CPU seconds (user + system) of waited-for children so far.
