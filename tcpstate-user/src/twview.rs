@@ -472,10 +472,10 @@ fn once(
     mut renderer: Renderer<BufWriter<Stdout>>,
 ) -> Result<()> {
     let common = &args.common;
+    crate::loader::check_namespace_access()?;
     let started = std::time::Instant::now();
-    let dump = engine::dump(&Scope::new(common), None).context(
-        "reading the kernel's TIME_WAIT sockets (needs root to enter other network namespaces)",
-    )?;
+    let dump = engine::dump(&Scope::new(common), None)
+        .context("reading the kernel's TIME_WAIT sockets")?;
     let mut engine = Engine::new(common.tw_len.as_nanos() as u64, true);
     engine.apply(dump, true, &mut Discard);
     let now_ns = event::monotonic_ns();
