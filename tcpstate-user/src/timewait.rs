@@ -303,16 +303,25 @@ impl Table {
                 return;
             };
             if e.source == Source::Kernel {
-                // Reconciliation saw the socket before its event was read:
-                // tracing did not miss it after all. Keep the kernel's timer.
-                if e.missed {
+                // The kernel's table showed the socket before its event was
+                // read: tracing did not miss it after all. Keep the kernel's
+                // timer. A reconciliation already announced it; a seeded
+                // entry (the dump ran just after attaching) was not.
+                let announced = e.missed;
+                if announced {
                     self.stats.missed -= 1;
+                } else {
+                    self.stats.seeded -= 1;
                 }
                 *e = Entry {
                     expires_ns: e.expires_ns,
                     ..entry
                 };
+                let upgraded = *e;
                 self.stats.entered += 1;
+                if !announced {
+                    sink.tw_enter(&upgraded);
+                }
                 return;
             }
             self.remove(slot, ExitReason::Reused, c.ts_ns, sink);
@@ -596,6 +605,12 @@ mod tests {
         assert!(log.enters.is_empty(), "pre-existing sockets are not new");
         let e = t.get(&key(80, 1)).unwrap();
         assert_eq!(e.entered_ns, T0 + 40_000_000_000 - LINUX_TIME_WAIT_NS);
+        // Traced after all (the seeding dump ran after attaching): announced
+        // now, as traced, no longer counted as seeded.
+        t.on_close(&close(80, 1, T0, true), &mut log);
+        assert_eq!(log.enters.len(), 1);
+        assert_eq!(log.enters[0].source, Source::Traced);
+        assert_eq!(t.stats().seeded, 0);
 
         t.reconcile(
             &[(NS, vec![kernel(80, 2, 59_000)])],
@@ -605,8 +620,14 @@ mod tests {
             &mut log,
         );
         assert_eq!(t.stats().missed, 1);
+        let enters = log.enters.len();
         t.on_close(&close(80, 2, T0, true), &mut log);
         assert_eq!(t.stats().missed, 0);
+        assert_eq!(
+            log.enters.len(),
+            enters,
+            "announced once, by the reconciliation"
+        );
         assert_eq!(t.get(&key(80, 2)).unwrap().source, Source::Traced);
     }
 
