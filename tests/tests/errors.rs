@@ -38,9 +38,9 @@ fn invalid_values_and_conflicting_flags() {
     }
 }
 
-#[test]
-fn unprivileged_user_is_told_what_is_missing() {
-    let out = Command::new("setpriv")
+/// Runs `tcpstate ARGS` as user nobody, without capabilities.
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -48,26 +48,21 @@ fn unprivileged_user_is_told_what_is_missing() {
             "--inh-caps=-all",
         ])
         .arg(bin())
-        .arg("watch")
+        .args(args)
         .output()
-        .expect("running setpriv");
+        .expect("running setpriv")
+}
+
+#[test]
+fn unprivileged_user_is_told_what_is_missing() {
+    let out = as_nobody(&["watch"]);
     one_line_error(&out, 1, "missing CAP_BPF and CAP_PERFMON");
     assert!(String::from_utf8_lossy(&out.stderr).contains("run tcpstate as root"));
 }
 
 #[test]
 fn timewait_once_needs_to_enter_namespaces() {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(bin())
-        .args(["timewait", "--once"])
-        .output()
-        .expect("running setpriv");
+    let out = as_nobody(&["timewait", "--once"]);
     one_line_error(&out, 1, "missing CAP_SYS_ADMIN");
 }
 
