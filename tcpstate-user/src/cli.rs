@@ -50,7 +50,8 @@ pub struct TimewaitArgs {
 /// Grouping of the live TIME_WAIT view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupBy {
-    /// Remote address and port.
+    /// Remote endpoint; for server-role entries, the client address and
+    /// the local port (client ports are ephemeral).
     Peer,
     /// Local port.
     Lport,

@@ -20,6 +20,7 @@ use crate::{
     loader::Lost,
     output::{self, Renderer, Summary, Ts, endpoint, ms},
     pressure::{self, Pool, PoolKey},
+    sockdiag,
     sysctl::Facts,
     timewait::{Entry, ExitReason, Source, TwSink},
     tracker::{Close, Closer, Role, Sink, Transition},
@@ -45,7 +46,6 @@ struct Totals {
     reused: u64,
     gone: u64,
     missed_by_tracing: u64,
-    vanished_early: u64,
     cap_dropped: u64,
     lost: u64,
     tcp_max_tw_buckets: u64,
@@ -145,7 +145,7 @@ impl View for TwView {
             let totals = frame.totals(engine, ts, rates);
             self.renderer.json_line(&totals);
         } else {
-            let text = frame.render(engine, &self.args, rates, now_ns);
+            let text = frame.render(engine, &self.args, Some(rates), now_ns);
             if self.tty {
                 // Home and clear, then the frame.
                 self.renderer.text(format_args!("\x1b[H\x1b[2J{text}"));
@@ -161,6 +161,9 @@ struct Frame<'a> {
     entries: Vec<&'a Entry>,
     pools: Vec<Pool>,
     facts: Facts,
+    /// `tcp_max_tw_buckets` minus the TIME_WAIT sockets of the namespace it
+    /// was read in (the sysctl and its limit are per namespace).
+    headroom: i64,
     lost: Lost,
 }
 
@@ -174,6 +177,12 @@ impl<'a> Frame<'a> {
         lost: Lost,
     ) -> Frame<'a> {
         let facts = Facts::read();
+        let own_netns = sockdiag::current_netns().ok();
+        let in_own_netns = engine
+            .table
+            .entries()
+            .filter(|e| Some(e.key.netns) == own_netns)
+            .count();
         let entries: Vec<&Entry> = engine
             .table
             .entries()
@@ -195,6 +204,7 @@ impl<'a> Frame<'a> {
         Frame {
             entries,
             pools,
+            headroom: facts.max_tw_buckets as i64 - in_own_netns as i64,
             facts,
             lost,
         }
@@ -225,12 +235,10 @@ impl<'a> Frame<'a> {
             reused: stats.exited(ExitReason::Reused),
             gone: stats.exited(ExitReason::Gone),
             missed_by_tracing: stats.missed,
-            vanished_early: stats.exited(ExitReason::Gone),
             cap_dropped: stats.dropped,
             lost: self.lost.total(),
             tcp_max_tw_buckets: self.facts.max_tw_buckets,
-            tcp_max_tw_buckets_headroom: self.facts.max_tw_buckets as i64
-                - engine.table.len() as i64,
+            tcp_max_tw_buckets_headroom: self.headroom,
             tcp_timewait_overflow: self.facts.tw_overflow,
             port_range: self.facts.port_range,
             tcp_tw_reuse: self.facts.tw_reuse,
@@ -255,7 +263,14 @@ impl<'a> Frame<'a> {
     }
 
     /// The text screen.
-    fn render(&self, engine: &Engine, args: &Settings, rates: (f64, f64), now_ns: u64) -> String {
+    /// `rates`: entered and exited per second, when the view is live.
+    fn render(
+        &self,
+        engine: &Engine,
+        args: &Settings,
+        rates: Option<(f64, f64)>,
+        now_ns: u64,
+    ) -> String {
         let stats = engine.table.stats();
         let f = &self.facts;
         let mut out = String::new();
@@ -270,11 +285,12 @@ impl<'a> Frame<'a> {
             self.count(|e| e.closer == Closer::Simultaneous),
             self.count(|e| e.closer == Closer::Unknown || e.closer == Closer::Remote),
         );
+        if let Some((entered, exited)) = rates {
+            let _ = write!(out, "entered {entered:.1}/s  exited {exited:.1}/s  ");
+        }
         let _ = writeln!(
             out,
-            "entered {:.1}/s  exited {:.1}/s  (total: expired {}, reused {}, gone {})",
-            rates.0,
-            rates.1,
+            "(exits so far: expired {}, reused {}, gone {})",
             stats.exited(ExitReason::Expired),
             stats.exited(ExitReason::Reused),
             stats.exited(ExitReason::Gone)
@@ -293,7 +309,7 @@ impl<'a> Frame<'a> {
             out,
             "tcp_max_tw_buckets {} (headroom {}), TCPTimeWaitOverflow {}, ip_local_port_range {}-{} ({} ports), tcp_tw_reuse {}",
             f.max_tw_buckets,
-            f.max_tw_buckets as i64 - engine.table.len() as i64,
+            self.headroom,
             f.tw_overflow,
             f.port_range.0,
             f.port_range.1,
@@ -376,6 +392,11 @@ impl<'a> Frame<'a> {
         for e in &self.entries {
             let t = &e.key.tuple;
             let name = match group_by {
+                // A server's peers come from ephemeral ports: group them by
+                // client address and the service's port.
+                GroupBy::Peer if e.role == Role::Server => {
+                    format!("{} (clients of :{})", t.raddr, t.lport)
+                }
                 GroupBy::Peer => endpoint(t.raddr, t.rport),
                 GroupBy::Lport => t.lport.to_string(),
                 GroupBy::Process => e.owner.map_or("(unknown)".into(), |o| {
@@ -500,15 +521,20 @@ fn once(
             1.0,
             Lost::default(),
         );
-        let text = frame.render(&engine, &settings, (0.0, 0.0), now_ns);
+        let text = frame.render(&engine, &settings, None, now_ns);
         renderer.text(format_args!("{text}"));
     }
-    renderer.summary(&Summary {
-        events: 0,
-        lost: 0,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        untracked: 0,
-    });
+    // Without tracing there are no events to count: only JSON, whose
+    // consumers expect the summary object last, gets one.
+    if settings.json {
+        renderer.summary(&Summary {
+            events: 0,
+            lost: 0,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            untracked: 0,
+        });
+    }
+    renderer.flush();
     match renderer.error() {
         Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Some(e) => Err(io::Error::new(e.kind(), e.to_string())).context("writing output"),
