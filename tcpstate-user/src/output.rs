@@ -279,10 +279,6 @@ impl<W: Write> Renderer<W> {
         }
     }
 
-    pub fn is_json(&self) -> bool {
-        self.json
-    }
-
     /// Wall-clock time of kernel monotonic time `mono_ns`.
     pub fn stamp(&mut self, mono_ns: u64) -> Ts {
         self.stamper.stamp(mono_ns)

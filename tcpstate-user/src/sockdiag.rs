@@ -62,12 +62,6 @@ const RECV_BUF_LEN: usize = 64 << 10;
 /// TIME_WAIT timers, so the field is read from the message itself.
 const EXPIRES_OFFSET: usize = 4 + size_of::<SocketIdBuffer>();
 
-/// Sockets of the calling thread's current network namespace whose state is
-/// in `states`, IPv4 and IPv6.
-pub fn dump(states: &[State]) -> Result<Vec<KernelSocket>> {
-    dump_netns(current_netns()?, states)
-}
-
 /// Sockets of the network namespace at `path` (`/proc/PID/ns/net`,
 /// `/run/netns/NAME`) whose state is in `states`. The dump runs on a
 /// short-lived thread that enters the namespace, so the caller's never
@@ -439,6 +433,8 @@ mod tests {
     #[test]
     fn dump_current_namespace() {
         require_root();
-        dump(&[State::TIME_WAIT]).expect("dump");
+        let sockets = dump_in(Path::new(CURRENT_NETNS), &[State::TIME_WAIT]).expect("dump");
+        let own = current_netns().expect("current netns");
+        assert!(sockets.iter().all(|s| s.netns == own));
     }
 }

@@ -171,10 +171,6 @@ impl Table {
         self.index.is_empty()
     }
 
-    pub fn tw_len_ns(&self) -> u64 {
-        self.tw_len_ns
-    }
-
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.slab.iter().flatten()
     }
