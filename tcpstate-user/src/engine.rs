@@ -58,6 +58,7 @@ pub trait View: Sink + TwSink {
             lost: lost.total(),
             duration_ms: duration.as_secs_f64() * 1000.0,
             untracked: engine.tracker.stats().untracked,
+            unfinished: engine.tracker.stats().unfinished,
         });
     }
 

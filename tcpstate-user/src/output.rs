@@ -12,7 +12,7 @@ use std::{
     time::SystemTime,
 };
 
-use serde::{Serialize, Serializer};
+use serde::{Serialize, Serializer, ser::SerializeStruct};
 
 use crate::{
     event::{Clock, Owner, Tuple},
@@ -30,6 +30,8 @@ pub struct Summary {
     pub duration_ms: f64,
     /// Connections not tracked because the tracker's table was full.
     pub untracked: u64,
+    /// Connections whose end was never seen (see `tracker::Stats`).
+    pub unfinished: u64,
 }
 
 pub fn role_name(r: Role) -> &'static str {
@@ -105,7 +107,10 @@ impl Serialize for Ts {
 /// in bursts within the same second.
 #[derive(Clone, Copy)]
 pub struct Stamper {
-    clock: Clock,
+    /// Wall-clock nanoseconds since the Unix epoch at monotonic zero
+    /// (negative before it). Plain integers: `SystemTime`'s checked
+    /// arithmetic showed in profiles.
+    epoch_ns: i128,
     second: u64,
     /// `2026-11-24T06:44:52` for `second`.
     prefix: [u8; 19],
@@ -113,8 +118,12 @@ pub struct Stamper {
 
 impl Stamper {
     pub fn new(clock: Clock) -> Stamper {
+        let epoch_ns = match clock.wall(0).duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(after) => after.as_nanos() as i128,
+            Err(before) => -(before.duration().as_nanos() as i128),
+        };
         Stamper {
-            clock,
+            epoch_ns,
             second: u64::MAX,
             prefix: [0; 19],
         }
@@ -122,12 +131,11 @@ impl Stamper {
 
     /// The wall-clock time of kernel monotonic time `mono_ns`.
     pub fn stamp(&mut self, mono_ns: u64) -> Ts {
-        let since_epoch = self
-            .clock
-            .wall(mono_ns)
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let second = since_epoch.as_secs();
+        // Times before the epoch print as the epoch; u64 nanoseconds last
+        // until 2554.
+        let since_epoch =
+            (self.epoch_ns + i128::from(mono_ns)).clamp(0, i128::from(u64::MAX)) as u64;
+        let second = since_epoch / 1_000_000_000;
         if second != self.second {
             let text = humantime::format_rfc3339_seconds(
                 SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(second),
@@ -139,7 +147,7 @@ impl Stamper {
         let mut out = [0u8; 27];
         out[..19].copy_from_slice(&self.prefix);
         out[19] = b'.';
-        let mut micros = since_epoch.subsec_micros();
+        let mut micros = (since_epoch % 1_000_000_000 / 1000) as u32;
         for i in (20..26).rev() {
             out[i] = b'0' + (micros % 10) as u8;
             micros /= 10;
@@ -149,27 +157,72 @@ impl Stamper {
     }
 }
 
+/// A kernel address as `{:#x}` prints it: `0xffff888102e24a00`.
 struct Hex(u64);
 
 impl Serialize for Hex {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{:#x}", self.0))
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 18];
+        let mut start = buf.len();
+        let mut n = self.0;
+        loop {
+            start -= 1;
+            buf[start] = DIGITS[(n & 0xf) as usize];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        start -= 2;
+        buf[start..start + 2].copy_from_slice(b"0x");
+        // Only ASCII is ever written.
+        s.serialize_str(std::str::from_utf8(&buf[start..]).unwrap_or(""))
     }
 }
 
-/// The socket-naming fields every JSON object carries.
-#[derive(Serialize)]
-pub struct SockJson {
-    family: &'static str,
-    laddr: IpAddr,
-    lport: u16,
-    raddr: IpAddr,
-    rport: u16,
-    netns: u32,
+/// Fields written into an enclosing JSON object, in declaration order.
+trait Fields {
+    /// How many fields [`Fields::serialize_fields`] writes.
+    const LEN: usize;
+
+    fn serialize_fields<S: SerializeStruct>(&self, s: &mut S) -> Result<(), S::Error>;
+}
+
+/// Declares a struct and implements [`Fields`] for it: one field list.
+macro_rules! fields {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident $(<$lt:lifetime>)? { $($field:ident: $ty:ty,)* }
+    ) => {
+        $(#[$meta])*
+        struct $name $(<$lt>)? { $($field: $ty,)* }
+
+        impl $(<$lt>)? Fields for $name $(<$lt>)? {
+            const LEN: usize = [$(stringify!($field)),*].len();
+
+            fn serialize_fields<S: SerializeStruct>(&self, s: &mut S) -> Result<(), S::Error> {
+                $(s.serialize_field(stringify!($field), &self.$field)?;)*
+                Ok(())
+            }
+        }
+    };
+}
+
+fields! {
+    /// The socket-naming fields every record carries.
+    struct SockJson {
+        family: &'static str,
+        laddr: IpAddr,
+        lport: u16,
+        raddr: IpAddr,
+        rport: u16,
+        netns: u32,
+    }
 }
 
 impl SockJson {
-    pub fn new(tuple: &Tuple, netns: u32) -> SockJson {
+    fn new(tuple: &Tuple, netns: u32) -> SockJson {
         SockJson {
             family: tuple.family.name(),
             laddr: tuple.laddr,
@@ -181,73 +234,79 @@ impl SockJson {
     }
 }
 
-#[derive(Serialize)]
-struct TransitionJson<'a> {
+/// One JSON object about a socket: `type`, `ts` and the socket's fields,
+/// then the record's own. Written by hand rather than with
+/// `#[serde(flatten)]`, which goes through serde's slower map path.
+struct Record<F> {
     r#type: &'static str,
     ts: Ts,
-    #[serde(flatten)]
     sock: SockJson,
-    old: &'static str,
-    new: &'static str,
-    in_old_ms: Option<f64>,
-    pid: Option<u32>,
-    comm: Option<Cow<'a, str>>,
-    skaddr: Hex,
+    own: F,
 }
 
-#[derive(Serialize)]
-struct CloseJson<'a> {
-    r#type: &'static str,
-    ts: Ts,
-    #[serde(flatten)]
-    sock: SockJson,
-    role: &'static str,
-    closer: &'static str,
-    kind: &'static str,
-    time_wait: bool,
-    lifetime_ms: Option<f64>,
-    pid: Option<u32>,
-    comm: Option<Cow<'a, str>>,
+impl<F: Fields> Serialize for Record<F> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Record", 2 + SockJson::LEN + F::LEN)?;
+        st.serialize_field("type", self.r#type)?;
+        st.serialize_field("ts", &self.ts)?;
+        self.sock.serialize_fields(&mut st)?;
+        self.own.serialize_fields(&mut st)?;
+        st.end()
+    }
 }
 
-#[derive(Serialize)]
-struct TwEnterJson<'a> {
-    r#type: &'static str,
-    ts: Ts,
-    #[serde(flatten)]
-    sock: SockJson,
-    role: &'static str,
-    closer: &'static str,
-    expires_at: Ts,
-    pid: Option<u32>,
-    comm: Option<Cow<'a, str>>,
-    source: &'static str,
+fields! {
+    struct TransitionJson<'a> {
+        old: &'static str,
+        new: &'static str,
+        in_old_ms: Option<f64>,
+        pid: Option<u32>,
+        comm: Option<Cow<'a, str>>,
+        skaddr: Hex,
+    }
 }
 
-#[derive(Serialize)]
-struct TwExitJson {
-    r#type: &'static str,
-    ts: Ts,
-    #[serde(flatten)]
-    sock: SockJson,
-    reason: &'static str,
-    lived_ms: f64,
+fields! {
+    struct CloseJson<'a> {
+        role: &'static str,
+        closer: &'static str,
+        kind: &'static str,
+        time_wait: bool,
+        lifetime_ms: Option<f64>,
+        pid: Option<u32>,
+        comm: Option<Cow<'a, str>>,
+    }
 }
 
-/// One row of `timewait --once --json`.
-#[derive(Serialize)]
-struct TwEntryJson<'a> {
-    r#type: &'static str,
-    ts: Ts,
-    #[serde(flatten)]
-    sock: SockJson,
-    role: &'static str,
-    closer: &'static str,
-    pid: Option<u32>,
-    comm: Option<Cow<'a, str>>,
-    entered_at: Ts,
-    expires_in_ms: f64,
-    source: &'static str,
+fields! {
+    struct TwEnterJson<'a> {
+        role: &'static str,
+        closer: &'static str,
+        expires_at: Ts,
+        pid: Option<u32>,
+        comm: Option<Cow<'a, str>>,
+        source: &'static str,
+    }
+}
+
+fields! {
+    struct TwExitJson {
+        reason: &'static str,
+        lived_ms: f64,
+    }
+}
+
+fields! {
+    /// One row of `timewait --once --json`.
+    struct TwEntryJson<'a> {
+        role: &'static str,
+        closer: &'static str,
+        pid: Option<u32>,
+        comm: Option<Cow<'a, str>>,
+        entered_at: Ts,
+        expires_in_ms: f64,
+        source: &'static str,
+    }
 }
 
 #[derive(Serialize)]
@@ -257,6 +316,7 @@ struct SummaryJson {
     lost: u64,
     duration_ms: f64,
     untracked: u64,
+    unfinished: u64,
 }
 
 /// Formats records to a writer, as text or JSON Lines.
@@ -328,15 +388,24 @@ impl<W: Write> Renderer<W> {
                 lost: s.lost,
                 duration_ms: s.duration_ms,
                 untracked: s.untracked,
+                unfinished: s.unfinished,
             });
         } else {
             eprintln!(
-                "tcpstate: {} events, {} lost, {:.1} s{}",
+                "tcpstate: {} events, {} lost, {:.1} s{}{}",
                 s.events,
                 s.lost,
                 s.duration_ms / 1000.0,
                 if s.untracked > 0 {
                     format!(", {} connections untracked (table full)", s.untracked)
+                } else {
+                    String::new()
+                },
+                if s.unfinished > 0 {
+                    format!(
+                        ", {} connections whose end was never seen (transitions missed)",
+                        s.unfinished
+                    )
                 } else {
                     String::new()
                 }
@@ -349,17 +418,19 @@ impl<W: Write> Renderer<W> {
     pub fn tw_entry(&mut self, e: &Entry, now_ns: u64) {
         let ts = self.stamp(now_ns);
         let entered_at = self.stamp(e.entered_ns);
-        self.json_line(&TwEntryJson {
+        self.json_line(&Record {
             r#type: "timewait_entry",
             ts,
             sock: SockJson::new(&e.key.tuple, e.key.netns),
-            role: role_name(e.role),
-            closer: closer_name(e.closer),
-            pid: e.owner.map(|o| o.pid),
-            comm: e.owner.as_ref().map(|o| o.comm.as_str()),
-            entered_at,
-            expires_in_ms: ms(e.expires_ns.saturating_sub(now_ns)),
-            source: source_name(e.source),
+            own: TwEntryJson {
+                role: role_name(e.role),
+                closer: closer_name(e.closer),
+                pid: e.owner.map(|o| o.pid),
+                comm: e.owner.as_ref().map(|o| o.comm.as_str()),
+                entered_at,
+                expires_in_ms: ms(e.expires_ns.saturating_sub(now_ns)),
+                source: source_name(e.source),
+            },
         });
     }
 
@@ -396,16 +467,18 @@ impl<W: Write> Sink for Renderer<W> {
     fn transition(&mut self, t: &Transition) {
         let ts = self.stamp(t.ts_ns);
         if self.json {
-            self.json_line(&TransitionJson {
+            self.json_line(&Record {
                 r#type: "transition",
                 ts,
                 sock: SockJson::new(&t.tuple, t.netns),
-                old: t.old.name(),
-                new: t.new.name(),
-                in_old_ms: t.in_old_ns.map(ms),
-                pid: t.owner.map(|o| o.pid),
-                comm: comm_of(&t.owner),
-                skaddr: Hex(t.skaddr),
+                own: TransitionJson {
+                    old: t.old.name(),
+                    new: t.new.name(),
+                    in_old_ms: t.in_old_ns.map(ms),
+                    pid: t.owner.map(|o| o.pid),
+                    comm: comm_of(&t.owner),
+                    skaddr: Hex(t.skaddr),
+                },
             });
             return;
         }
@@ -431,17 +504,19 @@ impl<W: Write> Sink for Renderer<W> {
     fn close(&mut self, c: &Close) {
         if self.json {
             let ts = self.stamp(c.ts_ns);
-            self.json_line(&CloseJson {
+            self.json_line(&Record {
                 r#type: "close",
                 ts,
                 sock: SockJson::new(&c.tuple, c.netns),
-                role: role_name(c.role),
-                closer: closer_name(c.closer),
-                kind: kind_name(c.kind),
-                time_wait: c.time_wait,
-                lifetime_ms: c.lifetime_ns.map(ms),
-                pid: c.owner.map(|o| o.pid),
-                comm: comm_of(&c.owner),
+                own: CloseJson {
+                    role: role_name(c.role),
+                    closer: closer_name(c.closer),
+                    kind: kind_name(c.kind),
+                    time_wait: c.time_wait,
+                    lifetime_ms: c.lifetime_ns.map(ms),
+                    pid: c.owner.map(|o| o.pid),
+                    comm: comm_of(&c.owner),
+                },
             });
             return;
         }
@@ -466,16 +541,18 @@ impl<W: Write> TwSink for Renderer<W> {
         if self.json {
             let ts = self.stamp(e.entered_ns);
             let expires_at = self.stamp(e.expires_ns);
-            self.json_line(&TwEnterJson {
+            self.json_line(&Record {
                 r#type: "timewait_enter",
                 ts,
                 sock: SockJson::new(tuple, e.key.netns),
-                role: role_name(e.role),
-                closer: closer_name(e.closer),
-                expires_at,
-                pid: e.owner.map(|o| o.pid),
-                comm: e.owner.as_ref().map(|o| o.comm.as_str()),
-                source: source_name(e.source),
+                own: TwEnterJson {
+                    role: role_name(e.role),
+                    closer: closer_name(e.closer),
+                    expires_at,
+                    pid: e.owner.map(|o| o.pid),
+                    comm: e.owner.as_ref().map(|o| o.comm.as_str()),
+                    source: source_name(e.source),
+                },
             });
             return;
         }
@@ -495,12 +572,14 @@ impl<W: Write> TwSink for Renderer<W> {
         let tuple = &e.key.tuple;
         if self.json {
             let ts = self.stamp(at_ns);
-            self.json_line(&TwExitJson {
+            self.json_line(&Record {
                 r#type: "timewait_exit",
                 ts,
                 sock: SockJson::new(tuple, e.key.netns),
-                reason: reason_name(reason),
-                lived_ms: ms(at_ns.saturating_sub(e.entered_ns)),
+                own: TwExitJson {
+                    reason: reason_name(reason),
+                    lived_ms: ms(at_ns.saturating_sub(e.entered_ns)),
+                },
             });
             return;
         }
@@ -524,7 +603,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        event::State,
+        event::{Comm, State},
+        timewait::{Key, TwOwner},
         tracker::{
             Note,
             tests::{owner, tuple},
@@ -608,6 +688,7 @@ mod tests {
                     lost: 0,
                     duration_ms: 1000.0,
                     untracked: 0,
+                    unfinished: 0,
                 });
             },
             true,
@@ -626,6 +707,104 @@ mod tests {
         assert_eq!(lines[1]["type"], "summary");
         assert_eq!(lines[1]["events"], 10);
         assert_eq!(lines[1]["lost"], 0);
+    }
+
+    /// Every JSON record type, byte for byte: the format is a contract.
+    #[test]
+    fn json_bytes_are_stable() {
+        let mut t6 = transition();
+        t6.tuple = Tuple::new(
+            "2001:db8::1".parse().unwrap(),
+            443,
+            "::1".parse().unwrap(),
+            1,
+        );
+        t6.netns = 0;
+        t6.skaddr = 0;
+        t6.in_old_ns = None;
+        t6.owner = Some(Owner {
+            pid: u32::MAX,
+            tid: 1,
+            comm: Comm::new("a\"b\\c\u{e9}"),
+        });
+        let c = Close {
+            ts_ns: 2_000_000,
+            skaddr: 1,
+            netns: 7,
+            tuple: tuple(80, 40000),
+            role: Role::Client,
+            closer: Closer::Simultaneous,
+            kind: CloseKind::RstReceived,
+            time_wait: false,
+            lifetime_ns: None,
+            owner: Some(owner(1)),
+        };
+        let key = Key {
+            netns: 9,
+            tuple: Tuple::new(
+                "10.1.255.0".parse().unwrap(),
+                65535,
+                "192.168.0.10".parse().unwrap(),
+                0,
+            ),
+        };
+        let mut e = Entry::new_for_test(key, Role::Server, Closer::Remote, Source::Kernel);
+        e.entered_ns = 999_999_999_999;
+        e.expires_ns = e.entered_ns + 60_000_000_001;
+        let mut e2 = e;
+        e2.owner = Some(TwOwner {
+            pid: 0,
+            comm: Comm::new("x"),
+        });
+        e2.source = Source::Traced;
+        let out = render(
+            |r| {
+                r.transition(&transition());
+                r.transition(&t6);
+                r.close(&c);
+                r.tw_enter(&e);
+                r.tw_enter(&e2);
+                r.tw_exit(&e, ExitReason::Reused, e.entered_ns + 1_234);
+                r.tw_exit(&e2, ExitReason::Expired, e.expires_ns + 7);
+                r.tw_entry(&e, e.entered_ns + 1_000_000);
+                r.tw_entry(&e2, e.expires_ns + 1);
+                r.summary(&Summary {
+                    events: 3,
+                    lost: 1,
+                    duration_ms: 0.5,
+                    untracked: 2,
+                    unfinished: 3,
+                });
+            },
+            true,
+        );
+        let want = [
+            r#"{"type":"transition","ts":"2025-11-24T16:00:00.001500Z","family":"ipv4","laddr":"127.0.0.1","lport":9098,"raddr":"127.0.0.1","rport":41566,"netns":4026531840,"old":"ESTABLISHED","new":"FIN_WAIT1","in_old_ms":12.3,"pid":1234,"comm":"test","skaddr":"0xffff888102e24a00"}"#,
+            r#"{"type":"transition","ts":"2025-11-24T16:00:00.001500Z","family":"ipv6","laddr":"2001:db8::1","lport":443,"raddr":"::1","rport":1,"netns":0,"old":"ESTABLISHED","new":"FIN_WAIT1","in_old_ms":null,"pid":4294967295,"comm":"a\"b\\cé","skaddr":"0x0"}"#,
+            r#"{"type":"close","ts":"2025-11-24T16:00:00.002000Z","family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.1","rport":40000,"netns":7,"role":"client","closer":"simultaneous","kind":"rst_received","time_wait":false,"lifetime_ms":null,"pid":1,"comm":"test"}"#,
+            r#"{"type":"timewait_enter","ts":"2025-11-24T16:16:39.999999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","expires_at":"2025-11-24T16:17:40.000000Z","pid":null,"comm":null,"source":"kernel"}"#,
+            r#"{"type":"timewait_enter","ts":"2025-11-24T16:16:39.999999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","expires_at":"2025-11-24T16:17:40.000000Z","pid":0,"comm":"x","source":"traced"}"#,
+            r#"{"type":"timewait_exit","ts":"2025-11-24T16:16:40.000001Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"reason":"reused","lived_ms":0.001}"#,
+            r#"{"type":"timewait_exit","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"reason":"expired","lived_ms":60000.0}"#,
+            r#"{"type":"timewait_entry","ts":"2025-11-24T16:16:40.000999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":null,"comm":null,"entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":59999.0,"source":"kernel"}"#,
+            r#"{"type":"timewait_entry","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":0,"comm":"x","entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":0.0,"source":"traced"}"#,
+            r#"{"type":"summary","events":3,"lost":1,"duration_ms":0.5,"untracked":2,"unfinished":3}"#,
+        ];
+        assert_eq!(out.lines().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn times_before_the_epoch_print_as_the_epoch() {
+        let epoch = SystemTime::UNIX_EPOCH - Duration::from_millis(1500);
+        let mut s = Stamper::new(Clock::at(epoch));
+        assert_eq!(
+            s.stamp(1_000_000_000).to_string(),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            s.stamp(2_000_250_999).to_string(),
+            "1970-01-01T00:00:00.500250Z"
+        );
     }
 
     #[test]

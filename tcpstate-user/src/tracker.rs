@@ -155,6 +155,10 @@ pub struct Stats {
     pub closes: u64,
     /// New connections not tracked because the table was full.
     pub untracked: u64,
+    /// Connections whose end tracing never saw: their socket address began
+    /// a new life first. Each hides at least one missed transition, lost in
+    /// the kernel or counted there as lost.
+    pub unfinished: u64,
 }
 
 /// What we know about one live connection.
@@ -330,6 +334,11 @@ impl Tracker {
         };
         conn.owner = ev.owner.or(conn.owner).or(listener_owner);
         t.owner = conn.owner;
+        let new_life = matches!(
+            (old, new),
+            (State::CLOSE, State::SYN_SENT) | (State::LISTEN, State::SYN_RECV)
+        );
+        let unfinished = new_life && conn.opened_ns.is_some();
         match (old, new) {
             // The kernel re-reports a state, e.g. close() after shutdown().
             _ if old == new => {}
@@ -367,6 +376,7 @@ impl Tracker {
             }
             _ => {}
         }
+        self.stats.unfinished += u64::from(unfinished);
         if new != State::CLOSE {
             sink.transition(&t);
             return;
@@ -786,5 +796,36 @@ pub(crate) mod tests {
         assert_eq!(tracker.live(), 1);
         assert_eq!(tracker.stats().untracked, 1);
         assert_eq!(out.transitions.len(), 2, "transitions are still reported");
+    }
+
+    #[test]
+    fn a_new_life_before_the_end_was_seen_counts_as_unfinished() {
+        let mut tracker = Tracker::new(16);
+        let mut out = Collect::default();
+        // FIN_WAIT1 -> FIN_WAIT2 -> CLOSE missed: the address starts over.
+        let sock = Sock::new(30, 80, 5000)
+            .go(S::LISTEN, S::SYN_RECV, None)
+            .go(S::SYN_RECV, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, None)
+            .go(S::LISTEN, S::SYN_RECV, None)
+            .go(S::SYN_RECV, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, None)
+            .go(S::FIN_WAIT1, S::FIN_WAIT2, None)
+            .go(S::FIN_WAIT2, S::CLOSE, None);
+        for ev in &sock.events {
+            tracker.on_event(ev, &mut out);
+        }
+        tracker.finish(&mut out);
+        assert_eq!(tracker.stats().unfinished, 1);
+        assert_eq!(out.closes.len(), 1, "only the second life closed");
+        // A complete life followed by another is not unfinished.
+        let sock = Sock::new(31, 80, 5001)
+            .go(S::CLOSE, S::SYN_SENT, None)
+            .go(S::SYN_SENT, S::CLOSE, None)
+            .go(S::CLOSE, S::SYN_SENT, None);
+        for ev in &sock.events {
+            tracker.on_event(ev, &mut out);
+        }
+        assert_eq!(tracker.stats().unfinished, 1);
     }
 }

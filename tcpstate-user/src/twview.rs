@@ -532,6 +532,7 @@ fn once(
             lost: 0,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             untracked: 0,
+            unfinished: 0,
         });
     }
     renderer.flush();
