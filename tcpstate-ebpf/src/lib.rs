@@ -72,6 +72,10 @@ pub struct RawEvent {
     pub comm: [u8; COMM_LEN],
 }
 
+/// Bytes of a `sock:inet_sock_set_state` record the program copies in one
+/// read; every field it uses must lie within them (the loader checks).
+pub const SET_STATE_RECORD_LEN: usize = 128;
+
 /// Byte offsets of the fields of `sock:inet_sock_set_state`, as read from the
 /// running kernel's tracepoint format file.
 #[repr(C)]

@@ -17,7 +17,8 @@ mod programs {
         EbpfContext,
         bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{
-            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+            bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         },
         macros::{map, tracepoint},
         maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -26,7 +27,7 @@ mod programs {
     use aya_log_ebpf::error;
     use tcpstate_ebpf::{
         AF_INET, AF_INET6, COMM_LEN, Config, FAMILY_V4, FAMILY_V6, PORT_BITMAP_LEN, RawEvent,
-        flags, kind,
+        SET_STATE_RECORD_LEN, flags, kind,
     };
 
     const IPPROTO_TCP: u16 = 6;
@@ -46,8 +47,10 @@ mod programs {
         pid: u32,
         tid: u32,
         comm: [u8; COMM_LEN],
+        /// Inode of the socket's network namespace, read once.
+        netns: u32,
         owner_known: u8,
-        _pad: [u8; 7],
+        _pad: [u8; 3],
     }
 
     impl SockState {
@@ -56,8 +59,9 @@ mod programs {
             pid: 0,
             tid: 0,
             comm: [0; COMM_LEN],
+            netns: 0,
             owner_known: 0,
-            _pad: [0; 7],
+            _pad: [0; 3],
         };
     }
 
@@ -106,6 +110,11 @@ mod programs {
     #[map]
     static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+    /// Per-CPU room for one copied `inet_sock_set_state` record (too big for
+    /// the stack). The kernel never runs the program nested on one CPU.
+    #[map]
+    static RECORD: PerCpuArray<[u8; SET_STATE_RECORD_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
     /// Owner and last-transition time per live socket, keyed by `skaddr`.
     #[map]
     static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131072, 0);
@@ -148,17 +157,20 @@ mod programs {
     /// The consumer is not woken unless enough data is waiting (userspace
     /// also drains on a short timer): waking it per event costs the traced
     /// workload more than half its throughput.
-    fn emit(cfg: &Config, event: &RawEvent) {
+    fn emit(cfg: &Config, event: RawEvent) {
+        let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+            if let Some(lost) = LOST.get_ptr_mut(0) {
+                unsafe { *lost += 1 };
+            }
+            return;
+        };
+        entry.write(event);
         let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= cfg.wakeup_bytes {
             BPF_RB_FORCE_WAKEUP
         } else {
             BPF_RB_NO_WAKEUP
         };
-        if EVENTS.output::<RawEvent>(event, wake as u64).is_err()
-            && let Some(lost) = LOST.get_ptr_mut(0)
-        {
-            unsafe { *lost += 1 };
-        }
+        entry.submit(wake as u64);
     }
 
     /// Whether the transition runs in the context of the socket's owner
@@ -184,29 +196,50 @@ mod programs {
         0
     }
 
+    /// The `N` bytes at `off` of a copied tracepoint record.
+    fn field<const N: usize>(rec: &[u8; SET_STATE_RECORD_LEN], off: u16) -> Result<[u8; N], i32> {
+        const EINVAL: i32 = -22;
+        let off = usize::from(off);
+        if off + N > SET_STATE_RECORD_LEN {
+            return Err(EINVAL);
+        }
+        let mut out = [0u8; N];
+        out.copy_from_slice(&rec[off..off + N]);
+        Ok(out)
+    }
+
     fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         let cfg = config();
         let o = &cfg.set_state;
-        let base = ctx.as_ptr() as u64;
-        if read_kernel::<u16>(base, o.protocol)? != IPPROTO_TCP {
+        // One copy of the record instead of one read per field.
+        const ENOMEM: i32 = -12;
+        let rec = unsafe { &mut *RECORD.get_ptr_mut(0).ok_or(ENOMEM)? };
+        unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), rec)? };
+        if u16::from_ne_bytes(field(rec, o.protocol)?) != IPPROTO_TCP {
             return Ok(());
         }
-        let family = read_kernel::<u16>(base, o.family)? as u8;
-        let lport = read_kernel::<u16>(base, o.sport)?;
-        let rport = read_kernel::<u16>(base, o.dport)?;
+        let family = u16::from_ne_bytes(field(rec, o.family)?) as u8;
+        let lport = u16::from_ne_bytes(field(rec, o.sport)?);
+        let rport = u16::from_ne_bytes(field(rec, o.dport)?);
         if !passes(&cfg, family, lport, rport) {
             return Ok(());
         }
-        let skaddr = read_kernel::<u64>(base, o.skaddr)?;
-        let old = read_kernel::<i32>(base, o.oldstate)? as u8;
-        let new = read_kernel::<i32>(base, o.newstate)? as u8;
+        let skaddr = u64::from_ne_bytes(field(rec, o.skaddr)?);
+        let old = i32::from_ne_bytes(field(rec, o.oldstate)?) as u8;
+        let new = i32::from_ne_bytes(field(rec, o.newstate)?) as u8;
         let now = unsafe { bpf_ktime_get_ns() };
 
         // Owner: the current task when this transition runs in its context,
-        // otherwise whoever we recorded for the socket earlier.
-        let mut state = match unsafe { SOCKS.get(skaddr) } {
-            Some(s) => *s,
-            None => SockState::UNKNOWN,
+        // otherwise whoever was recorded for the socket earlier. The entry
+        // is updated in place: a socket's transitions are serialised by the
+        // kernel (socket lock), so nothing else writes it meanwhile.
+        let stored = SOCKS.get_ptr_mut(skaddr);
+        let mut state = match stored {
+            Some(s) => unsafe { *s },
+            None => SockState {
+                netns: netns_of(&cfg, skaddr),
+                ..SockState::UNKNOWN
+            },
         };
         let prev_ts_ns = state.last_ts_ns;
         if in_owner_context(old, new) {
@@ -217,44 +250,50 @@ mod programs {
             state.owner_known = 1;
         }
         state.last_ts_ns = now;
-        if new == TCP_CLOSE {
-            let _ = SOCKS.remove(skaddr);
-        } else {
-            let _ = SOCKS.insert(skaddr, state, 0);
+        match stored {
+            _ if new == TCP_CLOSE => {
+                let _ = SOCKS.remove(skaddr);
+            }
+            Some(s) => unsafe { *s = state },
+            None => {
+                let _ = SOCKS.insert(skaddr, state, 0);
+            }
         }
 
         let (mut laddr, mut raddr) = ([0u8; 16], [0u8; 16]);
         if family == AF_INET {
-            laddr[..4].copy_from_slice(&read_kernel::<[u8; 4]>(base, o.saddr)?);
-            raddr[..4].copy_from_slice(&read_kernel::<[u8; 4]>(base, o.daddr)?);
+            laddr[..4].copy_from_slice(&field::<4>(rec, o.saddr)?);
+            raddr[..4].copy_from_slice(&field::<4>(rec, o.daddr)?);
         } else {
-            laddr = read_kernel(base, o.saddr_v6)?;
-            raddr = read_kernel(base, o.daddr_v6)?;
+            laddr = field(rec, o.saddr_v6)?;
+            raddr = field(rec, o.daddr_v6)?;
         }
-        let event = RawEvent {
-            ts_ns: now,
-            skaddr,
-            prev_ts_ns,
-            netns: netns_of(&cfg, skaddr),
-            pid: state.pid,
-            tid: state.tid,
-            kind: kind::TRANSITION,
-            oldstate: old,
-            newstate: new,
-            family,
-            lport,
-            rport,
-            flags: if state.owner_known != 0 {
-                flags::OWNER_KNOWN
-            } else {
-                0
+        emit(
+            &cfg,
+            RawEvent {
+                ts_ns: now,
+                skaddr,
+                prev_ts_ns,
+                netns: state.netns,
+                pid: state.pid,
+                tid: state.tid,
+                kind: kind::TRANSITION,
+                oldstate: old,
+                newstate: new,
+                family,
+                lport,
+                rport,
+                flags: if state.owner_known != 0 {
+                    flags::OWNER_KNOWN
+                } else {
+                    0
+                },
+                _pad: [0; 3],
+                laddr,
+                raddr,
+                comm: state.comm,
             },
-            _pad: [0; 3],
-            laddr,
-            raddr,
-            comm: state.comm,
-        };
-        emit(&cfg, &event);
+        );
         Ok(())
     }
 
@@ -299,30 +338,32 @@ mod programs {
             Some(o) if o.owner_known != 0 => *o,
             _ => SockState::UNKNOWN,
         };
-        let event = RawEvent {
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            skaddr: sk,
-            prev_ts_ns: 0,
-            netns: netns_of(&cfg, sk),
-            pid: owner.pid,
-            tid: owner.tid,
-            kind: what,
-            oldstate: state,
-            newstate: state,
-            family,
-            lport,
-            rport,
-            flags: if owner.owner_known != 0 {
-                flags::OWNER_KNOWN
-            } else {
-                0
+        emit(
+            &cfg,
+            RawEvent {
+                ts_ns: unsafe { bpf_ktime_get_ns() },
+                skaddr: sk,
+                prev_ts_ns: 0,
+                netns: netns_of(&cfg, sk),
+                pid: owner.pid,
+                tid: owner.tid,
+                kind: what,
+                oldstate: state,
+                newstate: state,
+                family,
+                lport,
+                rport,
+                flags: if owner.owner_known != 0 {
+                    flags::OWNER_KNOWN
+                } else {
+                    0
+                },
+                _pad: [0; 3],
+                laddr: [0; 16],
+                raddr: [0; 16],
+                comm: owner.comm,
             },
-            _pad: [0; 3],
-            laddr: [0; 16],
-            raddr: [0; 16],
-            comm: owner.comm,
-        };
-        emit(&cfg, &event);
+        );
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use aya_log::EbpfLogger;
 use aya_obj::generated::{bpf_cmd, bpf_prog_info};
 use tcpstate_ebpf::{
     Config, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_RPORTS, MAP_EVENTS, MAP_LOST, PORT_BITMAP_LEN,
-    PROGRAMS, SetStateOffsets,
+    PROGRAMS, SET_STATE_RECORD_LEN, SetStateOffsets,
 };
 
 use crate::{btf, tracefs};
@@ -224,6 +224,13 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         _pad: [0; 7],
         wakeup_bytes: u64::from(settings.wakeup_bytes),
     };
+    let record_end = set_state.end();
+    if record_end > SET_STATE_RECORD_LEN {
+        bail!(
+            "this kernel's sock:inet_sock_set_state record is {record_end} bytes, more than the \
+             {SET_STATE_RECORD_LEN} tcpstate reads: tcpstate needs updating for this kernel"
+        );
+    }
     let lports = port_bitmap(&settings.lports);
     let rports = port_bitmap(&settings.rports);
 

@@ -106,6 +106,15 @@ impl Format {
         Format::parse(&format!("{group}:{name}"), &text)
     }
 
+    /// Size of the record: where its last field ends.
+    pub fn end(&self) -> usize {
+        self.fields
+            .values()
+            .map(|f| usize::from(f.offset) + usize::from(f.size))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Offset of `field`, checking that it has the size the programs read.
     pub fn offset(&self, field: &str, size: u16) -> Result<u16> {
         let f = self
@@ -148,6 +157,7 @@ print fmt: \"family=%s\", REC->family
         assert_eq!(f.offset("oldstate", 4).unwrap(), 16);
         assert_eq!(f.offset("sport", 2).unwrap(), 24);
         assert_eq!(f.offset("saddr_v6", 16).unwrap(), 40);
+        assert_eq!(f.end(), 56, "saddr_v6 ends the record");
     }
 
     #[test]
