@@ -33,6 +33,7 @@ mod programs {
     const IPPROTO_TCP: u16 = 6;
     const TCP_ESTABLISHED: u8 = 1;
     const TCP_SYN_SENT: u8 = 2;
+    const TCP_SYN_RECV: u8 = 3;
     const TCP_FIN_WAIT1: u8 = 4;
     const TCP_CLOSE: u8 = 7;
     const TCP_CLOSE_WAIT: u8 = 8;
@@ -233,10 +234,14 @@ mod programs {
         // otherwise whoever was recorded for the socket earlier. The entry
         // is updated in place: a socket's transitions are serialised by the
         // kernel (socket lock), so nothing else writes it meanwhile.
+        // A socket's first transition starts afresh: an entry left by an
+        // earlier socket at the same address (whose CLOSE was missed) says
+        // nothing about this one.
+        let first = old == TCP_CLOSE || (old == TCP_LISTEN && new == TCP_SYN_RECV);
         let stored = SOCKS.get_ptr_mut(skaddr);
         let mut state = match stored {
-            Some(s) => unsafe { *s },
-            None => SockState {
+            Some(s) if !first => unsafe { *s },
+            _ => SockState {
                 netns: netns_of(&cfg, skaddr),
                 ..SockState::UNKNOWN
             },
