@@ -64,6 +64,15 @@ mod programs {
             owner_known: 0,
             _pad: [0; 3],
         };
+
+        /// [`RawEvent::flags`] for a record naming this owner.
+        fn flags(&self) -> u8 {
+            if self.owner_known != 0 {
+                flags::OWNER_KNOWN
+            } else {
+                0
+            }
+        }
     }
 
     #[unsafe(no_mangle)]
@@ -288,11 +297,7 @@ mod programs {
                 family,
                 lport,
                 rport,
-                flags: if state.owner_known != 0 {
-                    flags::OWNER_KNOWN
-                } else {
-                    0
-                },
+                flags: state.flags(),
                 _pad: [0; 3],
                 laddr,
                 raddr,
@@ -358,11 +363,7 @@ mod programs {
                 family,
                 lport,
                 rport,
-                flags: if owner.owner_known != 0 {
-                    flags::OWNER_KNOWN
-                } else {
-                    0
-                },
+                flags: owner.flags(),
                 _pad: [0; 3],
                 laddr: [0; 16],
                 raddr: [0; 16],

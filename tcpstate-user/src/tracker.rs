@@ -183,6 +183,20 @@ impl Conn {
             owner: None,
         }
     }
+
+    /// Starts a new life of the socket (the kernel may reuse a freed
+    /// socket's address). Returns whether the previous life was seen
+    /// opening but never closing: transitions were missed.
+    fn begin(&mut self, role: Role, owner: Option<Owner>, ts_ns: u64) -> bool {
+        let unfinished = self.opened_ns.is_some();
+        *self = Conn {
+            opened_ns: Some(ts_ns),
+            role,
+            owner,
+            ..Conn::new()
+        };
+        unfinished
+    }
 }
 
 /// A close with no FIN exchange, waiting to learn whether an RST was sent.
@@ -334,27 +348,16 @@ impl Tracker {
         };
         conn.owner = ev.owner.or(conn.owner).or(listener_owner);
         t.owner = conn.owner;
-        let new_life = matches!(
-            (old, new),
-            (State::CLOSE, State::SYN_SENT) | (State::LISTEN, State::SYN_RECV)
-        );
-        let unfinished = new_life && conn.opened_ns.is_some();
+        let mut unfinished = false;
         match (old, new) {
             // The kernel re-reports a state, e.g. close() after shutdown().
             _ if old == new => {}
             (State::CLOSE, State::SYN_SENT) => {
-                // A new life: the kernel may reuse a freed socket's address.
-                *conn = Conn::new();
-                conn.owner = ev.owner;
-                conn.role = Role::Client;
-                conn.opened_ns = Some(ev.ts_ns);
+                unfinished = conn.begin(Role::Client, ev.owner, ev.ts_ns);
                 t.note = Note::Connect;
             }
             (State::LISTEN, State::SYN_RECV) => {
-                *conn = Conn::new();
-                conn.owner = ev.owner.or(listener_owner);
-                conn.role = Role::Server;
-                conn.opened_ns = Some(ev.ts_ns);
+                unfinished = conn.begin(Role::Server, ev.owner.or(listener_owner), ev.ts_ns);
                 t.note = Note::PassiveOpen;
             }
             (_, State::FIN_WAIT1) => {
