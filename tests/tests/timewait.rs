@@ -461,27 +461,16 @@ fn storm_time_wait_set_matches_the_kernel() {
         examples(&missing)
     );
     assert!(extra.is_empty(), "not in the kernel: {}", examples(&extra));
-    // Tracing, not reconciliation, found almost all of them: each lost
-    // event or unfinished connection (below) hides at most one.
-    let unfinished = summary(&objects)["unfinished"]
-        .as_u64()
-        .expect("unfinished");
-    assert!(
-        by_kernel as u64 <= lost + unfinished,
-        "{by_kernel} added by reconciliation, {lost} lost, {unfinished} unfinished"
-    );
-
-    // Every transition is recorded once, or counted as lost, or at least
-    // detected as missing: 5 on each end of a connection, 2 for the
-    // listener. (`lost` counts every namespace.) Now and then the kernel
-    // runs no program for a pair of transitions and counts no miss; the
-    // tracker then sees the socket's address start a new life unfinished.
+    // Every transition is recorded at most once: 5 on each end of a
+    // connection, 2 for the listener.
     let transitions: Vec<_> = of_type(&objects, "transition")
         .into_iter()
         .filter(|o| o["netns"] == ns.inode())
+        .collect();
+    let distinct: HashSet<_> = transitions
+        .iter()
         .map(|o| (&o["skaddr"], &o["ts"], &o["old"], &o["new"]))
         .collect();
-    let distinct: HashSet<_> = transitions.iter().collect();
     assert_eq!(
         distinct.len(),
         transitions.len(),
@@ -490,8 +479,35 @@ fn storm_time_wait_set_matches_the_kernel() {
     let expected = report.conns * 10 + 2;
     let seen = transitions.len() as u64;
     assert!(
-        seen <= expected && (seen + lost >= expected || unfinished > 0),
-        "{seen} transitions recorded, {lost} lost, {unfinished} unfinished, {expected} expected"
+        seen <= expected,
+        "{seen} transitions recorded, {expected} expected"
+    );
+
+    // What is missing is accounted for. Now and then the kernel runs no
+    // program for the last two transitions of a socket (FIN_WAIT1 ->
+    // FIN_WAIT2 -> CLOSE) and counts no miss. Such a connection's end is
+    // never seen: the tracker counts it as unfinished when the address is
+    // reused, and the storm being over, a socket whose last recorded
+    // transition is not to CLOSE is one too. `lost` counts every namespace.
+    let mut last = HashMap::new();
+    for o in &transitions {
+        last.insert(&o["skaddr"], &o["new"]);
+    }
+    let open_at_end = last.values().filter(|&&new| new != "CLOSE").count() as u64;
+    let unfinished = summary(&objects)["unfinished"]
+        .as_u64()
+        .expect("unfinished");
+    let ends_unseen = unfinished + open_at_end;
+    assert!(
+        expected - seen <= lost + 2 * ends_unseen,
+        "{} transitions missing: {lost} lost, {ends_unseen} connections whose end was never seen",
+        expected - seen
+    );
+    // Tracing, not reconciliation, found almost all TIME_WAIT sockets: each
+    // lost event or unseen end hides at most one.
+    assert!(
+        by_kernel as u64 <= lost + ends_unseen,
+        "{by_kernel} added by reconciliation, {lost} lost, {ends_unseen} ends unseen"
     );
 }
 
