@@ -130,7 +130,11 @@ fn bench(c: &mut Criterion) {
         let clock = Clock::system();
         b.iter(|| {
             let mut tracker = Tracker::default();
-            let mut out = Renderer::new(std::io::sink(), true, clock);
+            let mut out = Renderer::new(
+                std::io::BufWriter::with_capacity(1 << 18, std::io::sink()),
+                true,
+                clock,
+            );
             for ev in &events {
                 tracker.on_event(ev, &mut out);
             }

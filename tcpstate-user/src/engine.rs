@@ -23,7 +23,8 @@ use crate::{
     event::{self, State, Tuple},
     loader::{self, Lost},
     output::{Renderer, Summary},
-    sockdiag::{self, KernelSocket},
+    owners,
+    sockdiag::{self, KernelSocket, Listeners},
     timewait::{EXPIRY_SLACK_NS, Table, TwSink},
     tracker::{Close, Sink, Tracker, Transition},
 };
@@ -75,8 +76,7 @@ pub struct Dump {
     /// Per namespace: TIME_WAIT sockets and FIN_WAIT2 ones (which include
     /// timewait sockets still in that substate).
     pub time_wait: Vec<(u32, Vec<KernelSocket>)>,
-    /// (namespace, port) of listening sockets.
-    pub listeners: FxHashSet<(u32, u16)>,
+    pub listeners: Listeners,
     /// Established sockets, for port pressure.
     pub established: Vec<KernelSocket>,
 }
@@ -124,7 +124,7 @@ pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
     let mut out = Dump {
         taken_ns,
         time_wait: Vec::new(),
-        listeners: FxHashSet::default(),
+        listeners: Listeners::default(),
         established: Vec::new(),
     };
     let states = [
@@ -151,7 +151,7 @@ pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
         for ks in sockets {
             match ks.state {
                 State::LISTEN => {
-                    out.listeners.insert((ks.netns, ks.tuple.lport));
+                    out.listeners.insert((ks.netns, ks.tuple.lport), ks.inode);
                 }
                 _ if !scope.matches(ks.netns, &ks.tuple) => {}
                 State::ESTABLISHED => out.established.push(ks),
@@ -170,7 +170,7 @@ pub struct Engine {
     pub tracker: Tracker,
     pub table: Table,
     /// Listening ports from the latest dump.
-    pub listeners: FxHashSet<(u32, u16)>,
+    pub listeners: Listeners,
     /// Established sockets from the latest dump.
     pub established: Vec<KernelSocket>,
     /// Records read from the kernel.
@@ -208,7 +208,7 @@ impl Engine {
                 grace,
                 crate::timewait::DEFAULT_MAX_ENTRIES,
             ),
-            listeners: FxHashSet::default(),
+            listeners: Listeners::default(),
             established: Vec::new(),
             events: 0,
             reconciliations: 0,
@@ -282,6 +282,12 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     if pacing.reconcile.is_some() {
         let seed = dump(&scope, None).context("reading the kernel's TIME_WAIT sockets")?;
         engine.apply(seed, true, view);
+        let owners = owners::of_sockets(engine.listeners.values().copied());
+        for (&(netns, port), inode) in &engine.listeners {
+            if let Some(&owner) = owners.get(inode) {
+                engine.tracker.seed_listener(netns, port, owner);
+            }
+        }
     }
     eprintln!("tcpstate: tracing TCP state transitions (Ctrl-C to stop)");
 

@@ -4,7 +4,8 @@
 //! Data flows one way: [`loader`] (kernel programs, ring buffer) ->
 //! [`event`] (decode) -> [`tracker`] (classification) -> [`timewait`] (the
 //! TIME_WAIT table, reconciled with [`sockdiag`]) -> [`filter`] ->
-//! [`output`] (text, JSON Lines). [`engine`] runs that loop; [`watch`] and
+//! [`output`] (text, JSON Lines). [`owners`] names the owners of listeners
+//! that predate tracing. [`engine`] runs that loop; [`watch`] and
 //! [`twview`] are the commands' views; [`cli`] parses the command line.
 
 pub mod btf;
@@ -14,6 +15,7 @@ pub mod event;
 pub mod filter;
 pub mod loader;
 pub mod output;
+pub mod owners;
 pub mod pressure;
 pub mod sockdiag;
 pub mod sysctl;

@@ -5,9 +5,13 @@
 
 use std::net::IpAddr;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
-use crate::{sockdiag::KernelSocket, timewait::Entry, tracker::Role};
+use crate::{
+    sockdiag::{KernelSocket, Listeners},
+    timewait::Entry,
+    tracker::Role,
+};
 
 /// Connections to one remote endpoint from one local address share the
 /// ephemeral port range.
@@ -49,7 +53,7 @@ pub struct Pool {
 /// What the computation needs besides the entries.
 pub struct Inputs<'a> {
     pub established: &'a [KernelSocket],
-    pub listeners: &'a FxHashSet<(u32, u16)>,
+    pub listeners: &'a Listeners,
     /// Client-role TIME_WAIT entries per pool over the last `window_s`.
     pub entered: &'a FxHashMap<PoolKey, u64>,
     pub window_s: f64,
@@ -69,7 +73,7 @@ pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Ve
             .0 += 1;
     }
     for ks in i.established {
-        if !i.listeners.contains(&(ks.netns, ks.tuple.lport)) {
+        if !i.listeners.contains_key(&(ks.netns, ks.tuple.lport)) {
             counts
                 .entry(PoolKey::of(ks.netns, &ks.tuple))
                 .or_default()
@@ -141,7 +145,7 @@ mod tests {
         let entered = [(key, 1000u64)].into_iter().collect();
         let inputs = Inputs {
             established: &established,
-            listeners: &FxHashSet::default(),
+            listeners: &Listeners::default(),
             entered: &entered,
             window_s: 2.0,
             range_size: 28232,
@@ -165,7 +169,7 @@ mod tests {
         let entries = [entry(40000, 443, Role::Client)];
         let inputs = Inputs {
             established: &[],
-            listeners: &FxHashSet::default(),
+            listeners: &Listeners::default(),
             entered: &FxHashMap::default(),
             window_s: 1.0,
             range_size: 28232,

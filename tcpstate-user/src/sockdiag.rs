@@ -49,6 +49,10 @@ pub struct KernelSocket {
     pub inode: u32,
 }
 
+/// Listening sockets: (network namespace, port) to the socket's inode (one
+/// of them, when several listen on the port).
+pub type Listeners = rustc_hash::FxHashMap<(u32, u16), u32>;
+
 /// The calling thread's network namespace.
 const CURRENT_NETNS: &str = "/proc/thread-self/ns/net";
 

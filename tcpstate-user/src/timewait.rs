@@ -17,7 +17,7 @@ use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::{
     event::{Comm, State, Tuple},
-    sockdiag::KernelSocket,
+    sockdiag::{KernelSocket, Listeners},
     tracker::{Close, Closer, Role, Transition},
 };
 
@@ -355,7 +355,7 @@ impl Table {
     pub fn reconcile(
         &mut self,
         dumps: &[(u32, Vec<KernelSocket>)],
-        listeners: &FxHashSet<(u32, u16)>,
+        listeners: &Listeners,
         dump_ns: u64,
         seeding: bool,
         sink: &mut impl TwSink,
@@ -382,7 +382,7 @@ impl Table {
                         self.schedule(slot);
                     }
                     None => {
-                        let role = if listeners.contains(&(ks.netns, ks.tuple.lport)) {
+                        let role = if listeners.contains_key(&(ks.netns, ks.tuple.lport)) {
                             Role::Server
                         } else {
                             Role::Client
@@ -555,7 +555,7 @@ mod tests {
         t.on_close(&close(80, 2, T0, true), &mut log); // killed early
         t.on_close(&close(80, 3, T0 + 5_000_000_000, true), &mut log); // after the dump
         let now = T0 + 2_000_000_000;
-        let listeners = [(NS, 80)].into_iter().collect();
+        let listeners = [((NS, 80), 1)].into_iter().collect();
         let dump = vec![(
             NS,
             vec![
@@ -583,7 +583,7 @@ mod tests {
         let (mut t, mut log) = (table(), Log::default());
         t.on_close(&close(80, 1, T0, true), &mut log);
         let now = T0 + LINUX_TIME_WAIT_NS - 2_000_000_000;
-        t.reconcile(&[(NS, vec![])], &FxHashSet::default(), now, false, &mut log);
+        t.reconcile(&[(NS, vec![])], &Listeners::default(), now, false, &mut log);
         assert_eq!(log.exits, [(key(80, 1), ExitReason::Expired)]);
     }
 
@@ -592,7 +592,7 @@ mod tests {
         let (mut t, mut log) = (table(), Log::default());
         t.reconcile(
             &[(NS, vec![kernel(80, 1, 40_000)])],
-            &FxHashSet::default(),
+            &Listeners::default(),
             T0,
             true,
             &mut log,
@@ -610,7 +610,7 @@ mod tests {
 
         t.reconcile(
             &[(NS, vec![kernel(80, 2, 59_000)])],
-            &FxHashSet::default(),
+            &Listeners::default(),
             T0 + 1,
             false,
             &mut log,
@@ -639,7 +639,7 @@ mod tests {
         fw2.state = State::FIN_WAIT2;
         t.reconcile(
             &[(NS, vec![fw2])],
-            &FxHashSet::default(),
+            &Listeners::default(),
             T0 + 1,
             false,
             &mut log,

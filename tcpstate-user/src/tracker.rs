@@ -238,6 +238,12 @@ impl Tracker {
         self.stats
     }
 
+    /// Names the owner of a port that was listening before tracing began
+    /// (its `listen()` was never seen). A traced `LISTEN` wins.
+    pub fn seed_listener(&mut self, netns: u32, port: u16, owner: Owner) {
+        self.listeners.entry((netns, port)).or_insert(Some(owner));
+    }
+
     /// Connections currently tracked.
     pub fn live(&self) -> usize {
         self.conns.len()
@@ -760,6 +766,38 @@ pub(crate) mod tests {
         assert_eq!(out.transitions[1].owner.map(|o| o.pid), Some(42));
         assert_eq!(out.transitions[2].owner.map(|o| o.pid), Some(42));
         assert!(out.closes.is_empty(), "listeners are not connections");
+    }
+
+    #[test]
+    fn a_listener_from_before_tracing_lends_its_seeded_owner() {
+        let child = Sock::new(14, 8080, 40011)
+            .go(S::LISTEN, S::SYN_RECV, None)
+            .go(S::SYN_RECV, S::ESTABLISHED, None);
+        let netns = child.events[0].netns;
+        let accepted = |tracker: &mut Tracker| {
+            let mut out = Collect::default();
+            for ev in &child.events {
+                tracker.on_event(ev, &mut out);
+            }
+            out.transitions
+                .iter()
+                .map(|t| t.owner.map(|o| o.pid))
+                .collect::<Vec<_>>()
+        };
+
+        assert_eq!(accepted(&mut Tracker::default()), [None, None]);
+
+        let mut tracker = Tracker::default();
+        tracker.seed_listener(netns, 8080, owner(7));
+        tracker.seed_listener(netns, 9090, owner(8));
+        assert_eq!(accepted(&mut tracker), [Some(7), Some(7)]);
+
+        // A listen() seen by tracing is the more precise source.
+        let mut tracker = Tracker::default();
+        let listener = Sock::new(13, 8080, 0).go(S::CLOSE, S::LISTEN, Some(owner(42)));
+        tracker.on_event(&listener.events[0], &mut Collect::default());
+        tracker.seed_listener(netns, 8080, owner(7));
+        assert_eq!(accepted(&mut tracker), [Some(42), Some(42)]);
     }
 
     #[test]

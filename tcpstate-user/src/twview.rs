@@ -263,7 +263,8 @@ impl<'a> Frame<'a> {
     }
 
     /// The text screen.
-    /// `rates`: entered and exited per second, when the view is live.
+    /// `rates`: entered and exited per second when the view is live; `None`
+    /// for `--once`, which has no exits, rates or events to report.
     fn render(
         &self,
         engine: &Engine,
@@ -285,26 +286,36 @@ impl<'a> Frame<'a> {
             self.count(|e| e.closer == Closer::Simultaneous),
             self.count(|e| e.closer == Closer::Unknown || e.closer == Closer::Remote),
         );
-        if let Some((entered, exited)) = rates {
-            let _ = write!(out, "entered {entered:.1}/s  exited {exited:.1}/s  ");
+        match rates {
+            Some((entered, exited)) => {
+                let _ = writeln!(
+                    out,
+                    "entered {entered:.1}/s  exited {exited:.1}/s  \
+                     (exits so far: expired {}, reused {}, gone {})",
+                    stats.exited(ExitReason::Expired),
+                    stats.exited(ExitReason::Reused),
+                    stats.exited(ExitReason::Gone)
+                );
+                let _ = writeln!(
+                    out,
+                    "kernel agreement: {} reconciliations, {} missed by tracing, {} vanished early; \
+                     lost events {}; table cap drops {}",
+                    engine.reconciliations,
+                    stats.missed,
+                    stats.exited(ExitReason::Gone),
+                    self.lost.total(),
+                    stats.dropped
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "one reading of the kernel's socket table, no tracing: roles from listening \
+                     ports, closers unknown; table cap drops {}",
+                    stats.dropped
+                );
+            }
         }
-        let _ = writeln!(
-            out,
-            "(exits so far: expired {}, reused {}, gone {})",
-            stats.exited(ExitReason::Expired),
-            stats.exited(ExitReason::Reused),
-            stats.exited(ExitReason::Gone)
-        );
-        let _ = writeln!(
-            out,
-            "kernel agreement: {} reconciliations, {} missed by tracing, {} vanished early; \
-             lost events {}; table cap drops {}",
-            engine.reconciliations,
-            stats.missed,
-            stats.exited(ExitReason::Gone),
-            self.lost.total(),
-            stats.dropped
-        );
         let _ = writeln!(
             out,
             "tcp_max_tw_buckets {} (headroom {}), TCPTimeWaitOverflow {}, ip_local_port_range {}-{} ({} ports), tcp_tw_reuse {}",

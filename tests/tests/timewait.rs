@@ -284,6 +284,17 @@ fn once_lists_exactly_the_kernel_set_with_time_left() {
         assert_eq!(e["source"], "kernel", "{e}");
         assert_time_left(e, &kernel[tuple]);
     }
+
+    // The text screen counts the same set, and claims nothing about
+    // tracing, which did not run.
+    let out = tracer::run(&["timewait", "--once", "--netns", &ns.inode().to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("TIME_WAIT 20 "), "{text}");
+    assert!(
+        text.contains("one reading of the kernel's socket table, no tracing"),
+        "{text}"
+    );
+    assert!(!text.contains("missed by tracing"), "{text}");
     drop(listeners);
 }
 

@@ -214,6 +214,36 @@ fn transitions_carry_time_in_old_state_and_timestamps() {
 }
 
 #[test]
+fn a_listener_from_before_tracing_lends_its_owner_to_accepted_sockets() {
+    require_root();
+    // Its listen() happens before tcpstate starts and is never traced.
+    let listener = tcp::listen(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let tracer = Tracer::start(&["watch", "--json"]);
+    let conn = tcp::connect(&listener, Pattern::ClientFirst);
+    let objects = tracer.stop();
+    let server = transitions_of(&objects, conn.server_port, conn.client_port);
+    assert_eq!(
+        states(&server),
+        [
+            "LISTEN->SYN_RECV",
+            "SYN_RECV->ESTABLISHED",
+            "ESTABLISHED->CLOSE_WAIT",
+            "CLOSE_WAIT->LAST_ACK",
+            "LAST_ACK->CLOSE"
+        ]
+    );
+    // Every transition, the softirq ones before the server's close()
+    // included, names the process holding the listener: this one.
+    for t in &server {
+        assert_eq!(t["pid"], std::process::id(), "{t}");
+    }
+    assert_eq!(
+        close_of(&objects, conn.server_port, conn.client_port)["pid"],
+        std::process::id()
+    );
+}
+
+#[test]
 fn port_filter_drops_other_events_in_the_kernel() {
     require_root();
     let watched = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));

@@ -4,8 +4,9 @@
 //! - the end-to-end benchmark: a loopback connection storm (the server
 //!   closing first) in a fresh network namespace, run alternately untraced
 //!   and traced by `tcpstate watch --json > file`, several rounds; reports
-//!   the median connection rate of each, their ratio, transitions expected
-//!   vs seen, and lost events;
+//!   the median connection rate of each, their ratio, the whole machine's
+//!   busy CPU time per connection, transitions expected vs seen, and lost
+//!   events;
 //! - the cost of reading 100,000 TIME_WAIT sockets from the kernel and
 //!   reconciling them (`tcpstate timewait --once`), wall and CPU time.
 
@@ -152,7 +153,7 @@ fn children_cpu() -> f64 {
 }
 
 struct Traced {
-    rate: f64,
+    run: Run,
     seen: u64,
     lost: u64,
     /// Connections whose end tracing never saw (summary `unfinished`).
@@ -170,12 +171,12 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
     let mut per_event = Vec::new();
     let out = std::env::temp_dir().join("tcpstate-bench.jsonl");
     for round in 1..=args.rounds {
-        let u = storm_rate(storm, args)?;
+        let u = untraced_storm(storm, args)?;
         let t = traced_storm(tcpstate, storm, args, &out, netns, &[])?;
         eprintln!(
-            "round {round}: untraced {u:.0} conn/s, traced {:.0} conn/s, transitions {}/{expected}, \
-             lost {}, unfinished {}",
-            t.rate, t.seen, t.lost, t.unfinished
+            "round {round}: untraced {:.0} conn/s ({:.0} us CPU/conn), traced {:.0} conn/s \
+             ({:.0} us CPU/conn), transitions {}/{expected}, lost {}, unfinished {}",
+            u.rate, u.cpu_us, t.run.rate, t.run.cpu_us, t.seen, t.lost, t.unfinished
         );
         untraced.push(u);
         traced.push(t);
@@ -183,21 +184,22 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
             let p = traced_storm(tcpstate, storm, args, &out, netns, &["--wakeup-bytes", "0"])?;
             eprintln!(
                 "round {round}: traced, wake-up per event {:.0} conn/s, lost {}",
-                p.rate, p.lost
+                p.run.rate, p.lost
             );
             per_event.push(p);
         }
     }
     let _ = fs::remove_file(&out);
-    let mu = median(untraced.clone());
-    let mt = median(traced.iter().map(|t| t.rate).collect());
+    let mu = median(untraced.iter().map(|u| u.rate).collect());
+    let cu = median(untraced.iter().map(|u| u.cpu_us).collect());
+    let mt = median(traced.iter().map(|t| t.run.rate).collect());
     // Each round's traced run against the untraced run just before it:
     // this VM's throughput drifts within minutes, neighbours drift least.
     let paired = median(
         traced
             .iter()
             .zip(&untraced)
-            .map(|(t, u)| t.rate / u)
+            .map(|(t, u)| t.run.rate / u.rate)
             .collect(),
     );
     println!(
@@ -205,18 +207,20 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
         args.conns, args.rounds, args.threads
     );
     println!(
-        "| run | median conn/s | vs untraced | transitions seen / expected | lost | unfinished |"
+        "| run | median conn/s | vs untraced | median busy CPU per conn | transitions seen / expected | lost | unfinished |"
     );
-    println!("|---|---|---|---|---|---|");
-    println!("| untraced | {mu:.0} | 100% | - | - | - |");
+    println!("|---|---|---|---|---|---|---|");
+    println!("| untraced | {mu:.0} | 100% | {cu:.0} us | - | - | - |");
     let row = |name: &str, runs: &[Traced]| {
-        let m = median(runs.iter().map(|t| t.rate).collect());
+        let m = median(runs.iter().map(|t| t.run.rate).collect());
+        let c = median(runs.iter().map(|t| t.run.cpu_us).collect());
         let seen: u64 = runs.iter().map(|t| t.seen).sum();
         let lost: u64 = runs.iter().map(|t| t.lost).sum();
         let unfinished: u64 = runs.iter().map(|t| t.unfinished).sum();
         println!(
-            "| {name} | {m:.0} | {:.1}% | {seen} / {} | {lost} | {unfinished} |",
+            "| {name} | {m:.0} | {:.1}% | {c:.0} us (+{:.0}) | {seen} / {} | {lost} | {unfinished} |",
             100.0 * m / mu,
+            c - cu,
             expected * runs.len() as u64
         );
     };
@@ -229,10 +233,18 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
         .iter()
         .filter(|t| t.seen + t.lost < expected && t.unfinished == 0)
         .count();
+    let ct = median(traced.iter().map(|t| t.run.cpu_us).collect());
     println!(
         "\nratio of medians {:.3}, median of per-round ratios {paired:.3}; \
          rounds with transitions neither seen, counted as lost, nor detected as unfinished: {silent}",
         mt / mu,
+    );
+    println!(
+        "tracing costs {:.1} us of CPU per connection ({:.1} per transition); a workload bound \
+         by CPU alone would run at {:.3} of its untraced rate",
+        ct - cu,
+        (ct - cu) / TRANSITIONS_PER_CONN as f64,
+        cu / ct
     );
     println!(
         "bar: >= 0.90 with zero lost events: {}",
@@ -248,6 +260,51 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// One storm's figures.
+struct Run {
+    /// Connections per second.
+    rate: f64,
+    /// The whole machine's busy CPU time per connection, from the storm's
+    /// start to the tracer's exit (or as long after an untraced storm), in
+    /// microseconds: throughput on this noisy VM drifts with what the host
+    /// grants, the work done per connection much less.
+    cpu_us: f64,
+}
+
+/// How long the tracer keeps running after its storm, to catch up.
+const TAIL: Duration = Duration::from_millis(300);
+
+fn untraced_storm(storm: &Path, args: &Args) -> Result<Run> {
+    let busy = busy_cpu()?;
+    let rate = storm_rate(storm, args)?;
+    thread::sleep(TAIL);
+    Ok(Run {
+        rate,
+        cpu_us: (busy_cpu()? - busy) * 1e6 / args.conns as f64,
+    })
+}
+
+/// Seconds all CPUs have spent busy since boot (user, nice, system, irq,
+/// softirq: neither idle, I/O wait nor time the hypervisor took).
+fn busy_cpu() -> Result<f64> {
+    let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("parsing /proc/stat")?;
+    let &[user, nice, system, _idle, _iowait, irq, softirq, ..] = &ticks[..] else {
+        bail!("short cpu line in /proc/stat");
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((user + nice + system + irq + softirq) as f64 / hz)
 }
 
 /// Runs one storm in the namespace; returns its connection rate.
@@ -282,14 +339,18 @@ fn traced_storm(
     extra: &[&str],
 ) -> Result<Traced> {
     let mut tracer = start_tracer(tcpstate, out, extra)?;
+    let busy = busy_cpu()?;
     let rate = storm_rate(storm, args);
-    thread::sleep(Duration::from_millis(300));
+    thread::sleep(TAIL);
     nix_kill(&tracer)?;
     let status = tracer.wait()?;
     if !status.success() {
         bail!("tcpstate exited with {status}");
     }
-    let rate = rate?;
+    let run = Run {
+        rate: rate?,
+        cpu_us: (busy_cpu()? - busy) * 1e6 / args.conns as f64,
+    };
     let mut seen = 0;
     let mut lost = None;
     let mut unfinished = 0;
@@ -305,7 +366,7 @@ fn traced_storm(
         }
     }
     Ok(Traced {
-        rate,
+        run,
         seen,
         lost: lost.context("no summary from tcpstate")?,
         unfinished,
