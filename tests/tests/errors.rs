@@ -10,7 +10,7 @@ use std::{
 use tcpstate_tests::{
     require_root,
     tcp::{self, Pattern},
-    tracer::{self, Tracer, bin},
+    tracer::{self, bin},
 };
 
 fn one_line_error(out: &std::process::Output, code: i32, needle: &str) {
@@ -85,17 +85,33 @@ fn missing_capability_is_named() {
 #[test]
 fn mounts_tracefs_when_it_is_not_mounted() {
     require_root();
-    let tracefs = "/sys/kernel/tracing";
-    while Command::new("umount")
-        .arg(tracefs)
-        .status()
-        .unwrap()
-        .success()
-    {}
-    assert!(!std::path::Path::new(tracefs).join("events").exists());
-    let tracer = Tracer::start(&["watch", "--json"]);
-    assert!(std::path::Path::new(tracefs).join("events").is_dir());
-    tracer.stop();
+    // In a private mount namespace, so that the tests running beside this
+    // one keep the host's tracefs.
+    let script = r#"set -e
+        while umount /sys/kernel/tracing 2>/dev/null; do :; done
+        if [ -e /sys/kernel/tracing/events ]; then echo "tracefs still mounted" >&2; exit 90; fi
+        "$1" watch --json --duration 0.5 >/dev/null
+        if [ ! -d /sys/kernel/tracing/events ]; then echo "tracefs not mounted" >&2; exit 91; fi"#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(bin())
+        .output()
+        .expect("running unshare");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::path::Path::new("/sys/kernel/tracing/events").is_dir());
 }
 
 #[test]
