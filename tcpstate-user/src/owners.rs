@@ -9,7 +9,7 @@
 
 use std::{fs, path::Path};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::event::{Comm, Owner};
 
@@ -18,18 +18,17 @@ use crate::event::{Comm, Owner};
 /// listener) goes to the lowest pid, usually the parent that created it.
 /// Processes that exit or deny access during the scan are skipped.
 pub fn of_sockets(inodes: impl IntoIterator<Item = u32>) -> FxHashMap<u32, Owner> {
-    let mut wanted: FxHashMap<u32, Option<Owner>> =
-        inodes.into_iter().map(|inode| (inode, None)).collect();
-    let mut left = wanted.len();
+    let wanted: FxHashSet<u32> = inodes.into_iter().collect();
+    let mut found = FxHashMap::default();
     let Ok(proc) = fs::read_dir("/proc") else {
-        return FxHashMap::default();
+        return found;
     };
     let mut pids: Vec<u32> = proc
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
     for pid in pids {
-        if left == 0 {
+        if found.len() == wanted.len() {
             break;
         }
         let dir = Path::new("/proc").join(pid.to_string());
@@ -44,25 +43,24 @@ pub fn of_sockets(inodes: impl IntoIterator<Item = u32>) -> FxHashMap<u32, Owner
             else {
                 continue;
             };
-            let Some(slot @ None) = wanted.get_mut(&inode) else {
+            if !wanted.contains(&inode) || found.contains_key(&inode) {
                 continue;
-            };
+            }
             let comm = *comm.get_or_insert_with(|| {
                 let name = fs::read_to_string(dir.join("comm")).unwrap_or_default();
                 Comm::new(name.trim_end_matches('\n'))
             });
-            *slot = Some(Owner {
-                pid,
-                tid: pid,
-                comm,
-            });
-            left -= 1;
+            found.insert(
+                inode,
+                Owner {
+                    pid,
+                    tid: pid,
+                    comm,
+                },
+            );
         }
     }
-    wanted
-        .into_iter()
-        .filter_map(|(inode, owner)| Some((inode, owner?)))
-        .collect()
+    found
 }
 
 /// The inode of an fd link's target `socket:[INODE]`.

@@ -282,8 +282,14 @@ fn untraced_storm(storm: &Path, args: &Args) -> Result<Run> {
     thread::sleep(TAIL);
     Ok(Run {
         rate,
-        cpu_us: (busy_cpu()? - busy) * 1e6 / args.conns as f64,
+        cpu_us: cpu_per_conn(busy, args)?,
     })
+}
+
+/// Busy CPU per storm connection since `busy_cpu()` read `since`, in
+/// microseconds.
+fn cpu_per_conn(since: f64, args: &Args) -> Result<f64> {
+    Ok((busy_cpu()? - since) * 1e6 / args.conns as f64)
 }
 
 /// Seconds all CPUs have spent busy since boot (user, nice, system, irq,
@@ -349,7 +355,7 @@ fn traced_storm(
     }
     let run = Run {
         rate: rate?,
-        cpu_us: (busy_cpu()? - busy) * 1e6 / args.conns as f64,
+        cpu_us: cpu_per_conn(busy, args)?,
     };
     let mut seen = 0;
     let mut lost = None;
