@@ -82,7 +82,8 @@ pub struct Common {
     /// Local ports to report (filtered in the kernel), e.g. 80,443.
     #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_port)]
     pub lport: Vec<u16>,
-    /// Remote ports to report (filtered in the kernel).
+    /// Remote ports to report (filtered in the kernel; with --lport, both
+    /// must match).
     #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_port)]
     pub rport: Vec<u16>,
     /// Local address or CIDR block, e.g. 10.0.0.0/8 or ::1.

@@ -25,6 +25,7 @@ use crate::{
     output::{Renderer, Summary},
     owners,
     sockdiag::{self, KernelSocket, Listeners},
+    sysctl,
     timewait::{EXPIRY_SLACK_NS, Table, TwSink},
     tracker::{Close, Sink, Tracker, Transition},
 };
@@ -77,6 +78,9 @@ pub struct Dump {
     /// timewait sockets still in that substate).
     pub time_wait: Vec<(u32, Vec<KernelSocket>)>,
     pub listeners: Listeners,
+    /// `ip_local_port_range` of tcpstate's own namespace, to tell clients'
+    /// TIME_WAIT sockets from those of servers whose listener is gone.
+    pub ephemeral: (u16, u16),
     /// Established sockets, for port pressure.
     pub established: Vec<KernelSocket>,
 }
@@ -125,6 +129,7 @@ pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
         taken_ns,
         time_wait: Vec::new(),
         listeners: Listeners::default(),
+        ephemeral: sysctl::port_range(),
         established: Vec::new(),
     };
     let states = [
@@ -220,6 +225,7 @@ impl Engine {
         self.table.reconcile(
             &dump.time_wait,
             &dump.listeners,
+            dump.ephemeral,
             dump.taken_ns,
             seeding,
             view,

@@ -19,11 +19,8 @@ pub struct Facts {
 impl Facts {
     /// Reads them; a value that cannot be read stays 0.
     pub fn read() -> Facts {
-        let sysctl = |name: &str| {
-            fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap_or_default()
-        };
         Facts {
-            port_range: parse_range(&sysctl("ip_local_port_range")).unwrap_or((0, 0)),
+            port_range: port_range(),
             tw_reuse: sysctl("tcp_tw_reuse").trim().parse().unwrap_or(0),
             max_tw_buckets: sysctl("tcp_max_tw_buckets").trim().parse().unwrap_or(0),
             tw_overflow: fs::read_to_string("/proc/net/netstat")
@@ -37,6 +34,15 @@ impl Facts {
     pub fn range_size(&self) -> u32 {
         u32::from(self.port_range.1).saturating_sub(u32::from(self.port_range.0)) + 1
     }
+}
+
+/// `net.ipv4.ip_local_port_range`, or (0, 0) when it cannot be read.
+pub fn port_range() -> (u16, u16) {
+    parse_range(&sysctl("ip_local_port_range")).unwrap_or((0, 0))
+}
+
+fn sysctl(name: &str) -> String {
+    fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap_or_default()
 }
 
 fn parse_range(text: &str) -> Option<(u16, u16)> {

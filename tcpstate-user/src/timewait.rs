@@ -349,13 +349,15 @@ impl Table {
     ///
     /// `dumps`: per network namespace, its TIME_WAIT sockets (and the
     /// FIN_WAIT2 ones, which include timewait sockets still in that
-    /// substate), dumped starting at `dump_ns`. `listeners`: (namespace,
-    /// port) of listening sockets, to infer roles. `seeding`: the first
-    /// pass, whose additions existed before tracing started.
+    /// substate), dumped starting at `dump_ns`. `listeners` (listening
+    /// sockets) and `ephemeral` (the ephemeral port range) infer the roles
+    /// of sockets tracing missed. `seeding`: the first pass, whose
+    /// additions existed before tracing started.
     pub fn reconcile(
         &mut self,
         dumps: &[(u32, Vec<KernelSocket>)],
         listeners: &Listeners,
+        ephemeral: (u16, u16),
         dump_ns: u64,
         seeding: bool,
         sink: &mut impl TwSink,
@@ -382,10 +384,17 @@ impl Table {
                         self.schedule(slot);
                     }
                     None => {
-                        let role = if listeners.contains_key(&(ks.netns, ks.tuple.lport)) {
+                        let lport = ks.tuple.lport;
+                        // A port that listens is a server's; an ephemeral
+                        // one was picked by connect(); any other belonged
+                        // to a listener that is gone, or to a client that
+                        // bound it: unknown.
+                        let role = if listeners.contains_key(&(ks.netns, lport)) {
                             Role::Server
-                        } else {
+                        } else if (ephemeral.0..=ephemeral.1).contains(&lport) {
                             Role::Client
+                        } else {
+                            Role::Unknown
                         };
                         let entry = Entry {
                             key,
@@ -444,6 +453,7 @@ mod tests {
     };
 
     const NS: u32 = 4026531840;
+    const EPHEMERAL: (u16, u16) = (32768, 60999);
     const T0: u64 = 1_000_000_000_000;
 
     #[derive(Default)]
@@ -561,19 +571,24 @@ mod tests {
             vec![
                 kernel(80, 1, 50_000),
                 kernel(80, 9, 30_000),
-                kernel(5555, 80, 1000),
+                kernel(40000, 80, 1000),
+                kernel(8088, 40001, 1000),
             ],
         )];
-        t.reconcile(&dump, &listeners, now, false, &mut log);
+        t.reconcile(&dump, &listeners, EPHEMERAL, now, false, &mut log);
         assert_eq!(log.exits, [(key(80, 2), ExitReason::Gone)]);
         // Corrected expiry from the kernel timer.
         assert_eq!(t.get(&key(80, 1)).unwrap().expires_ns, now + 50_000_000_000);
-        // Added, counted as missed, role from the listening ports.
+        // Added, counted as missed, role from the listening ports, else the
+        // ephemeral range.
         let added = t.get(&key(80, 9)).unwrap();
         assert_eq!((added.source, added.role), (Source::Kernel, Role::Server));
-        assert_eq!(t.get(&key(5555, 80)).unwrap().role, Role::Client);
-        assert_eq!(t.stats().missed, 2);
-        assert_eq!(log.enters.len(), 5);
+        assert_eq!(t.get(&key(40000, 80)).unwrap().role, Role::Client);
+        // Neither listening nor ephemeral: a server whose listener is gone,
+        // or a client that bound its port.
+        assert_eq!(t.get(&key(8088, 40001)).unwrap().role, Role::Unknown);
+        assert_eq!(t.stats().missed, 3);
+        assert_eq!(log.enters.len(), 6);
         assert!(t.get(&key(80, 3)).is_some(), "entered after the dump began");
         assert_eq!(t.stats().exited(ExitReason::Gone), 1);
     }
@@ -583,7 +598,14 @@ mod tests {
         let (mut t, mut log) = (table(), Log::default());
         t.on_close(&close(80, 1, T0, true), &mut log);
         let now = T0 + LINUX_TIME_WAIT_NS - 2_000_000_000;
-        t.reconcile(&[(NS, vec![])], &Listeners::default(), now, false, &mut log);
+        t.reconcile(
+            &[(NS, vec![])],
+            &Listeners::default(),
+            EPHEMERAL,
+            now,
+            false,
+            &mut log,
+        );
         assert_eq!(log.exits, [(key(80, 1), ExitReason::Expired)]);
     }
 
@@ -593,6 +615,7 @@ mod tests {
         t.reconcile(
             &[(NS, vec![kernel(80, 1, 40_000)])],
             &Listeners::default(),
+            EPHEMERAL,
             T0,
             true,
             &mut log,
@@ -611,6 +634,7 @@ mod tests {
         t.reconcile(
             &[(NS, vec![kernel(80, 2, 59_000)])],
             &Listeners::default(),
+            EPHEMERAL,
             T0 + 1,
             false,
             &mut log,
@@ -640,6 +664,7 @@ mod tests {
         t.reconcile(
             &[(NS, vec![fw2])],
             &Listeners::default(),
+            EPHEMERAL,
             T0 + 1,
             false,
             &mut log,

@@ -310,8 +310,8 @@ impl<'a> Frame<'a> {
             None => {
                 let _ = writeln!(
                     out,
-                    "one reading of the kernel's socket table, no tracing: roles from listening \
-                     ports, closers unknown; table cap drops {}",
+                    "one reading of the kernel's socket table, no tracing: roles inferred from \
+                     listening ports and the ephemeral range, closers unknown; table cap drops {}",
                     stats.dropped
                 );
             }
@@ -497,7 +497,8 @@ pub async fn run(args: &TimewaitArgs) -> Result<()> {
     result
 }
 
-/// `--once`: the kernel's table, enriched with roles from listening ports.
+/// `--once`: the kernel's table, with roles inferred from listening ports
+/// and the ephemeral port range.
 fn once(
     args: &TimewaitArgs,
     settings: Settings,

@@ -299,6 +299,33 @@ fn once_lists_exactly_the_kernel_set_with_time_left() {
 }
 
 #[test]
+fn roles_without_a_listener_are_client_only_for_ephemeral_ports() {
+    require_root();
+    let ns = namespace("gone-listener");
+    // A service port below the ephemeral range; its listener closes before
+    // tcpstate reads the table, as when a server stops.
+    let made: Vec<(Tuple, Pattern)> = ns.run(|| {
+        let listener = TcpListener::bind((V4, 1080)).expect("bind port 1080");
+        time_wait_conns(&listener, 3)
+    });
+    let expected: HashSet<Tuple> = made.iter().map(|(t, _)| *t).collect();
+    kernel_settles_to(&ns, &expected);
+
+    let objects = once(&["--netns", &ns.inode().to_string()]);
+    let listed = by_tuple(&of_type(&objects, "timewait_entry"));
+    assert_eq!(listed.len(), expected.len());
+    for (tuple, pattern) in &made {
+        let role = match pattern {
+            // The server's end, on port 1080: nothing says it was a server.
+            Pattern::ServerFirst => "unknown",
+            // The client's end, on a port connect() picked.
+            _ => "client",
+        };
+        assert_eq!(listed[tuple]["role"], role, "{}", listed[tuple]);
+    }
+}
+
+#[test]
 fn time_wait_sockets_from_before_start_appear_as_kernel_source() {
     require_root();
     let ns = namespace("before");
