@@ -98,6 +98,8 @@ pub struct SetStateOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockOffsets {
+    /// `struct sock` -> `sk_protocol` (u16).
+    pub protocol: u16,
     /// `struct sock` -> `__sk_common.skc_family` (u16).
     pub family: u16,
     /// `struct sock` -> `__sk_common.skc_num` (local port, host order).
@@ -110,6 +112,45 @@ pub struct SockOffsets {
     pub state: u16,
     /// `struct net` -> `ns.inum` (u32).
     pub net_inum: u16,
+    /// `struct sock` -> `__sk_common.skc_rcv_saddr` (IPv4, network order).
+    pub saddr: u16,
+    /// `struct sock` -> `__sk_common.skc_daddr` (IPv4, network order).
+    pub daddr: u16,
+    /// `struct sock` -> `__sk_common.skc_v6_rcv_saddr` (16 bytes).
+    pub saddr_v6: u16,
+    /// `struct sock` -> `__sk_common.skc_v6_daddr` (16 bytes).
+    pub daddr_v6: u16,
+    /// `struct sock` -> `__sk_common.skc_prot` (a `struct proto *`).
+    pub prot: u16,
+    /// `struct inet_sock` (which starts with its `struct sock`) ->
+    /// `inet_sport` (network order): the local port as the tracepoint
+    /// reports it, still set when `skc_num` is already cleared at CLOSE.
+    pub sport: u16,
+}
+
+/// What the rescue programs need to find this CPU's `bpf_prog_active`, the
+/// kernel's per-CPU guard that makes it skip a classic tracepoint program
+/// nested inside another BPF run on the same CPU. All from the kernel's BTF;
+/// `array_pptrs == 0` disables the rescue.
+///
+/// The guard's address on a CPU is a static per-CPU address plus the CPU's
+/// per-CPU offset. The static address comes from another static per-CPU
+/// variable whose address the kernel stores in memory a program can read
+/// (`tcp_prot.per_cpu_fw_alloc` = `&tcp_memory_per_cpu_fw_alloc`, since
+/// Linux 6.0) plus the distance between the two in the `.data..percpu`
+/// section. The CPU's offset is the address
+/// a per-CPU array lookup returns minus the array's `pptrs[0]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardOffsets {
+    /// `struct bpf_array` -> `pptrs`.
+    pub array_pptrs: u16,
+    /// `struct proto` -> `per_cpu_fw_alloc`.
+    pub proto_fw_alloc: u16,
+    pub _pad: [u8; 4],
+    /// `.data..percpu` offset of `bpf_prog_active` minus that of
+    /// `tcp_memory_per_cpu_fw_alloc`.
+    pub prog_active_delta: i64,
 }
 
 /// Configuration the loader writes into the programs' read-only globals.
@@ -128,10 +169,11 @@ pub struct Config {
     pub lport_filter: u8,
     /// Non-zero: only ports set in `RPORTS` pass.
     pub rport_filter: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 1],
     /// Wake the consumer once this many bytes are waiting in the ring buffer;
     /// below that, userspace polls on a short timer.
     pub wakeup_bytes: u64,
+    pub guard: GuardOffsets,
 }
 
 /// [`Config::families`] bit for IPv4.
@@ -144,8 +186,19 @@ pub const PORT_BITMAP_LEN: usize = 65536 / 8;
 
 /// Name of the ring buffer map.
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Name of the per-CPU lost-event counter map.
-pub const MAP_LOST: &str = "LOST";
+/// Name of the per-CPU counter map, indexed by [`counter`].
+pub const MAP_COUNTERS: &str = "COUNTERS";
+
+/// Indices of the per-CPU counter map.
+pub mod counter {
+    /// Records that found the ring buffer full.
+    pub const RING_FULL: u32 = 0;
+    /// Transitions and resets the kernel skipped for a classic program and
+    /// its rescue program recorded instead.
+    pub const RESCUED: u32 = 1;
+    /// Number of counters.
+    pub const LEN: u32 = 2;
+}
 /// Name of the per-socket owner/timestamp LRU map.
 pub const MAP_SOCKS: &str = "SOCKS";
 /// Name of the [`Config`] global.
@@ -155,11 +208,21 @@ pub const GLOBAL_LPORTS: &str = "LPORTS";
 /// Name of the remote-port bitmap global.
 pub const GLOBAL_RPORTS: &str = "RPORTS";
 
-/// The eBPF programs, by name, with the tracepoint each attaches to.
+/// The classic tracepoint programs, by name, with the tracepoint each
+/// attaches to.
 pub const PROGRAMS: [(&str, &str, &str); 3] = [
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
+];
+
+/// The rescue programs (BTF tracepoints), by name, with their tracepoint:
+/// each records what the kernel skipped for the classic program of the same
+/// tracepoint.
+pub const RESCUERS: [(&str, &str); 3] = [
+    ("rescue_set_state", "inet_sock_set_state"),
+    ("rescue_receive_reset", "tcp_receive_reset"),
+    ("rescue_send_reset", "tcp_send_reset"),
 ];
 
 #[cfg(feature = "user")]
@@ -171,4 +234,4 @@ mod user {
 
 // The layouts are part of the kernel/userspace contract: no implicit padding.
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 96);
-const _: () = assert!(core::mem::size_of::<Config>() == 56);
+const _: () = assert!(core::mem::size_of::<Config>() == 80);

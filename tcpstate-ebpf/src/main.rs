@@ -5,6 +5,17 @@
 //! attribute the socket's owner, write the record. Everything else (naming,
 //! classification, TIME_WAIT tracking) happens in userspace.
 //!
+//! The kernel runs at most one classic tracepoint (or kprobe) program at a
+//! time per CPU: while one runs, its per-CPU guard `bpf_prog_active` is
+//! raised, and a transition that interrupts it (a softirq one arriving while
+//! the program handles a `connect()` or `close()`) skips the classic program,
+//! counted only in its `recursion_misses`. Each classic program therefore
+//! has a rescuer: a BTF tracepoint on the same tracepoint (guarded per
+//! program, not by `bpf_prog_active`) that acts only when this CPU's
+//! `bpf_prog_active` is raised, that is exactly when the kernel skips the
+//! classic program, and records the event from the socket itself. Userspace
+//! reports the misses minus the rescues as lost.
+//!
 //! Field offsets are not hard-coded: the loader reads them from the running
 //! kernel (tracepoint format files, BTF) and writes them into [`CONFIG`].
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
@@ -20,14 +31,14 @@ mod programs {
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
             bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         },
-        macros::{map, tracepoint},
+        macros::{btf_tracepoint, map, tracepoint},
         maps::{LruHashMap, PerCpuArray, RingBuf},
-        programs::TracePointContext,
+        programs::{BtfTracePointContext, TracePointContext},
     };
     use aya_log_ebpf::error;
     use tcpstate_ebpf::{
-        AF_INET, AF_INET6, COMM_LEN, Config, FAMILY_V4, FAMILY_V6, PORT_BITMAP_LEN, RawEvent,
-        SET_STATE_RECORD_LEN, flags, kind,
+        AF_INET, AF_INET6, COMM_LEN, Config, FAMILY_V4, FAMILY_V6, GuardOffsets, PORT_BITMAP_LEN,
+        RawEvent, SET_STATE_RECORD_LEN, counter, flags, kind,
     };
 
     const IPPROTO_TCP: u16 = 6;
@@ -93,18 +104,31 @@ mod programs {
         receive_reset_skaddr: 0,
         send_reset_skaddr: 0,
         sock: tcpstate_ebpf::SockOffsets {
+            protocol: 0,
             family: 0,
             num: 0,
             dport: 0,
             net: 0,
             state: 0,
             net_inum: 0,
+            saddr: 0,
+            daddr: 0,
+            saddr_v6: 0,
+            daddr_v6: 0,
+            prot: 0,
+            sport: 0,
         },
         families: 0,
         lport_filter: 0,
         rport_filter: 0,
-        _pad: [0; 7],
+        _pad: [0; 1],
         wakeup_bytes: 0,
+        guard: GuardOffsets {
+            array_pptrs: 0,
+            proto_fw_alloc: 0,
+            _pad: [0; 4],
+            prog_active_delta: 0,
+        },
     };
 
     #[unsafe(no_mangle)]
@@ -116,12 +140,18 @@ mod programs {
     #[map]
     static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-    /// Records that found the ring buffer full, per CPU (index 0).
+    /// Per-CPU counters, indexed by [`counter`].
     #[map]
-    static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+    static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+    /// Per CPU: the address of that CPU's `bpf_prog_active`, 0 until the
+    /// first rescuer run on the CPU works it out (see [`guard_address`]).
+    #[map]
+    static GUARD: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     /// Per-CPU room for one copied `inet_sock_set_state` record (too big for
-    /// the stack). The kernel never runs the program nested on one CPU.
+    /// the stack). The kernel never runs the classic program nested on one
+    /// CPU, and the rescuers do not use it.
     #[map]
     static RECORD: PerCpuArray<[u8; SET_STATE_RECORD_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
@@ -162,6 +192,12 @@ mod programs {
             .unwrap_or(0)
     }
 
+    fn count(index: u32) {
+        if let Some(c) = COUNTERS.get_ptr_mut(index) {
+            unsafe { *c += 1 };
+        }
+    }
+
     /// Writes one record, counting it as lost when the ring buffer is full.
     ///
     /// The consumer is not woken unless enough data is waiting (userspace
@@ -169,9 +205,7 @@ mod programs {
     /// workload more than half its throughput.
     fn emit(cfg: &Config, event: RawEvent) {
         let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
-            if let Some(lost) = LOST.get_ptr_mut(0) {
-                unsafe { *lost += 1 };
-            }
+            count(counter::RING_FULL);
             return;
         };
         entry.write(event);
@@ -195,15 +229,92 @@ mod programs {
         )
     }
 
+    /// One transition, however it was read.
+    struct Change {
+        sk: u64,
+        old: u8,
+        new: u8,
+        family: u8,
+        lport: u16,
+        rport: u16,
+        laddr: [u8; 16],
+        raddr: [u8; 16],
+    }
+
     #[tracepoint]
     pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-        if let Err(err) = try_set_state(&ctx) {
+        if let Err(err) = from_record(&ctx).and_then(|c| c.map_or(Ok(()), |c| record(&c))) {
             error!(
                 &ctx,
                 "inet_sock_set_state: reading the event failed: {}", err
             );
         }
         0
+    }
+
+    /// The rescuer of [`inet_sock_set_state`]: records the transition only
+    /// when the kernel skips the classic program for it.
+    #[btf_tracepoint(function = "inet_sock_set_state")]
+    pub fn rescue_set_state(ctx: BtfTracePointContext) -> i32 {
+        // (const struct sock *sk, const int oldstate, const int newstate)
+        let sk: u64 = ctx.arg(0);
+        if !classic_skipped(Some(sk)) {
+            return 0;
+        }
+        count(counter::RESCUED);
+        let (old, new) = (ctx.arg::<u64>(1) as u8, ctx.arg::<u64>(2) as u8);
+        if let Err(err) = from_sock(sk, old, new).and_then(|c| c.map_or(Ok(()), |c| record(&c))) {
+            error!(&ctx, "rescue_set_state: reading the socket failed: {}", err);
+        }
+        0
+    }
+
+    /// Whether the kernel skips this CPU's classic tracepoint programs right
+    /// now: this CPU's `bpf_prog_active` is raised. `sk` (a TCP socket) lets
+    /// the first call on a CPU find the guard.
+    fn classic_skipped(sk: Option<u64>) -> bool {
+        let Some(slot) = GUARD.get_ptr_mut(0) else {
+            return false;
+        };
+        let mut addr = unsafe { *slot };
+        if addr == 0 {
+            match sk.map(|sk| guard_address(&config(), slot, sk)) {
+                Some(Ok(found)) => {
+                    unsafe { *slot = found };
+                    addr = found;
+                }
+                _ => return false,
+            }
+        }
+        matches!(unsafe { bpf_probe_read_kernel(addr as *const i32) }, Ok(n) if n > 0)
+    }
+
+    /// A pointer's address as a plain number. The verifier allows no
+    /// arithmetic on a map or map-value pointer; read back through memory,
+    /// the address is a number like any other.
+    fn address<T>(p: *const T) -> Result<u64, i32> {
+        let holder = [p];
+        unsafe { bpf_probe_read_kernel(holder.as_ptr().cast::<u64>()) }
+    }
+
+    /// This CPU's `bpf_prog_active` (see [`GuardOffsets`]), found from TCP
+    /// socket `sk` and from `elem`, this CPU's element of [`GUARD`].
+    fn guard_address(cfg: &Config, elem: *const u64, sk: u64) -> Result<u64, i32> {
+        const ENOENT: i32 = -2;
+        let g = &cfg.guard;
+        if g.array_pptrs == 0 {
+            return Err(ENOENT);
+        }
+        if read_kernel::<u16>(sk, cfg.sock.protocol)? != IPPROTO_TCP {
+            return Err(ENOENT);
+        }
+        let map = address(&GUARD as *const PerCpuArray<u64>)?;
+        let cpu_offset = address(elem)?.wrapping_sub(read_kernel::<u64>(map, g.array_pptrs)?);
+        let prot = read_kernel::<u64>(sk, cfg.sock.prot)?;
+        let fw_alloc = read_kernel::<u64>(prot, g.proto_fw_alloc)?;
+        Ok(fw_alloc
+            .wrapping_add(g.prog_active_delta as u64)
+            .wrapping_add(cpu_offset))
     }
 
     /// The `N` bytes at `off` of a copied tracepoint record.
@@ -218,7 +329,9 @@ mod programs {
         Ok(out)
     }
 
-    fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
+    /// The transition in a `sock:inet_sock_set_state` record, if it is one
+    /// to report.
+    fn from_record(ctx: &TracePointContext) -> Result<Option<Change>, i32> {
         let cfg = config();
         let o = &cfg.set_state;
         // One copy of the record instead of one read per field.
@@ -226,17 +339,72 @@ mod programs {
         let rec = unsafe { &mut *RECORD.get_ptr_mut(0).ok_or(ENOMEM)? };
         unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), rec)? };
         if u16::from_ne_bytes(field(rec, o.protocol)?) != IPPROTO_TCP {
-            return Ok(());
+            return Ok(None);
         }
         let family = u16::from_ne_bytes(field(rec, o.family)?) as u8;
         let lport = u16::from_ne_bytes(field(rec, o.sport)?);
         let rport = u16::from_ne_bytes(field(rec, o.dport)?);
         if !passes(&cfg, family, lport, rport) {
-            return Ok(());
+            return Ok(None);
         }
-        let skaddr = u64::from_ne_bytes(field(rec, o.skaddr)?);
-        let old = i32::from_ne_bytes(field(rec, o.oldstate)?) as u8;
-        let new = i32::from_ne_bytes(field(rec, o.newstate)?) as u8;
+        let (mut laddr, mut raddr) = ([0u8; 16], [0u8; 16]);
+        if family == AF_INET {
+            laddr[..4].copy_from_slice(&field::<4>(rec, o.saddr)?);
+            raddr[..4].copy_from_slice(&field::<4>(rec, o.daddr)?);
+        } else {
+            laddr = field(rec, o.saddr_v6)?;
+            raddr = field(rec, o.daddr_v6)?;
+        }
+        Ok(Some(Change {
+            sk: u64::from_ne_bytes(field(rec, o.skaddr)?),
+            old: i32::from_ne_bytes(field(rec, o.oldstate)?) as u8,
+            new: i32::from_ne_bytes(field(rec, o.newstate)?) as u8,
+            family,
+            lport,
+            rport,
+            laddr,
+            raddr,
+        }))
+    }
+
+    /// Transition `old -> new` of socket `sk`, read from the socket as the
+    /// tracepoint reads it, if it is one to report.
+    fn from_sock(sk: u64, old: u8, new: u8) -> Result<Option<Change>, i32> {
+        let cfg = config();
+        let o = &cfg.sock;
+        if read_kernel::<u16>(sk, o.protocol)? != IPPROTO_TCP {
+            return Ok(None);
+        }
+        let family = read_kernel::<u16>(sk, o.family)? as u8;
+        let lport = u16::from_be(read_kernel::<u16>(sk, o.sport)?);
+        let rport = u16::from_be(read_kernel::<u16>(sk, o.dport)?);
+        if !passes(&cfg, family, lport, rport) {
+            return Ok(None);
+        }
+        let (mut laddr, mut raddr) = ([0u8; 16], [0u8; 16]);
+        if family == AF_INET {
+            laddr[..4].copy_from_slice(&read_kernel::<[u8; 4]>(sk, o.saddr)?);
+            raddr[..4].copy_from_slice(&read_kernel::<[u8; 4]>(sk, o.daddr)?);
+        } else {
+            laddr = read_kernel(sk, o.saddr_v6)?;
+            raddr = read_kernel(sk, o.daddr_v6)?;
+        }
+        Ok(Some(Change {
+            sk,
+            old,
+            new,
+            family,
+            lport,
+            rport,
+            laddr,
+            raddr,
+        }))
+    }
+
+    /// Attributes the owner, keeps the socket's entry and writes the record.
+    fn record(c: &Change) -> Result<(), i32> {
+        let cfg = config();
+        let (skaddr, old, new) = (c.sk, c.old, c.new);
         let now = unsafe { bpf_ktime_get_ns() };
 
         // Owner: the current task when this transition runs in its context,
@@ -274,14 +442,6 @@ mod programs {
             }
         }
 
-        let (mut laddr, mut raddr) = ([0u8; 16], [0u8; 16]);
-        if family == AF_INET {
-            laddr[..4].copy_from_slice(&field::<4>(rec, o.saddr)?);
-            raddr[..4].copy_from_slice(&field::<4>(rec, o.daddr)?);
-        } else {
-            laddr = field(rec, o.saddr_v6)?;
-            raddr = field(rec, o.daddr_v6)?;
-        }
         emit(
             &cfg,
             RawEvent {
@@ -294,13 +454,13 @@ mod programs {
                 kind: kind::TRANSITION,
                 oldstate: old,
                 newstate: new,
-                family,
-                lport,
-                rport,
+                family: c.family,
+                lport: c.lport,
+                rport: c.rport,
                 flags: state.flags(),
                 _pad: [0; 3],
-                laddr,
-                raddr,
+                laddr: c.laddr,
+                raddr: c.raddr,
                 comm: state.comm,
             },
         );
@@ -310,7 +470,9 @@ mod programs {
     #[tracepoint]
     pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
         let off = config().receive_reset_skaddr;
-        if let Err(err) = try_reset(&ctx, off, kind::RESET_RECEIVED) {
+        if let Err(err) = read_kernel::<u64>(ctx.as_ptr() as u64, off)
+            .and_then(|sk| reset(sk, kind::RESET_RECEIVED))
+        {
             error!(
                 &ctx,
                 "tcp_receive_reset: reading the socket failed: {}", err
@@ -322,17 +484,44 @@ mod programs {
     #[tracepoint]
     pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
         let off = config().send_reset_skaddr;
-        if let Err(err) = try_reset(&ctx, off, kind::RESET_SENT) {
+        if let Err(err) =
+            read_kernel::<u64>(ctx.as_ptr() as u64, off).and_then(|sk| reset(sk, kind::RESET_SENT))
+        {
             error!(&ctx, "tcp_send_reset: reading the socket failed: {}", err);
+        }
+        0
+    }
+
+    /// The rescuer of [`tcp_receive_reset`]. Like that of
+    /// [`tcp_send_reset`], it relies on this CPU's guard address being
+    /// known already: set-state rescues find it, and every connection
+    /// starts with a transition.
+    #[btf_tracepoint(function = "tcp_receive_reset")]
+    pub fn rescue_receive_reset(ctx: BtfTracePointContext) -> i32 {
+        // (struct sock *sk)
+        rescue_reset(&ctx, ctx.arg(0), kind::RESET_RECEIVED)
+    }
+
+    #[btf_tracepoint(function = "tcp_send_reset")]
+    pub fn rescue_send_reset(ctx: BtfTracePointContext) -> i32 {
+        // (const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason reason)
+        rescue_reset(&ctx, ctx.arg(0), kind::RESET_SENT)
+    }
+
+    fn rescue_reset(ctx: &BtfTracePointContext, sk: u64, what: u8) -> i32 {
+        if classic_skipped(None) {
+            count(counter::RESCUED);
+            if let Err(err) = reset(sk, what) {
+                error!(ctx, "rescuing a reset: reading the socket failed: {}", err);
+            }
         }
         0
     }
 
     /// A reset on a full socket: family, ports and state come from the
     /// socket itself (offsets from BTF) so the same filters apply.
-    fn try_reset(ctx: &TracePointContext, skaddr_off: u16, what: u8) -> Result<(), i32> {
+    fn reset(sk: u64, what: u8) -> Result<(), i32> {
         let cfg = config();
-        let sk = read_kernel::<u64>(ctx.as_ptr() as u64, skaddr_off)?;
         if sk == 0 {
             // A reset answering a segment that matched no socket.
             return Ok(());

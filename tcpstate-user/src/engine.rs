@@ -61,6 +61,7 @@ pub trait View: Sink + TwSink {
             duration_ms: duration.as_secs_f64() * 1000.0,
             untracked: engine.tracker.stats().untracked,
             unfinished: engine.tracker.stats().unfinished,
+            rescued: lost.rescued,
         });
     }
 
@@ -423,7 +424,8 @@ impl LostWatch {
         eprintln!(
             "tcpstate: warning: {} events lost so far: {} because the ring buffer was full \
              (raise --ring-mib), {} skipped by the kernel as nested program runs (a softirq \
-             transition while the same CPU ran the program in process context)",
+             transition while the same CPU ran a BPF program) that the rescue programs could \
+             not record",
             lost.total(),
             lost.ring_full,
             lost.nested

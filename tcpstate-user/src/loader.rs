@@ -10,15 +10,15 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{BtfTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
 use aya_obj::generated::{bpf_cmd, bpf_prog_info};
 use tcpstate_ebpf::{
-    Config, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_RPORTS, MAP_EVENTS, MAP_LOST, PORT_BITMAP_LEN,
-    PROGRAMS, SET_STATE_RECORD_LEN, SetStateOffsets,
+    Config, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_RPORTS, MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN,
+    PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN, SetStateOffsets, counter,
 };
 
 use crate::{btf, tracefs};
@@ -54,7 +54,7 @@ pub struct Probe {
 pub struct Kernel {
     /// Keeps the programs and their links alive.
     ebpf: Ebpf,
-    lost: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, u64>,
 }
 
 /// Events the kernel reported but tcpstate could not record.
@@ -62,10 +62,13 @@ pub struct Kernel {
 pub struct Lost {
     /// The ring buffer was full.
     pub ring_full: u64,
-    /// The kernel skipped a program run because the same CPU was already
-    /// running it (a softirq transition interrupting a process-context one):
-    /// the programs' `recursion_misses`.
+    /// The kernel skipped a classic program because the same CPU was
+    /// already running a BPF program (a softirq transition interrupting a
+    /// process-context one), and its rescuer did not record the event
+    /// either: the programs' `recursion_misses` less the rescues.
     pub nested: u64,
+    /// Not lost: events the kernel skipped that the rescuers recorded.
+    pub rescued: u64,
 }
 
 impl Lost {
@@ -77,23 +80,32 @@ impl Lost {
 impl Kernel {
     /// Every event lost so far, as counted by the kernel.
     pub fn lost(&self) -> Result<Lost> {
-        let values = self
-            .lost
-            .get(&0, 0)
-            .context("reading the lost-event counter")?;
-        let mut nested = 0;
+        // Misses before rescues: reading in this order may, for an instant,
+        // report a skipped event as rescued before it shows as missed, but
+        // never the other way round.
+        let mut misses = 0;
         for (name, ..) in PROGRAMS {
             let program: &TracePoint = self
                 .ebpf
                 .program(name)
                 .ok_or_else(|| anyhow!("program {name} missing"))?
                 .try_into()?;
-            nested += recursion_misses(program.fd()?.as_fd())
+            misses += recursion_misses(program.fd()?.as_fd())
                 .with_context(|| format!("reading the statistics of program {name}"))?;
         }
+        let count = |index: u32| -> Result<u64> {
+            Ok(self
+                .counters
+                .get(&index, 0)
+                .context("reading the event counters")?
+                .iter()
+                .sum())
+        };
+        let rescued = count(counter::RESCUED)?;
         Ok(Lost {
-            ring_full: values.iter().sum(),
-            nested,
+            ring_full: count(counter::RING_FULL)?,
+            nested: misses.saturating_sub(rescued),
+            rescued,
         })
     }
 }
@@ -221,8 +233,15 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         families: settings.families,
         lport_filter: u8::from(!settings.lports.is_empty()),
         rport_filter: u8::from(!settings.rports.is_empty()),
-        _pad: [0; 7],
+        _pad: [0; 1],
         wakeup_bytes: u64::from(settings.wakeup_bytes),
+        guard: btf::guard_offsets(&vmlinux).unwrap_or_else(|e| {
+            eprintln!(
+                "tcpstate: warning: events the kernel skips for nested runs cannot be \
+                 rescued on this kernel ({e:#}); they are counted as lost"
+            );
+            Default::default()
+        }),
     };
     let record_end = set_state.end();
     if record_end > SET_STATE_RECORD_LEN {
@@ -258,19 +277,34 @@ pub fn load(settings: &Settings) -> Result<Probe> {
             .attach(group, tracepoint)
             .with_context(|| format!("attaching to tracepoint {group}:{tracepoint}"))?;
     }
+    // The rescuers after the classic programs: a rescue with no classic
+    // program to miss would be counted against no miss.
+    let kernel_btf = Btf::from_sys_fs().context("reading the kernel's BTF for BTF tracepoints")?;
+    for (name, tracepoint) in RESCUERS {
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        program
+            .load(tracepoint, &kernel_btf)
+            .with_context(|| format!("loading program {name}"))?;
+        program
+            .attach()
+            .with_context(|| format!("attaching to BTF tracepoint {tracepoint}"))?;
+    }
 
     let events = RingBuf::try_from(
         ebpf.take_map(MAP_EVENTS)
             .ok_or_else(|| anyhow!("map {MAP_EVENTS} missing"))?,
     )?;
-    let lost = PerCpuArray::try_from(
-        ebpf.take_map(MAP_LOST)
-            .ok_or_else(|| anyhow!("map {MAP_LOST} missing"))?,
+    let counters = PerCpuArray::try_from(
+        ebpf.take_map(MAP_COUNTERS)
+            .ok_or_else(|| anyhow!("map {MAP_COUNTERS} missing"))?,
     )?;
     Ok(Probe {
         events,
         logger,
-        kernel: Kernel { ebpf, lost },
+        kernel: Kernel { ebpf, counters },
     })
 }
 

@@ -32,6 +32,9 @@ pub struct Summary {
     pub untracked: u64,
     /// Connections whose end was never seen (see `tracker::Stats`).
     pub unfinished: u64,
+    /// Events the kernel skipped for a classic program (nested runs) that
+    /// the rescue programs recorded: included in `events`, not lost.
+    pub rescued: u64,
 }
 
 pub fn role_name(r: Role) -> &'static str {
@@ -317,6 +320,7 @@ struct SummaryJson {
     duration_ms: f64,
     untracked: u64,
     unfinished: u64,
+    rescued: u64,
 }
 
 /// Formats records to a writer, as text or JSON Lines.
@@ -389,13 +393,22 @@ impl<W: Write> Renderer<W> {
                 duration_ms: s.duration_ms,
                 untracked: s.untracked,
                 unfinished: s.unfinished,
+                rescued: s.rescued,
             });
         } else {
             eprintln!(
-                "tcpstate: {} events, {} lost, {:.1} s{}{}",
+                "tcpstate: {} events, {} lost, {:.1} s{}{}{}",
                 s.events,
                 s.lost,
                 s.duration_ms / 1000.0,
+                if s.rescued > 0 {
+                    format!(
+                        " ({} skipped by the kernel for nested runs, recorded by the rescue programs)",
+                        s.rescued
+                    )
+                } else {
+                    String::new()
+                },
                 if s.untracked > 0 {
                     format!(", {} connections untracked (table full)", s.untracked)
                 } else {
@@ -689,6 +702,7 @@ mod tests {
                     duration_ms: 1000.0,
                     untracked: 0,
                     unfinished: 0,
+                    rescued: 0,
                 });
             },
             true,
@@ -774,6 +788,7 @@ mod tests {
                     duration_ms: 0.5,
                     untracked: 2,
                     unfinished: 3,
+                    rescued: 4,
                 });
             },
             true,
@@ -788,7 +803,7 @@ mod tests {
             r#"{"type":"timewait_exit","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"reason":"expired","lived_ms":60000.0}"#,
             r#"{"type":"timewait_entry","ts":"2025-11-24T16:16:40.000999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":null,"comm":null,"entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":59999.0,"source":"kernel"}"#,
             r#"{"type":"timewait_entry","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":0,"comm":"x","entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":0.0,"source":"traced"}"#,
-            r#"{"type":"summary","events":3,"lost":1,"duration_ms":0.5,"untracked":2,"unfinished":3}"#,
+            r#"{"type":"summary","events":3,"lost":1,"duration_ms":0.5,"untracked":2,"unfinished":3,"rescued":4}"#,
         ];
         assert_eq!(out.lines().collect::<Vec<_>>(), want);
     }

@@ -13,7 +13,7 @@
 use std::{cmp::Reverse, collections::BinaryHeap, hash::BuildHasher as _};
 
 use hashbrown::HashTable;
-use rustc_hash::{FxBuildHasher, FxHashSet};
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
 use crate::{
     event::{Comm, State, Tuple},
@@ -137,6 +137,10 @@ pub struct Table {
     /// Extra time before an entry expires on its own, when reconciliation
     /// confirms expiries against the kernel.
     grace_ns: u64,
+    /// While reconciling: entries that ended, with when. A dump that began
+    /// before an entry ended may still list its socket, which must not
+    /// bring it back as missed by tracing.
+    ended: FxHashMap<Key, u64>,
     max_entries: usize,
     stats: TwStats,
 }
@@ -154,6 +158,7 @@ impl Table {
             base_ns,
             tw_len_ns,
             grace_ns,
+            ended: FxHashMap::default(),
             max_entries,
             stats: TwStats::default(),
         }
@@ -250,6 +255,9 @@ impl Table {
             found.remove();
         }
         self.free.push(slot);
+        if self.grace_ns > 0 {
+            self.ended.insert(entry.key, at_ns);
+        }
         self.stats.exited[reason as usize] += 1;
         sink.tw_exit(&entry, reason, at_ns);
     }
@@ -383,6 +391,8 @@ impl Table {
                         }
                         self.schedule(slot);
                     }
+                    // Ended after the dump began: the dump is stale.
+                    None if self.ended.get(&key).is_some_and(|&at| at >= dump_ns) => {}
                     None => {
                         let lport = ks.tuple.lport;
                         // A port that listens is a server's; an ephemeral
@@ -441,6 +451,9 @@ impl Table {
             };
             self.remove(slot, reason, dump_ns, sink);
         }
+        // Later dumps begin after this one: earlier ends cannot be stale
+        // for them.
+        self.ended.retain(|_, at| *at >= dump_ns);
     }
 }
 
@@ -591,6 +604,44 @@ mod tests {
         assert_eq!(log.enters.len(), 6);
         assert!(t.get(&key(80, 3)).is_some(), "entered after the dump began");
         assert_eq!(t.stats().exited(ExitReason::Gone), 1);
+    }
+
+    #[test]
+    fn a_dump_older_than_an_end_does_not_bring_the_entry_back() {
+        let mut t = Table::new(T0, LINUX_TIME_WAIT_NS, EXPIRY_SLACK_NS, 100);
+        let mut log = Log::default();
+        t.on_close(&close(80, 1, T0, true), &mut log);
+        t.on_close(&close(80, 2, T0, true), &mut log);
+        // Both end after the dump began, one of them reused, one expired.
+        let dump_ns = T0 + 1_000;
+        t.on_transition(&transition(80, 1, dump_ns + 1), &mut log);
+        t.expire(u64::MAX, &mut log);
+        assert_eq!(log.exits.len(), 2);
+        let dump = vec![(NS, vec![kernel(80, 1, 50_000), kernel(80, 2, 1)])];
+        t.reconcile(
+            &dump,
+            &Listeners::default(),
+            EPHEMERAL,
+            dump_ns,
+            false,
+            &mut log,
+        );
+        assert!(
+            t.is_empty(),
+            "stale dump brought back {:?}",
+            t.entries().collect::<Vec<_>>()
+        );
+        assert_eq!(t.stats().missed, 0);
+        // A dump that began after the end is believed.
+        t.reconcile(
+            &dump,
+            &Listeners::default(),
+            EPHEMERAL,
+            T0 + 3 * LINUX_TIME_WAIT_NS,
+            false,
+            &mut log,
+        );
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

@@ -545,6 +545,7 @@ fn once(
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             untracked: 0,
             unfinished: 0,
+            rescued: 0,
         });
     }
     renderer.flush();

@@ -4,6 +4,7 @@
 //! The kernel is the fixture: these tests need root, and fail (never skip)
 //! when they cannot run.
 
+pub mod guard;
 pub mod kernel;
 pub mod netns;
 pub mod storm;

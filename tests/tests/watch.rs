@@ -1,11 +1,16 @@
 //! `tcpstate watch --json` against real loopback TCP, IPv4 and IPv6: the
 //! exact transitions of each end, the owner process, the close objects, and
-//! no lost events.
+//! no lost events, also when the kernel skips the classic programs.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    thread,
+};
 
 use serde_json::Value;
 use tcpstate_tests::{
+    guard::{GuardHolder, pin_to},
+    netns::NetNs,
     require_root,
     tcp::{self, Conn, Pattern},
     tracer::{Tracer, of_type, summary},
@@ -276,4 +281,54 @@ fn count_stops_after_n_transitions() {
     let objects = tracer.finish();
     assert_eq!(of_type(&objects, "transition").len(), 3);
     summary(&objects);
+}
+
+/// The kernel skips a classic tracepoint program while another BPF program
+/// (or a BPF map syscall) holds the same CPU's guard; the rescue programs
+/// must record every such transition. Here the guard is held on CPU 0 by
+/// map lookups, and loopback packets are steered to CPU 0 (RPS), so most
+/// softirq transitions there arrive while it is up.
+#[test]
+fn transitions_the_kernel_skips_for_nested_runs_are_rescued() {
+    require_root();
+    let cpus = thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        cpus >= 2,
+        "this test needs 2 CPUs (one holds the BPF guard, the other makes connections); \
+         this machine has {cpus}"
+    );
+    let ns = NetNs::new("tcpstate-test-rescue");
+    let rps = ns
+        .command("sh")
+        .args(["-c", "echo 1 > /sys/class/net/lo/queues/rx-0/rps_cpus"])
+        .status()
+        .expect("running sh");
+    assert!(
+        rps.success(),
+        "steering loopback packets to CPU 0 (RPS) failed"
+    );
+
+    let tracer = Tracer::start(&["watch", "--json"]);
+    let holder = GuardHolder::start(0);
+    let conns = ns.run(|| {
+        pin_to(1);
+        let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        (0..300)
+            .map(|_| tcp::connect(&listener, Pattern::ServerFirst))
+            .collect::<Vec<_>>()
+    });
+    assert!(holder.lookups() > 0, "the guard holder never ran");
+    drop(holder);
+    let objects = tracer.stop();
+
+    let summary = summary(&objects);
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert!(
+        summary["rescued"].as_u64().unwrap() > 0,
+        "the kernel skipped no program run, so nothing was rescued: the test did not provoke \
+         nested runs ({summary})"
+    );
+    for conn in conns {
+        check(&objects, conn, Pattern::ServerFirst, "ipv4");
+    }
 }

@@ -158,6 +158,9 @@ struct Traced {
     lost: u64,
     /// Connections whose end tracing never saw (summary `unfinished`).
     unfinished: u64,
+    /// Transitions the kernel skipped for the classic program that the
+    /// rescue programs recorded (summary `rescued`), included in `seen`.
+    rescued: u64,
 }
 
 fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
@@ -175,8 +178,8 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
         let t = traced_storm(tcpstate, storm, args, &out, netns, &[])?;
         eprintln!(
             "round {round}: untraced {:.0} conn/s ({:.0} us CPU/conn), traced {:.0} conn/s \
-             ({:.0} us CPU/conn), transitions {}/{expected}, lost {}, unfinished {}",
-            u.rate, u.cpu_us, t.run.rate, t.run.cpu_us, t.seen, t.lost, t.unfinished
+             ({:.0} us CPU/conn), transitions {}/{expected} ({} rescued), lost {}, unfinished {}",
+            u.rate, u.cpu_us, t.run.rate, t.run.cpu_us, t.seen, t.rescued, t.lost, t.unfinished
         );
         untraced.push(u);
         traced.push(t);
@@ -207,18 +210,19 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
         args.conns, args.rounds, args.threads
     );
     println!(
-        "| run | median conn/s | vs untraced | median busy CPU per conn | transitions seen / expected | lost | unfinished |"
+        "| run | median conn/s | vs untraced | median busy CPU per conn | transitions seen / expected | of which rescued | lost | unfinished |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    println!("| untraced | {mu:.0} | 100% | {cu:.0} us | - | - | - |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!("| untraced | {mu:.0} | 100% | {cu:.0} us | - | - | - | - |");
     let row = |name: &str, runs: &[Traced]| {
         let m = median(runs.iter().map(|t| t.run.rate).collect());
         let c = median(runs.iter().map(|t| t.run.cpu_us).collect());
         let seen: u64 = runs.iter().map(|t| t.seen).sum();
         let lost: u64 = runs.iter().map(|t| t.lost).sum();
         let unfinished: u64 = runs.iter().map(|t| t.unfinished).sum();
+        let rescued: u64 = runs.iter().map(|t| t.rescued).sum();
         println!(
-            "| {name} | {m:.0} | {:.1}% | {c:.0} us (+{:.0}) | {seen} / {} | {lost} | {unfinished} |",
+            "| {name} | {m:.0} | {:.1}% | {c:.0} us (+{:.0}) | {seen} / {} | {rescued} | {lost} | {unfinished} |",
             100.0 * m / mu,
             c - cu,
             expected * runs.len() as u64
@@ -360,6 +364,7 @@ fn traced_storm(
     let mut seen = 0;
     let mut lost = None;
     let mut unfinished = 0;
+    let mut rescued = 0;
     for line in BufReader::new(File::open(out)?).lines() {
         let v: Value = serde_json::from_str(&line?)?;
         match v["type"].as_str() {
@@ -367,6 +372,7 @@ fn traced_storm(
             Some("summary") => {
                 lost = v["lost"].as_u64();
                 unfinished = v["unfinished"].as_u64().unwrap_or(0);
+                rescued = v["rescued"].as_u64().unwrap_or(0);
             }
             _ => {}
         }
@@ -376,6 +382,7 @@ fn traced_storm(
         seen,
         lost: lost.context("no summary from tcpstate")?,
         unfinished,
+        rescued,
     })
 }
 
