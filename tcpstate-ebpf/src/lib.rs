@@ -138,8 +138,8 @@ pub struct SockOffsets {
 /// variable whose address the kernel stores in memory a program can read
 /// (`tcp_prot.per_cpu_fw_alloc` = `&tcp_memory_per_cpu_fw_alloc`, since
 /// Linux 6.0) plus the distance between the two in the `.data..percpu`
-/// section. The CPU's offset is the address
-/// a per-CPU array lookup returns minus the array's `pptrs[0]`.
+/// section. The CPU's offset is the address a per-CPU array lookup returns
+/// minus the array's `pptrs[0]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardOffsets {

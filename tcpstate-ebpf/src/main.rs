@@ -317,16 +317,50 @@ mod programs {
             .wrapping_add(cpu_offset))
     }
 
-    /// The `N` bytes at `off` of a copied tracepoint record.
-    fn field<const N: usize>(rec: &[u8; SET_STATE_RECORD_LEN], off: u16) -> Result<[u8; N], i32> {
-        const EINVAL: i32 = -22;
-        let off = usize::from(off);
-        if off + N > SET_STATE_RECORD_LEN {
-            return Err(EINVAL);
+    /// Where a transition's fields are read: a copied tracepoint record or
+    /// the socket itself.
+    trait Fields {
+        /// The `N` bytes at `off`.
+        fn get<const N: usize>(&self, off: u16) -> Result<[u8; N], i32>;
+    }
+
+    impl Fields for [u8; SET_STATE_RECORD_LEN] {
+        fn get<const N: usize>(&self, off: u16) -> Result<[u8; N], i32> {
+            const EINVAL: i32 = -22;
+            let off = usize::from(off);
+            if off + N > SET_STATE_RECORD_LEN {
+                return Err(EINVAL);
+            }
+            let mut out = [0u8; N];
+            out.copy_from_slice(&self[off..off + N]);
+            Ok(out)
         }
-        let mut out = [0u8; N];
-        out.copy_from_slice(&rec[off..off + N]);
-        Ok(out)
+    }
+
+    /// A `struct sock` in kernel memory.
+    struct Sock(u64);
+
+    impl Fields for Sock {
+        fn get<const N: usize>(&self, off: u16) -> Result<[u8; N], i32> {
+            read_kernel(self.0, off)
+        }
+    }
+
+    /// Local and remote address, 4 bytes (IPv4) or 16 at the given offsets.
+    fn addresses(
+        f: &impl Fields,
+        family: u8,
+        (v4_local, v4_remote): (u16, u16),
+        (v6_local, v6_remote): (u16, u16),
+    ) -> Result<([u8; 16], [u8; 16]), i32> {
+        if family == AF_INET {
+            let (mut local, mut remote) = ([0u8; 16], [0u8; 16]);
+            local[..4].copy_from_slice(&f.get::<4>(v4_local)?);
+            remote[..4].copy_from_slice(&f.get::<4>(v4_remote)?);
+            Ok((local, remote))
+        } else {
+            Ok((f.get(v6_local)?, f.get(v6_remote)?))
+        }
     }
 
     /// The transition in a `sock:inet_sock_set_state` record, if it is one
@@ -338,27 +372,20 @@ mod programs {
         const ENOMEM: i32 = -12;
         let rec = unsafe { &mut *RECORD.get_ptr_mut(0).ok_or(ENOMEM)? };
         unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), rec)? };
-        if u16::from_ne_bytes(field(rec, o.protocol)?) != IPPROTO_TCP {
+        if u16::from_ne_bytes(rec.get(o.protocol)?) != IPPROTO_TCP {
             return Ok(None);
         }
-        let family = u16::from_ne_bytes(field(rec, o.family)?) as u8;
-        let lport = u16::from_ne_bytes(field(rec, o.sport)?);
-        let rport = u16::from_ne_bytes(field(rec, o.dport)?);
+        let family = u16::from_ne_bytes(rec.get(o.family)?) as u8;
+        let lport = u16::from_ne_bytes(rec.get(o.sport)?);
+        let rport = u16::from_ne_bytes(rec.get(o.dport)?);
         if !passes(&cfg, family, lport, rport) {
             return Ok(None);
         }
-        let (mut laddr, mut raddr) = ([0u8; 16], [0u8; 16]);
-        if family == AF_INET {
-            laddr[..4].copy_from_slice(&field::<4>(rec, o.saddr)?);
-            raddr[..4].copy_from_slice(&field::<4>(rec, o.daddr)?);
-        } else {
-            laddr = field(rec, o.saddr_v6)?;
-            raddr = field(rec, o.daddr_v6)?;
-        }
+        let (laddr, raddr) = addresses(rec, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6))?;
         Ok(Some(Change {
-            sk: u64::from_ne_bytes(field(rec, o.skaddr)?),
-            old: i32::from_ne_bytes(field(rec, o.oldstate)?) as u8,
-            new: i32::from_ne_bytes(field(rec, o.newstate)?) as u8,
+            sk: u64::from_ne_bytes(rec.get(o.skaddr)?),
+            old: i32::from_ne_bytes(rec.get(o.oldstate)?) as u8,
+            new: i32::from_ne_bytes(rec.get(o.newstate)?) as u8,
             family,
             lport,
             rport,
@@ -381,14 +408,12 @@ mod programs {
         if !passes(&cfg, family, lport, rport) {
             return Ok(None);
         }
-        let (mut laddr, mut raddr) = ([0u8; 16], [0u8; 16]);
-        if family == AF_INET {
-            laddr[..4].copy_from_slice(&read_kernel::<[u8; 4]>(sk, o.saddr)?);
-            raddr[..4].copy_from_slice(&read_kernel::<[u8; 4]>(sk, o.daddr)?);
-        } else {
-            laddr = read_kernel(sk, o.saddr_v6)?;
-            raddr = read_kernel(sk, o.daddr_v6)?;
-        }
+        let (laddr, raddr) = addresses(
+            &Sock(sk),
+            family,
+            (o.saddr, o.daddr),
+            (o.saddr_v6, o.daddr_v6),
+        )?;
         Ok(Some(Change {
             sk,
             old,

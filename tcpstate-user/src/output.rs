@@ -78,6 +78,12 @@ pub fn source_name(s: Source) -> &'static str {
     }
 }
 
+/// `text(n)`, or nothing when `n` is zero: for counts worth a word only when
+/// something happened.
+fn unless_zero(n: u64, text: impl FnOnce(u64) -> String) -> String {
+    if n == 0 { String::new() } else { text(n) }
+}
+
 /// Nanoseconds to fractional milliseconds, rounded to microseconds.
 pub fn ms(ns: u64) -> f64 {
     (ns / 1000) as f64 / 1000.0
@@ -401,27 +407,15 @@ impl<W: Write> Renderer<W> {
                 s.events,
                 s.lost,
                 s.duration_ms / 1000.0,
-                if s.rescued > 0 {
-                    format!(
-                        " ({} skipped by the kernel for nested runs, recorded by the rescue programs)",
-                        s.rescued
-                    )
-                } else {
-                    String::new()
-                },
-                if s.untracked > 0 {
-                    format!(", {} connections untracked (table full)", s.untracked)
-                } else {
-                    String::new()
-                },
-                if s.unfinished > 0 {
-                    format!(
-                        ", {} connections whose end was never seen (transitions missed)",
-                        s.unfinished
-                    )
-                } else {
-                    String::new()
-                }
+                unless_zero(s.rescued, |n| format!(
+                    " ({n} skipped by the kernel for nested runs, recorded by the rescue programs)"
+                )),
+                unless_zero(s.untracked, |n| format!(
+                    ", {n} connections untracked (table full)"
+                )),
+                unless_zero(s.unfinished, |n| format!(
+                    ", {n} connections whose end was never seen (transitions missed)"
+                )),
             );
         }
         self.flush();
