@@ -69,6 +69,9 @@ pub enum Note {
     ActiveClose,
     PassiveClose,
     CloseAfterPeer,
+    /// `close()` on a socket already half-closed by `shutdown(SHUT_WR)`:
+    /// the kernel reports the state it keeps, e.g. `FIN_WAIT1 -> FIN_WAIT1`.
+    CloseAfterShutdown,
     SimultaneousClose,
     TimeWait,
     Closed,
@@ -88,6 +91,7 @@ impl Note {
             Note::ActiveClose => "active close",
             Note::PassiveClose => "passive close",
             Note::CloseAfterPeer => "close after peer",
+            Note::CloseAfterShutdown => "close after shutdown",
             Note::SimultaneousClose => "simultaneous close",
             Note::TimeWait => "enters TIME_WAIT",
             Note::Closed => "closed",
@@ -357,6 +361,11 @@ impl Tracker {
         let mut unfinished = false;
         match (old, new) {
             // The kernel re-reports a state, e.g. close() after shutdown().
+            (State::FIN_WAIT1 | State::FIN_WAIT2 | State::CLOSING | State::LAST_ACK, _)
+                if old == new =>
+            {
+                t.note = Note::CloseAfterShutdown
+            }
             _ if old == new => {}
             (State::CLOSE, State::SYN_SENT) => {
                 unfinished = conn.begin(Role::Client, ev.owner, ev.ts_ns);
@@ -588,6 +597,25 @@ pub(crate) mod tests {
                 Note::None,
                 Note::TimeWait
             ]
+        );
+    }
+
+    #[test]
+    fn close_after_shutdown_is_named_and_changes_nothing() {
+        // shutdown(SHUT_WR), then close(), as Python's http.server does.
+        let server = Sock::new(1, 80, 40000)
+            .go(S::LISTEN, S::SYN_RECV, None)
+            .go(S::SYN_RECV, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, Some(owner(100)))
+            .go(S::FIN_WAIT1, S::FIN_WAIT1, Some(owner(100)))
+            .go(S::FIN_WAIT1, S::FIN_WAIT2, None)
+            .go(S::FIN_WAIT2, S::CLOSE, None);
+        let out = run(&server.events);
+        assert_eq!(out.transitions[3].note, Note::CloseAfterShutdown);
+        let c = out.closes[0];
+        assert_eq!(
+            (c.role, c.closer, c.kind, c.time_wait),
+            (Role::Server, Closer::Local, CloseKind::Fin, true)
         );
     }
 
