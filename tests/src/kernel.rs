@@ -46,11 +46,14 @@ pub fn nstat(ns: &NetNs, counter: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {counter} in nstat output {out:?}"))
 }
 
-/// A sysctl's value in `ns`, e.g. `net.ipv4.tcp_tw_reuse`.
+/// A sysctl's value in `ns`, e.g. `net.ipv4.tcp_tw_reuse`, read from
+/// `/proc/sys` by a thread inside `ns` (no dependency on procps).
 pub fn sysctl(ns: &NetNs, key: &str) -> String {
-    let mut sysctl = ns.command("sysctl");
-    sysctl.args(["-n", key]);
-    stdout_of(&mut sysctl).trim().to_string()
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    ns.run(|| std::fs::read_to_string(&path))
+        .unwrap_or_else(|e| panic!("reading {path} in network namespace {}: {e}", ns.name))
+        .trim()
+        .to_string()
 }
 
 fn stdout_of(cmd: &mut Command) -> String {
