@@ -6,7 +6,8 @@
 //!   and traced by `tcpstate watch --json > file`, several rounds; reports
 //!   the median connection rate of each, their ratio, the whole machine's
 //!   busy CPU time per connection, transitions expected vs seen, and lost
-//!   events;
+//!   events; optionally also a tracer waking on every event, and a
+//!   breakdown of where tracing's cost goes;
 //! - the cost of reading 100,000 TIME_WAIT sockets from the kernel and
 //!   reconciling them (`tcpstate timewait --once`), wall and CPU time.
 
@@ -39,6 +40,11 @@ pub struct Args {
     /// Also measure a tracer that wakes userspace on every event.
     #[arg(long)]
     per_event_wakeup: bool,
+    /// Also measure where tracing's cost goes: the programs alone (every
+    /// event dropped by the kernel's port filter), and the whole kernel
+    /// path with the tracer decoding and tracking but rendering nothing.
+    #[arg(long)]
+    breakdown: bool,
     /// Skip the criterion benchmark.
     #[arg(long)]
     no_criterion: bool,
@@ -152,6 +158,48 @@ fn children_cpu() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// A traced configuration beside the main one, measured in every round.
+struct Variant {
+    name: &'static str,
+    /// Extra `tcpstate watch --json` arguments.
+    args: &'static [&'static str],
+    /// Whether it writes the storm's transitions (false: it filters them).
+    renders: bool,
+    runs: Vec<Traced>,
+}
+
+impl Variant {
+    fn chosen(args: &Args) -> Vec<Variant> {
+        let variant = |name, args, renders| Variant {
+            name,
+            args,
+            renders,
+            runs: Vec::new(),
+        };
+        let mut chosen = Vec::new();
+        if args.per_event_wakeup {
+            chosen.push(variant(
+                "same, wake-up per event",
+                &["--wakeup-bytes", "0"][..],
+                true,
+            ));
+        }
+        if args.breakdown {
+            chosen.push(variant(
+                "programs only: the kernel's port filter drops every event (`--lport 1`)",
+                &["--lport", "1"][..],
+                false,
+            ));
+            chosen.push(variant(
+                "whole kernel path, tracer decodes and tracks, renders nothing (`--pid 1`)",
+                &["--pid", "1"][..],
+                false,
+            ));
+        }
+        chosen
+    }
+}
+
 struct Traced {
     run: Run,
     seen: u64,
@@ -171,7 +219,7 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
     let expected = args.conns * TRANSITIONS_PER_CONN + LISTENER_TRANSITIONS;
     let mut untraced = Vec::new();
     let mut traced = Vec::new();
-    let mut per_event = Vec::new();
+    let mut variants = Variant::chosen(args);
     let out = std::env::temp_dir().join("tcpstate-bench.jsonl");
     for round in 1..=args.rounds {
         let u = untraced_storm(storm, args)?;
@@ -183,13 +231,13 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
         );
         untraced.push(u);
         traced.push(t);
-        if args.per_event_wakeup {
-            let p = traced_storm(tcpstate, storm, args, &out, netns, &["--wakeup-bytes", "0"])?;
+        for v in &mut variants {
+            let t = traced_storm(tcpstate, storm, args, &out, netns, v.args)?;
             eprintln!(
-                "round {round}: traced, wake-up per event {:.0} conn/s, lost {}",
-                p.run.rate, p.lost
+                "round {round}: {}: {:.0} conn/s ({:.0} us CPU/conn), lost {}",
+                v.name, t.run.rate, t.run.cpu_us, t.lost
             );
-            per_event.push(p);
+            v.runs.push(t);
         }
     }
     let _ = fs::remove_file(&out);
@@ -214,23 +262,27 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|");
     println!("| untraced | {mu:.0} | 100% | {cu:.0} us | - | - | - | - |");
-    let row = |name: &str, runs: &[Traced]| {
+    let row = |name: &str, runs: &[Traced], renders: bool| {
         let m = median(runs.iter().map(|t| t.run.rate).collect());
         let c = median(runs.iter().map(|t| t.run.cpu_us).collect());
         let seen: u64 = runs.iter().map(|t| t.seen).sum();
         let lost: u64 = runs.iter().map(|t| t.lost).sum();
         let unfinished: u64 = runs.iter().map(|t| t.unfinished).sum();
         let rescued: u64 = runs.iter().map(|t| t.rescued).sum();
+        let seen = if renders {
+            format!("{seen} / {}", expected * runs.len() as u64)
+        } else {
+            "- (filtered)".to_owned()
+        };
         println!(
-            "| {name} | {m:.0} | {:.1}% | {c:.0} us (+{:.0}) | {seen} / {} | {rescued} | {lost} | {unfinished} |",
+            "| {name} | {m:.0} | {:.1}% | {c:.0} us (+{:.0}) | {seen} | {rescued} | {lost} | {unfinished} |",
             100.0 * m / mu,
             c - cu,
-            expected * runs.len() as u64
         );
     };
-    row("tcpstate watch --json", &traced);
-    if !per_event.is_empty() {
-        row("same, wake-up per event", &per_event);
+    row("tcpstate watch --json", &traced, true);
+    for v in &variants {
+        row(v.name, &v.runs, v.renders);
     }
     let lost: u64 = traced.iter().map(|t| t.lost).sum();
     let silent = traced
