@@ -13,6 +13,7 @@ pub mod cli;
 pub mod engine;
 pub mod event;
 pub mod filter;
+pub mod json;
 pub mod loader;
 pub mod output;
 pub mod owners;

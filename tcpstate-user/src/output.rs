@@ -12,10 +12,11 @@ use std::{
     time::SystemTime,
 };
 
-use serde::{Serialize, Serializer, ser::SerializeStruct};
+use serde::{Serialize, Serializer};
 
 use crate::{
     event::{Clock, Owner, Tuple},
+    json::{self, Fields, Value, fields},
     timewait::{Entry, ExitReason, Source, TwSink},
     tracker::{Close, CloseKind, Closer, Role, Sink, Transition},
 };
@@ -106,6 +107,14 @@ impl fmt::Display for Ts {
     }
 }
 
+impl Value for Ts {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'"');
+        out.extend_from_slice(&self.0);
+        out.push(b'"');
+    }
+}
+
 impl Serialize for Ts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -169,8 +178,8 @@ impl Stamper {
 /// A kernel address as `{:#x}` prints it: `0xffff888102e24a00`.
 struct Hex(u64);
 
-impl Serialize for Hex {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Value for Hex {
+    fn write_json(&self, out: &mut Vec<u8>) {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 18];
         let mut start = buf.len();
@@ -185,37 +194,10 @@ impl Serialize for Hex {
         }
         start -= 2;
         buf[start..start + 2].copy_from_slice(b"0x");
-        // Only ASCII is ever written.
-        s.serialize_str(std::str::from_utf8(&buf[start..]).unwrap_or(""))
+        out.push(b'"');
+        out.extend_from_slice(&buf[start..]);
+        out.push(b'"');
     }
-}
-
-/// Fields written into an enclosing JSON object, in declaration order.
-trait Fields {
-    /// How many fields [`Fields::serialize_fields`] writes.
-    const LEN: usize;
-
-    fn serialize_fields<S: SerializeStruct>(&self, s: &mut S) -> Result<(), S::Error>;
-}
-
-/// Declares a struct and implements [`Fields`] for it: one field list.
-macro_rules! fields {
-    (
-        $(#[$meta:meta])*
-        struct $name:ident $(<$lt:lifetime>)? { $($field:ident: $ty:ty,)* }
-    ) => {
-        $(#[$meta])*
-        struct $name $(<$lt>)? { $($field: $ty,)* }
-
-        impl $(<$lt>)? Fields for $name $(<$lt>)? {
-            const LEN: usize = [$(stringify!($field)),*].len();
-
-            fn serialize_fields<S: SerializeStruct>(&self, s: &mut S) -> Result<(), S::Error> {
-                $(s.serialize_field(stringify!($field), &self.$field)?;)*
-                Ok(())
-            }
-        }
-    };
 }
 
 fields! {
@@ -243,24 +225,20 @@ impl SockJson {
     }
 }
 
-/// One JSON object about a socket: `type`, `ts` and the socket's fields,
-/// then the record's own. Written by hand rather than with
-/// `#[serde(flatten)]`, which goes through serde's slower map path.
+/// The fields of one JSON object about a socket, after its `type`: `ts`
+/// and the socket's fields, then the record's own.
 struct Record<F> {
-    r#type: &'static str,
     ts: Ts,
     sock: SockJson,
     own: F,
 }
 
-impl<F: Fields> Serialize for Record<F> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Record", 2 + SockJson::LEN + F::LEN)?;
-        st.serialize_field("type", self.r#type)?;
-        st.serialize_field("ts", &self.ts)?;
-        self.sock.serialize_fields(&mut st)?;
-        self.own.serialize_fields(&mut st)?;
-        st.end()
+impl<F: Fields> Fields for Record<F> {
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b",\"ts\":");
+        self.ts.write_json(out);
+        self.sock.write_fields(out);
+        self.own.write_fields(out);
     }
 }
 
@@ -336,6 +314,8 @@ pub struct Renderer<W: Write> {
     stamper: Stamper,
     header_done: bool,
     error: Option<io::Error>,
+    /// The JSON line being written, kept for its allocation.
+    line: Vec<u8>,
 }
 
 impl<W: Write> Renderer<W> {
@@ -346,6 +326,7 @@ impl<W: Write> Renderer<W> {
             stamper: Stamper::new(clock),
             header_done: false,
             error: None,
+            line: Vec::with_capacity(512),
         }
     }
 
@@ -372,6 +353,17 @@ impl<W: Write> Renderer<W> {
         let r = serde_json::to_writer(&mut self.w, value)
             .map_err(io::Error::from)
             .and_then(|()| self.w.write_all(b"\n"));
+        self.keep(r);
+    }
+
+    /// Writes one record about a socket as a JSON line.
+    fn record(&mut self, r#type: &'static str, fields: &impl Fields) {
+        if self.error.is_some() {
+            return;
+        }
+        self.line.clear();
+        json::line(r#type, fields, &mut self.line);
+        let r = self.w.write_all(&self.line);
         self.keep(r);
     }
 
@@ -425,20 +417,22 @@ impl<W: Write> Renderer<W> {
     pub fn tw_entry(&mut self, e: &Entry, now_ns: u64) {
         let ts = self.stamp(now_ns);
         let entered_at = self.stamp(e.entered_ns);
-        self.json_line(&Record {
-            r#type: "timewait_entry",
-            ts,
-            sock: SockJson::new(&e.key.tuple, e.key.netns),
-            own: TwEntryJson {
-                role: role_name(e.role),
-                closer: closer_name(e.closer),
-                pid: e.owner.map(|o| o.pid),
-                comm: e.owner.as_ref().map(|o| o.comm.as_str()),
-                entered_at,
-                expires_in_ms: ms(e.expires_ns.saturating_sub(now_ns)),
-                source: source_name(e.source),
+        self.record(
+            "timewait_entry",
+            &Record {
+                ts,
+                sock: SockJson::new(&e.key.tuple, e.key.netns),
+                own: TwEntryJson {
+                    role: role_name(e.role),
+                    closer: closer_name(e.closer),
+                    pid: e.owner.map(|o| o.pid),
+                    comm: e.owner.as_ref().map(|o| o.comm.as_str()),
+                    entered_at,
+                    expires_in_ms: ms(e.expires_ns.saturating_sub(now_ns)),
+                    source: source_name(e.source),
+                },
             },
-        });
+        );
     }
 
     fn header(&mut self) {
@@ -474,19 +468,21 @@ impl<W: Write> Sink for Renderer<W> {
     fn transition(&mut self, t: &Transition) {
         let ts = self.stamp(t.ts_ns);
         if self.json {
-            self.json_line(&Record {
-                r#type: "transition",
-                ts,
-                sock: SockJson::new(&t.tuple, t.netns),
-                own: TransitionJson {
-                    old: t.old.name(),
-                    new: t.new.name(),
-                    in_old_ms: t.in_old_ns.map(ms),
-                    pid: t.owner.map(|o| o.pid),
-                    comm: comm_of(&t.owner),
-                    skaddr: Hex(t.skaddr),
+            self.record(
+                "transition",
+                &Record {
+                    ts,
+                    sock: SockJson::new(&t.tuple, t.netns),
+                    own: TransitionJson {
+                        old: t.old.name(),
+                        new: t.new.name(),
+                        in_old_ms: t.in_old_ns.map(ms),
+                        pid: t.owner.map(|o| o.pid),
+                        comm: comm_of(&t.owner),
+                        skaddr: Hex(t.skaddr),
+                    },
                 },
-            });
+            );
             return;
         }
         self.header();
@@ -511,20 +507,22 @@ impl<W: Write> Sink for Renderer<W> {
     fn close(&mut self, c: &Close) {
         if self.json {
             let ts = self.stamp(c.ts_ns);
-            self.json_line(&Record {
-                r#type: "close",
-                ts,
-                sock: SockJson::new(&c.tuple, c.netns),
-                own: CloseJson {
-                    role: role_name(c.role),
-                    closer: closer_name(c.closer),
-                    kind: kind_name(c.kind),
-                    time_wait: c.time_wait,
-                    lifetime_ms: c.lifetime_ns.map(ms),
-                    pid: c.owner.map(|o| o.pid),
-                    comm: comm_of(&c.owner),
+            self.record(
+                "close",
+                &Record {
+                    ts,
+                    sock: SockJson::new(&c.tuple, c.netns),
+                    own: CloseJson {
+                        role: role_name(c.role),
+                        closer: closer_name(c.closer),
+                        kind: kind_name(c.kind),
+                        time_wait: c.time_wait,
+                        lifetime_ms: c.lifetime_ns.map(ms),
+                        pid: c.owner.map(|o| o.pid),
+                        comm: comm_of(&c.owner),
+                    },
                 },
-            });
+            );
             return;
         }
         let lifetime = c
@@ -548,19 +546,21 @@ impl<W: Write> TwSink for Renderer<W> {
         if self.json {
             let ts = self.stamp(e.entered_ns);
             let expires_at = self.stamp(e.expires_ns);
-            self.json_line(&Record {
-                r#type: "timewait_enter",
-                ts,
-                sock: SockJson::new(tuple, e.key.netns),
-                own: TwEnterJson {
-                    role: role_name(e.role),
-                    closer: closer_name(e.closer),
-                    expires_at,
-                    pid: e.owner.map(|o| o.pid),
-                    comm: e.owner.as_ref().map(|o| o.comm.as_str()),
-                    source: source_name(e.source),
+            self.record(
+                "timewait_enter",
+                &Record {
+                    ts,
+                    sock: SockJson::new(tuple, e.key.netns),
+                    own: TwEnterJson {
+                        role: role_name(e.role),
+                        closer: closer_name(e.closer),
+                        expires_at,
+                        pid: e.owner.map(|o| o.pid),
+                        comm: e.owner.as_ref().map(|o| o.comm.as_str()),
+                        source: source_name(e.source),
+                    },
                 },
-            });
+            );
             return;
         }
         if e.source == Source::Kernel {
@@ -579,15 +579,17 @@ impl<W: Write> TwSink for Renderer<W> {
         let tuple = &e.key.tuple;
         if self.json {
             let ts = self.stamp(at_ns);
-            self.json_line(&Record {
-                r#type: "timewait_exit",
-                ts,
-                sock: SockJson::new(tuple, e.key.netns),
-                own: TwExitJson {
-                    reason: reason_name(reason),
-                    lived_ms: ms(at_ns.saturating_sub(e.entered_ns)),
+            self.record(
+                "timewait_exit",
+                &Record {
+                    ts,
+                    sock: SockJson::new(tuple, e.key.netns),
+                    own: TwExitJson {
+                        reason: reason_name(reason),
+                        lived_ms: ms(at_ns.saturating_sub(e.entered_ns)),
+                    },
                 },
-            });
+            );
             return;
         }
         let ts = self.stamp(at_ns);
