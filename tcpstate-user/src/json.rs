@@ -20,17 +20,24 @@ pub trait Value {
     fn write_json(&self, out: &mut Vec<u8>);
 }
 
+/// Writes `text`, which needs no escaping (names, digits, times), as a
+/// JSON string.
+pub fn plain_str(text: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(
+        !text.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\'),
+        "{:?} needs escaping",
+        String::from_utf8_lossy(text)
+    );
+    out.push(b'"');
+    out.extend_from_slice(text);
+    out.push(b'"');
+}
+
 /// Names from tcpstate's own tables (states, roles, families): ASCII that
 /// needs no escaping, written as they are.
 impl Value for &'static str {
     fn write_json(&self, out: &mut Vec<u8>) {
-        debug_assert!(
-            !self.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'),
-            "{self:?} needs escaping"
-        );
-        out.push(b'"');
-        out.extend_from_slice(self.as_bytes());
-        out.push(b'"');
+        plain_str(self.as_bytes(), out);
     }
 }
 

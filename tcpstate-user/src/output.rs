@@ -109,9 +109,7 @@ impl fmt::Display for Ts {
 
 impl Value for Ts {
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'"');
-        out.extend_from_slice(&self.0);
-        out.push(b'"');
+        json::plain_str(&self.0, out);
     }
 }
 
@@ -194,9 +192,7 @@ impl Value for Hex {
         }
         start -= 2;
         buf[start..start + 2].copy_from_slice(b"0x");
-        out.push(b'"');
-        out.extend_from_slice(&buf[start..]);
-        out.push(b'"');
+        json::plain_str(&buf[start..], out);
     }
 }
 
