@@ -28,8 +28,8 @@ mod programs {
         EbpfContext,
         bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{
-            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-            bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+            bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+            bpf_probe_read_kernel_buf, generated,
         },
         macros::{btf_tracepoint, map, tracepoint},
         maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -40,6 +40,16 @@ mod programs {
         AF_INET, AF_INET6, COMM_LEN, Config, FAMILY_V4, FAMILY_V6, GuardOffsets, PORT_BITMAP_LEN,
         RawEvent, SET_STATE_RECORD_LEN, counter, flags, kind,
     };
+
+    /// One field of [`CONFIG`], e.g. `conf!(set_state.sport)`. Read
+    /// volatile, field by field: the loader rewrites the value, so the
+    /// compiler must not fold it, and copying the whole struct on every
+    /// event would cost as much as the rest of the program.
+    macro_rules! conf {
+        ($($field:ident).+) => {
+            unsafe { read_volatile(addr_of!(CONFIG.$($field).+)) }
+        };
+    }
 
     const IPPROTO_TCP: u16 = 6;
     const TCP_ESTABLISHED: u8 = 1;
@@ -149,35 +159,35 @@ mod programs {
     #[map]
     static GUARD: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-    /// Per-CPU room for one copied `inet_sock_set_state` record (too big for
-    /// the stack). The kernel never runs the classic program nested on one
-    /// CPU, and the rescuers do not use it.
+    /// One copied `inet_sock_set_state` record, aligned like the kernel's
+    /// so that each field is read in one load.
+    #[repr(C, align(8))]
+    struct Copied([u8; SET_STATE_RECORD_LEN]);
+
+    /// Per-CPU room for one [`Copied`] record (too big for the stack). The
+    /// kernel never runs the classic program nested on one CPU, and the
+    /// rescuers do not use it.
     #[map]
-    static RECORD: PerCpuArray<[u8; SET_STATE_RECORD_LEN]> = PerCpuArray::with_max_entries(1, 0);
+    static RECORD: PerCpuArray<Copied> = PerCpuArray::with_max_entries(1, 0);
 
     /// Owner and last-transition time per live socket, keyed by `skaddr`.
     #[map]
     static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131072, 0);
-
-    fn config() -> Config {
-        // Volatile: the loader rewrites the value, the compiler must not fold it.
-        unsafe { read_volatile(addr_of!(CONFIG)) }
-    }
 
     fn port_allowed(bitmap: &[u8; PORT_BITMAP_LEN], port: u16) -> bool {
         let byte = unsafe { read_volatile(addr_of!(bitmap[(port >> 3) as usize])) };
         byte & (1 << (port & 7)) != 0
     }
 
-    fn passes(cfg: &Config, family: u8, lport: u16, rport: u16) -> bool {
+    fn passes(family: u8, lport: u16, rport: u16) -> bool {
         let bit = match family {
             AF_INET => FAMILY_V4,
             AF_INET6 => FAMILY_V6,
             _ => return false,
         };
-        cfg.families & bit != 0
-            && (cfg.lport_filter == 0 || port_allowed(&LPORTS, lport))
-            && (cfg.rport_filter == 0 || port_allowed(&RPORTS, rport))
+        conf!(families) & bit != 0
+            && (conf!(lport_filter) == 0 || port_allowed(&LPORTS, lport))
+            && (conf!(rport_filter) == 0 || port_allowed(&RPORTS, rport))
     }
 
     /// Reads a value at `base + off` from kernel memory.
@@ -186,9 +196,9 @@ mod programs {
     }
 
     /// Inode of the socket's network namespace (0 if unreadable).
-    fn netns_of(cfg: &Config, sk: u64) -> u32 {
-        read_kernel::<u64>(sk, cfg.sock.net)
-            .and_then(|net| read_kernel::<u32>(net, cfg.sock.net_inum))
+    fn netns_of(sk: u64) -> u32 {
+        read_kernel::<u64>(sk, conf!(sock.net))
+            .and_then(|net| read_kernel::<u32>(net, conf!(sock.net_inum)))
             .unwrap_or(0)
     }
 
@@ -203,13 +213,13 @@ mod programs {
     /// The consumer is not woken unless enough data is waiting (userspace
     /// also drains on a short timer): waking it per event costs the traced
     /// workload more than half its throughput.
-    fn emit(cfg: &Config, event: RawEvent) {
+    fn emit(event: RawEvent) {
         let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
             count(counter::RING_FULL);
             return;
         };
         entry.write(event);
-        let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= cfg.wakeup_bytes {
+        let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= conf!(wakeup_bytes) {
             BPF_RB_FORCE_WAKEUP
         } else {
             BPF_RB_NO_WAKEUP
@@ -237,8 +247,8 @@ mod programs {
         family: u8,
         lport: u16,
         rport: u16,
-        laddr: [u8; 16],
-        raddr: [u8; 16],
+        laddr: Addr,
+        raddr: Addr,
     }
 
     #[tracepoint]
@@ -278,7 +288,7 @@ mod programs {
         };
         let mut addr = unsafe { *slot };
         if addr == 0 {
-            match sk.map(|sk| guard_address(&config(), slot, sk)) {
+            match sk.map(|sk| guard_address(slot, sk)) {
                 Some(Ok(found)) => {
                     unsafe { *slot = found };
                     addr = found;
@@ -299,18 +309,18 @@ mod programs {
 
     /// This CPU's `bpf_prog_active` (see [`GuardOffsets`]), found from TCP
     /// socket `sk` and from `elem`, this CPU's element of [`GUARD`].
-    fn guard_address(cfg: &Config, elem: *const u64, sk: u64) -> Result<u64, i32> {
+    fn guard_address(elem: *const u64, sk: u64) -> Result<u64, i32> {
         const ENOENT: i32 = -2;
-        let g = &cfg.guard;
+        let g: GuardOffsets = conf!(guard);
         if g.array_pptrs == 0 {
             return Err(ENOENT);
         }
-        if read_kernel::<u16>(sk, cfg.sock.protocol)? != IPPROTO_TCP {
+        if read_kernel::<u16>(sk, conf!(sock.protocol))? != IPPROTO_TCP {
             return Err(ENOENT);
         }
         let map = address(&GUARD as *const PerCpuArray<u64>)?;
         let cpu_offset = address(elem)?.wrapping_sub(read_kernel::<u64>(map, g.array_pptrs)?);
-        let prot = read_kernel::<u64>(sk, cfg.sock.prot)?;
+        let prot = read_kernel::<u64>(sk, conf!(sock.prot))?;
         let fw_alloc = read_kernel::<u64>(prot, g.proto_fw_alloc)?;
         Ok(fw_alloc
             .wrapping_add(g.prog_active_delta as u64)
@@ -320,20 +330,21 @@ mod programs {
     /// Where a transition's fields are read: a copied tracepoint record or
     /// the socket itself.
     trait Fields {
-        /// The `N` bytes at `off`.
-        fn get<const N: usize>(&self, off: u16) -> Result<[u8; N], i32>;
+        /// The `T` at byte `off`.
+        fn get<T: Copy>(&self, off: u16) -> Result<T, i32>;
     }
 
-    impl Fields for [u8; SET_STATE_RECORD_LEN] {
-        fn get<const N: usize>(&self, off: u16) -> Result<[u8; N], i32> {
+    impl Fields for Copied {
+        /// One load. The loader checks that each field the programs read
+        /// lies within the copy at an offset aligned for its type, so the
+        /// error is for the verifier's sake.
+        fn get<T: Copy>(&self, off: u16) -> Result<T, i32> {
             const EINVAL: i32 = -22;
             let off = usize::from(off);
-            if off + N > SET_STATE_RECORD_LEN {
+            if off + size_of::<T>() > SET_STATE_RECORD_LEN || off % align_of::<T>() != 0 {
                 return Err(EINVAL);
             }
-            let mut out = [0u8; N];
-            out.copy_from_slice(&self[off..off + N]);
-            Ok(out)
+            Ok(unsafe { self.0.as_ptr().add(off).cast::<T>().read() })
         }
     }
 
@@ -341,51 +352,61 @@ mod programs {
     struct Sock(u64);
 
     impl Fields for Sock {
-        fn get<const N: usize>(&self, off: u16) -> Result<[u8; N], i32> {
+        fn get<T: Copy>(&self, off: u16) -> Result<T, i32> {
             read_kernel(self.0, off)
         }
     }
 
-    /// Local and remote address, 4 bytes (IPv4) or 16 at the given offsets.
+    /// An address as [`RawEvent`] carries it, read in 4-byte words: IPv4 in
+    /// the first word, network order throughout.
+    type Addr = [u32; 4];
+
+    /// Local and remote address, IPv4 or IPv6, at the given offsets.
     fn addresses(
         f: &impl Fields,
         family: u8,
         (v4_local, v4_remote): (u16, u16),
         (v6_local, v6_remote): (u16, u16),
-    ) -> Result<([u8; 16], [u8; 16]), i32> {
+    ) -> Result<(Addr, Addr), i32> {
         if family == AF_INET {
-            let (mut local, mut remote) = ([0u8; 16], [0u8; 16]);
-            local[..4].copy_from_slice(&f.get::<4>(v4_local)?);
-            remote[..4].copy_from_slice(&f.get::<4>(v4_remote)?);
-            Ok((local, remote))
+            Ok(([f.get(v4_local)?, 0, 0, 0], [f.get(v4_remote)?, 0, 0, 0]))
         } else {
             Ok((f.get(v6_local)?, f.get(v6_remote)?))
         }
     }
 
+    /// The bytes of an address, as they lie in memory.
+    fn bytes(addr: Addr) -> [u8; 16] {
+        // SAFETY: same size, and every bit pattern is a valid `[u8; 16]`.
+        unsafe { core::mem::transmute(addr) }
+    }
+
     /// The transition in a `sock:inet_sock_set_state` record, if it is one
     /// to report.
     fn from_record(ctx: &TracePointContext) -> Result<Option<Change>, i32> {
-        let cfg = config();
-        let o = &cfg.set_state;
         // One copy of the record instead of one read per field.
         const ENOMEM: i32 = -12;
         let rec = unsafe { &mut *RECORD.get_ptr_mut(0).ok_or(ENOMEM)? };
-        unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), rec)? };
-        if u16::from_ne_bytes(rec.get(o.protocol)?) != IPPROTO_TCP {
+        unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), &mut rec.0)? };
+        if rec.get::<u16>(conf!(set_state.protocol))? != IPPROTO_TCP {
             return Ok(None);
         }
-        let family = u16::from_ne_bytes(rec.get(o.family)?) as u8;
-        let lport = u16::from_ne_bytes(rec.get(o.sport)?);
-        let rport = u16::from_ne_bytes(rec.get(o.dport)?);
-        if !passes(&cfg, family, lport, rport) {
+        let family = rec.get::<u16>(conf!(set_state.family))? as u8;
+        let lport = rec.get::<u16>(conf!(set_state.sport))?;
+        let rport = rec.get::<u16>(conf!(set_state.dport))?;
+        if !passes(family, lport, rport) {
             return Ok(None);
         }
-        let (laddr, raddr) = addresses(rec, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6))?;
+        let (laddr, raddr) = addresses(
+            rec,
+            family,
+            (conf!(set_state.saddr), conf!(set_state.daddr)),
+            (conf!(set_state.saddr_v6), conf!(set_state.daddr_v6)),
+        )?;
         Ok(Some(Change {
-            sk: u64::from_ne_bytes(rec.get(o.skaddr)?),
-            old: i32::from_ne_bytes(rec.get(o.oldstate)?) as u8,
-            new: i32::from_ne_bytes(rec.get(o.newstate)?) as u8,
+            sk: rec.get(conf!(set_state.skaddr))?,
+            old: rec.get::<i32>(conf!(set_state.oldstate))? as u8,
+            new: rec.get::<i32>(conf!(set_state.newstate))? as u8,
             family,
             lport,
             rport,
@@ -397,22 +418,20 @@ mod programs {
     /// Transition `old -> new` of socket `sk`, read from the socket as the
     /// tracepoint reads it, if it is one to report.
     fn from_sock(sk: u64, old: u8, new: u8) -> Result<Option<Change>, i32> {
-        let cfg = config();
-        let o = &cfg.sock;
-        if read_kernel::<u16>(sk, o.protocol)? != IPPROTO_TCP {
+        if read_kernel::<u16>(sk, conf!(sock.protocol))? != IPPROTO_TCP {
             return Ok(None);
         }
-        let family = read_kernel::<u16>(sk, o.family)? as u8;
-        let lport = u16::from_be(read_kernel::<u16>(sk, o.sport)?);
-        let rport = u16::from_be(read_kernel::<u16>(sk, o.dport)?);
-        if !passes(&cfg, family, lport, rport) {
+        let family = read_kernel::<u16>(sk, conf!(sock.family))? as u8;
+        let lport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.sport))?);
+        let rport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.dport))?);
+        if !passes(family, lport, rport) {
             return Ok(None);
         }
         let (laddr, raddr) = addresses(
             &Sock(sk),
             family,
-            (o.saddr, o.daddr),
-            (o.saddr_v6, o.daddr_v6),
+            (conf!(sock.saddr), conf!(sock.daddr)),
+            (conf!(sock.saddr_v6), conf!(sock.daddr_v6)),
         )?;
         Ok(Some(Change {
             sk,
@@ -428,73 +447,75 @@ mod programs {
 
     /// Attributes the owner, keeps the socket's entry and writes the record.
     fn record(c: &Change) -> Result<(), i32> {
-        let cfg = config();
-        let (skaddr, old, new) = (c.sk, c.old, c.new);
         let now = unsafe { bpf_ktime_get_ns() };
 
         // Owner: the current task when this transition runs in its context,
         // otherwise whoever was recorded for the socket earlier. The entry
-        // is updated in place: a socket's transitions are serialised by the
-        // kernel (socket lock), so nothing else writes it meanwhile.
+        // is worked on in place: a socket's transitions are serialised by
+        // the kernel (socket lock), so nothing else writes it meanwhile.
         // A socket's first transition starts afresh: an entry left by an
         // earlier socket at the same address (whose CLOSE was missed) says
         // nothing about this one.
-        let first = old == TCP_CLOSE || (old == TCP_LISTEN && new == TCP_SYN_RECV);
-        let stored = SOCKS.get_ptr_mut(skaddr);
-        let mut state = match stored {
-            Some(s) if !first => unsafe { *s },
-            _ => SockState {
-                netns: netns_of(&cfg, skaddr),
-                ..SockState::UNKNOWN
-            },
+        let first = c.old == TCP_CLOSE || (c.old == TCP_LISTEN && c.new == TCP_SYN_RECV);
+        let stored = SOCKS.get_ptr_mut(c.sk);
+        let mut fresh = SockState::UNKNOWN;
+        let state = match stored {
+            Some(s) => unsafe { &mut *s },
+            None => &mut fresh,
         };
+        if first || stored.is_none() {
+            *state = SockState {
+                netns: netns_of(c.sk),
+                ..SockState::UNKNOWN
+            };
+        }
         let prev_ts_ns = state.last_ts_ns;
-        if in_owner_context(old, new) {
+        state.last_ts_ns = now;
+        if in_owner_context(c.old, c.new) {
             let pid_tgid = bpf_get_current_pid_tgid();
             state.pid = (pid_tgid >> 32) as u32;
             state.tid = pid_tgid as u32;
-            state.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+            // Straight into the entry; the helper zeroes it on failure.
+            unsafe {
+                generated::bpf_get_current_comm(state.comm.as_mut_ptr().cast(), COMM_LEN as u32)
+            };
             state.owner_known = 1;
         }
-        state.last_ts_ns = now;
-        match stored {
-            _ if new == TCP_CLOSE => {
-                let _ = SOCKS.remove(skaddr);
-            }
-            Some(s) => unsafe { *s = state },
-            None => {
-                let _ = SOCKS.insert(skaddr, state, 0);
-            }
-        }
 
-        emit(
-            &cfg,
-            RawEvent {
-                ts_ns: now,
-                skaddr,
-                prev_ts_ns,
-                netns: state.netns,
-                pid: state.pid,
-                tid: state.tid,
-                kind: kind::TRANSITION,
-                oldstate: old,
-                newstate: new,
-                family: c.family,
-                lport: c.lport,
-                rport: c.rport,
-                flags: state.flags(),
-                _pad: [0; 3],
-                laddr: c.laddr,
-                raddr: c.raddr,
-                comm: state.comm,
-            },
-        );
+        emit(RawEvent {
+            ts_ns: now,
+            skaddr: c.sk,
+            prev_ts_ns,
+            netns: state.netns,
+            pid: state.pid,
+            tid: state.tid,
+            kind: kind::TRANSITION,
+            oldstate: c.old,
+            newstate: c.new,
+            family: c.family,
+            lport: c.lport,
+            rport: c.rport,
+            flags: state.flags(),
+            _pad: [0; 3],
+            laddr: bytes(c.laddr),
+            raddr: bytes(c.raddr),
+            comm: state.comm,
+        });
+        match stored {
+            Some(_) if c.new == TCP_CLOSE => {
+                let _ = SOCKS.remove(c.sk);
+            }
+            None if c.new != TCP_CLOSE => {
+                let _ = SOCKS.insert(c.sk, fresh, 0);
+            }
+            _ => {}
+        }
         Ok(())
     }
 
     #[tracepoint]
     pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-        let off = config().receive_reset_skaddr;
+        let off = conf!(receive_reset_skaddr);
         if let Err(err) = read_kernel::<u64>(ctx.as_ptr() as u64, off)
             .and_then(|sk| reset(sk, kind::RESET_RECEIVED))
         {
@@ -508,7 +529,7 @@ mod programs {
 
     #[tracepoint]
     pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-        let off = config().send_reset_skaddr;
+        let off = conf!(send_reset_skaddr);
         if let Err(err) =
             read_kernel::<u64>(ctx.as_ptr() as u64, off).and_then(|sk| reset(sk, kind::RESET_SENT))
         {
@@ -546,44 +567,40 @@ mod programs {
     /// A reset on a full socket: family, ports and state come from the
     /// socket itself (offsets from BTF) so the same filters apply.
     fn reset(sk: u64, what: u8) -> Result<(), i32> {
-        let cfg = config();
         if sk == 0 {
             // A reset answering a segment that matched no socket.
             return Ok(());
         }
-        let family = read_kernel::<u16>(sk, cfg.sock.family)? as u8;
-        let lport = read_kernel::<u16>(sk, cfg.sock.num)?;
-        let rport = u16::from_be(read_kernel::<u16>(sk, cfg.sock.dport)?);
-        if !passes(&cfg, family, lport, rport) {
+        let family = read_kernel::<u16>(sk, conf!(sock.family))? as u8;
+        let lport = read_kernel::<u16>(sk, conf!(sock.num))?;
+        let rport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.dport))?);
+        if !passes(family, lport, rport) {
             return Ok(());
         }
-        let state = read_kernel::<u8>(sk, cfg.sock.state)?;
+        let state = read_kernel::<u8>(sk, conf!(sock.state))?;
         let owner = match unsafe { SOCKS.get(sk) } {
             Some(o) if o.owner_known != 0 => *o,
             _ => SockState::UNKNOWN,
         };
-        emit(
-            &cfg,
-            RawEvent {
-                ts_ns: unsafe { bpf_ktime_get_ns() },
-                skaddr: sk,
-                prev_ts_ns: 0,
-                netns: netns_of(&cfg, sk),
-                pid: owner.pid,
-                tid: owner.tid,
-                kind: what,
-                oldstate: state,
-                newstate: state,
-                family,
-                lport,
-                rport,
-                flags: owner.flags(),
-                _pad: [0; 3],
-                laddr: [0; 16],
-                raddr: [0; 16],
-                comm: owner.comm,
-            },
-        );
+        emit(RawEvent {
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            skaddr: sk,
+            prev_ts_ns: 0,
+            netns: netns_of(sk),
+            pid: owner.pid,
+            tid: owner.tid,
+            kind: what,
+            oldstate: state,
+            newstate: state,
+            family,
+            lport,
+            rport,
+            flags: owner.flags(),
+            _pad: [0; 3],
+            laddr: [0; 16],
+            raddr: [0; 16],
+            comm: owner.comm,
+        });
         Ok(())
     }
 

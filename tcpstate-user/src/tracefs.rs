@@ -115,17 +115,28 @@ impl Format {
             .unwrap_or(0)
     }
 
-    /// Offset of `field`, checking that it has the size the programs read.
-    pub fn offset(&self, field: &str, size: u16) -> Result<u16> {
+    /// Offset of `field`, which the programs read as a `T` in one load:
+    /// checks that it has `T`'s size and lies at an offset aligned for it.
+    pub fn offset<T>(&self, field: &str) -> Result<u16> {
+        let (size, align) = (size_of::<T>(), align_of::<T>());
         let f = self
             .fields
             .get(field)
             .with_context(|| format!("tracepoint {} has no field {field}", self.name))?;
-        if f.size != size {
+        if usize::from(f.size) != size {
             bail!(
-                "tracepoint {}: field {field} is {} bytes, expected {size}",
+                "tracepoint {}: field {field} is {} bytes, expected {size}: \
+                 tcpstate needs updating for this kernel",
                 self.name,
                 f.size
+            );
+        }
+        if usize::from(f.offset) % align != 0 {
+            bail!(
+                "tracepoint {}: field {field} is at offset {}, not a multiple of {align}: \
+                 tcpstate needs updating for this kernel",
+                self.name,
+                f.offset
             );
         }
         Ok(f.offset)
@@ -153,20 +164,32 @@ print fmt: \"family=%s\", REC->family
     #[test]
     fn parses_fields_with_pointers_and_arrays() {
         let f = Format::parse("sock:inet_sock_set_state", SET_STATE).unwrap();
-        assert_eq!(f.offset("skaddr", 8).unwrap(), 8);
-        assert_eq!(f.offset("oldstate", 4).unwrap(), 16);
-        assert_eq!(f.offset("sport", 2).unwrap(), 24);
-        assert_eq!(f.offset("saddr_v6", 16).unwrap(), 40);
+        assert_eq!(f.offset::<u64>("skaddr").unwrap(), 8);
+        assert_eq!(f.offset::<i32>("oldstate").unwrap(), 16);
+        assert_eq!(f.offset::<u16>("sport").unwrap(), 24);
+        assert_eq!(f.offset::<[u32; 4]>("saddr_v6").unwrap(), 40);
         assert_eq!(f.end(), 56, "saddr_v6 ends the record");
     }
 
     #[test]
     fn missing_or_resized_fields_are_errors() {
         let f = Format::parse("sock:inet_sock_set_state", SET_STATE).unwrap();
-        let err = f.offset("newstate", 4).unwrap_err().to_string();
+        let err = f.offset::<i32>("newstate").unwrap_err().to_string();
         assert!(err.contains("no field newstate"), "{err}");
-        let err = f.offset("sport", 4).unwrap_err().to_string();
+        let err = f.offset::<u32>("sport").unwrap_err().to_string();
         assert!(err.contains("is 2 bytes, expected 4"), "{err}");
+    }
+
+    #[test]
+    fn misaligned_fields_are_errors() {
+        let f = Format::parse(
+            "sock:inet_sock_set_state",
+            "format:\n\tfield:__u8 saddr[4];\toffset:30;\tsize:4;\tsigned:0;\n",
+        )
+        .unwrap();
+        let err = f.offset::<u32>("saddr").unwrap_err().to_string();
+        assert!(err.contains("offset 30, not a multiple of 4"), "{err}");
+        assert_eq!(f.offset::<[u8; 4]>("saddr").unwrap(), 30);
     }
 
     #[test]
