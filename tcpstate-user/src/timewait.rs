@@ -264,11 +264,15 @@ impl Table {
 
     /// A transition from the tracker: a new connection on a 4-tuple that is
     /// in TIME_WAIT took it over (`tcp_tw_reuse`, or a new SYN accepted).
+    ///
+    /// Only a connection's opening transitions can do that (from CLOSE with
+    /// a bound port, from SYN_SENT once `connect()` chose its port, from
+    /// LISTEN for an accepted one), so the others skip the lookup: it is a
+    /// likely cache miss on a table of up to a minute of closes.
     pub fn on_transition(&mut self, t: &Transition, sink: &mut impl TwSink) {
-        if t.tuple.lport == 0
-            || t.tuple.rport == 0
-            || t.old == State::LISTEN && t.new == State::CLOSE
-        {
+        let opening = matches!(t.old, State::CLOSE | State::SYN_SENT)
+            || t.old == State::LISTEN && t.new != State::CLOSE;
+        if !opening || t.tuple.lport == 0 || t.tuple.rport == 0 {
             return;
         }
         let key = Key {
@@ -564,6 +568,13 @@ mod tests {
         t.on_close(&close(40000, 80, T0, true), &mut log);
         t.on_transition(&transition(40001, 80, T0 + 1), &mut log);
         assert!(log.exits.is_empty(), "another tuple");
+        let later = Transition {
+            old: State::ESTABLISHED,
+            new: State::FIN_WAIT1,
+            ..transition(40000, 80, T0 + 2)
+        };
+        t.on_transition(&later, &mut log);
+        assert!(log.exits.is_empty(), "not an opening transition");
         t.on_transition(&transition(40000, 80, T0 + 2), &mut log);
         assert_eq!(log.exits, [(key(40000, 80), ExitReason::Reused)]);
         // Its stale expiry does not end anything later.
