@@ -453,22 +453,20 @@ mod programs {
         // otherwise whoever was recorded for the socket earlier. The entry
         // is worked on in place: a socket's transitions are serialised by
         // the kernel (socket lock), so nothing else writes it meanwhile.
-        // A socket's first transition starts afresh: an entry left by an
-        // earlier socket at the same address (whose CLOSE was missed) says
-        // nothing about this one.
+        // A socket's first transition starts afresh, without a lookup: an
+        // entry left by an earlier socket at the same address (whose CLOSE
+        // was missed) says nothing about this one, and the insert below
+        // replaces it.
         let first = c.old == TCP_CLOSE || (c.old == TCP_LISTEN && c.new == TCP_SYN_RECV);
-        let stored = SOCKS.get_ptr_mut(c.sk);
+        let stored = if first { None } else { SOCKS.get_ptr_mut(c.sk) };
         let mut fresh = SockState::UNKNOWN;
         let state = match stored {
             Some(s) => unsafe { &mut *s },
-            None => &mut fresh,
+            None => {
+                fresh.netns = netns_of(c.sk);
+                &mut fresh
+            }
         };
-        if first || stored.is_none() {
-            *state = SockState {
-                netns: netns_of(c.sk),
-                ..SockState::UNKNOWN
-            };
-        }
         let prev_ts_ns = state.last_ts_ns;
         state.last_ts_ns = now;
         if in_owner_context(c.old, c.new) {
