@@ -68,10 +68,10 @@ pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
         );
     }
     let storm = tcpstate.with_file_name("storm");
-    let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
+    delete_netns(NETNS);
     toolchain::run(Command::new("ip").args(["netns", "add", NETNS]))?;
     let result = storms(tcpstate, &storm, args).and_then(|()| reconcile_cost(tcpstate, &storm));
-    let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
+    delete_netns(NETNS);
     result
 }
 
@@ -85,7 +85,7 @@ const RECONCILE_STORM: u64 = 10_000;
 
 fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
     let ns = "tcpstate-bench-tw";
-    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    delete_netns(ns);
     toolchain::run(Command::new("ip").args(["netns", "add", ns]))?;
     let result = (|| {
         toolchain::run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]))?;
@@ -129,11 +129,19 @@ fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
         );
         Ok(())
     })();
-    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    delete_netns(ns);
     result
 }
 
 /// TIME_WAIT sockets in namespace `ns`, as `ss` counts them.
+/// Deletes network namespace `ns` if a run left it behind (quietly, so
+/// that a clean start prints nothing).
+fn delete_netns(ns: &str) {
+    if Path::new("/run/netns").join(ns).exists() {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+}
+
 fn time_wait_count(ns: &str) -> Result<usize> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "ss", "-Htan", "state", "time-wait"])
