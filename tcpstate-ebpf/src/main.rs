@@ -337,7 +337,8 @@ mod programs {
     impl Fields for Copied {
         /// One load. The loader checks that each field the programs read
         /// lies within the copy at an offset aligned for its type, so the
-        /// error is for the verifier's sake.
+        /// error never happens: the bounds check is for the verifier, the
+        /// alignment check keeps the typed load sound.
         fn get<T: Copy>(&self, off: u16) -> Result<T, i32> {
             const EINVAL: i32 = -22;
             let off = usize::from(off);
