@@ -133,7 +133,6 @@ fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
     result
 }
 
-/// TIME_WAIT sockets in namespace `ns`, as `ss` counts them.
 /// Deletes network namespace `ns` if a run left it behind (quietly, so
 /// that a clean start prints nothing).
 fn delete_netns(ns: &str) {
@@ -142,6 +141,7 @@ fn delete_netns(ns: &str) {
     }
 }
 
+/// TIME_WAIT sockets in namespace `ns`, as `ss` counts them.
 fn time_wait_count(ns: &str) -> Result<usize> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "ss", "-Htan", "state", "time-wait"])
