@@ -68,9 +68,9 @@ pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
         );
     }
     let storm = tcpstate.with_file_name("storm");
-    delete_netns(NETNS);
-    toolchain::run(Command::new("ip").args(["netns", "add", NETNS]))?;
-    let result = storms(tcpstate, &storm, args).and_then(|()| reconcile_cost(tcpstate, &storm));
+    let result = create_netns(NETNS)
+        .and_then(|netns| storms(tcpstate, &storm, args, netns))
+        .and_then(|()| reconcile_cost(tcpstate, &storm));
     delete_netns(NETNS);
     result
 }
@@ -85,10 +85,7 @@ const RECONCILE_STORM: u64 = 10_000;
 
 fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
     let ns = "tcpstate-bench-tw";
-    delete_netns(ns);
-    toolchain::run(Command::new("ip").args(["netns", "add", ns]))?;
-    let result = (|| {
-        toolchain::run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]))?;
+    let result = create_netns(ns).and_then(|inode| {
         while time_wait_count(ns)? < RECONCILE_SOCKETS {
             let out = Command::new("ip")
                 .args(["netns", "exec", ns])
@@ -99,13 +96,16 @@ fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
                 bail!("storm failed: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
-        let inode = fs::metadata(format!("/run/netns/{ns}"))
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))?
-            .to_string();
         let before = children_cpu();
         let started = std::time::Instant::now();
         let out = Command::new(tcpstate)
-            .args(["timewait", "--once", "--json", "--netns", &inode])
+            .args([
+                "timewait",
+                "--once",
+                "--json",
+                "--netns",
+                &inode.to_string(),
+            ])
             .output()
             .context("running tcpstate timewait --once")?;
         let wall = started.elapsed();
@@ -128,9 +128,20 @@ fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
             cpu * 1000.0
         );
         Ok(())
-    })();
+    });
     delete_netns(ns);
     result
+}
+
+/// Makes network namespace `ns` afresh (deleting one a run left behind),
+/// with loopback up; returns its inode.
+fn create_netns(ns: &str) -> Result<u64> {
+    delete_netns(ns);
+    toolchain::run(Command::new("ip").args(["netns", "add", ns]))?;
+    toolchain::run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]))?;
+    fs::metadata(format!("/run/netns/{ns}"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .context("netns inode")
 }
 
 /// Deletes network namespace `ns` if a run left it behind (quietly, so
@@ -219,11 +230,8 @@ struct Traced {
     rescued: u64,
 }
 
-fn storms(tcpstate: &Path, storm: &Path, args: &Args) -> Result<()> {
-    toolchain::run(Command::new("ip").args(["-n", NETNS, "link", "set", "lo", "up"]))?;
-    let netns = fs::metadata(format!("/run/netns/{NETNS}"))
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .context("netns inode")?;
+/// The storms in namespace [`NETNS`], whose inode is `netns`.
+fn storms(tcpstate: &Path, storm: &Path, args: &Args, netns: u64) -> Result<()> {
     let expected = args.conns * TRANSITIONS_PER_CONN + LISTENER_TRANSITIONS;
     let mut untraced = Vec::new();
     let mut traced = Vec::new();
