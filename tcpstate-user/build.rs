@@ -35,10 +35,7 @@ fn main() -> anyhow::Result<()> {
 /// `bpf-linker` on PATH, if any; a change of it rebuilds the programs.
 fn which_bpf_linker() -> Option<std::path::PathBuf> {
     println!("cargo:rerun-if-env-changed=PATH");
-    let path = std::env::var_os("PATH")?;
-    let linker = std::env::split_paths(&path)
-        .map(|dir| dir.join("bpf-linker"))
-        .find(|candidate| candidate.is_file())?;
+    let linker = which::which("bpf-linker").ok()?;
     println!("cargo:rerun-if-changed={}", linker.display());
     Some(linker)
 }

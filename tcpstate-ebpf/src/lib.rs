@@ -1,4 +1,5 @@
-//! Wire types shared by the eBPF programs (`main.rs`) and userspace.
+//! Wire types and constants shared by the eBPF programs (`main.rs`) and
+//! userspace: records, configuration, TCP state numbers.
 //!
 //! Everything here is `#[repr(C)]`, `no_std` and plain old data: the kernel
 //! side writes these bytes and userspace reads them back with the very same
@@ -7,6 +8,25 @@
 
 /// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
+
+/// TCP states, as the kernel numbers them (`include/net/tcp_states.h`).
+pub mod tcp {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+
+/// `IPPROTO_TCP`, as the tracepoints and `struct sock` carry it.
+pub const IPPROTO_TCP: u16 = 6;
 
 /// `AF_INET`, as carried in [`RawEvent::family`].
 pub const AF_INET: u8 = 2;
@@ -174,6 +194,13 @@ pub struct Config {
     /// below that, userspace polls on a short timer.
     pub wakeup_bytes: u64,
     pub guard: GuardOffsets,
+}
+
+impl Config {
+    /// Everything zero: the value compiled into the programs, before the
+    /// loader writes the running kernel's.
+    // SAFETY: integers and byte arrays only: all-zero is a valid value.
+    pub const ZERO: Config = unsafe { core::mem::zeroed() };
 }
 
 /// [`Config::families`] bit for IPv4.

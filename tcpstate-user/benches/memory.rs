@@ -9,9 +9,11 @@ use std::{
 };
 
 use tcpstate::{
-    event::{Comm, Owner, Tuple},
-    timewait::{Entry, ExitReason, LINUX_TIME_WAIT_NS, Table, TwSink},
-    tracker::{Close, CloseKind, Closer, Role},
+    sock::{Comm, Owner, SockId, Tuple},
+    track::{
+        timewait::{Entry, ExitReason, LINUX_TIME_WAIT_NS, Table, TwSink},
+        tracker::{Close, CloseKind, Closer, Role},
+    },
 };
 
 /// The system allocator, counting bytes in use.
@@ -72,8 +74,10 @@ fn main() {
         let close = Close {
             ts_ns: u64::from(i),
             skaddr: u64::from(i),
-            netns: 4026531840,
-            tuple: Tuple::new(l, 443, r, port),
+            id: SockId {
+                netns: 4026531840,
+                tuple: Tuple::new(l, 443, r, port),
+            },
             role: Role::Server,
             closer: Closer::Local,
             kind: CloseKind::Fin,

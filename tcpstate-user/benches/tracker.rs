@@ -10,10 +10,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tcpstate::{
-    event::{Clock, Comm, Event, Kind, Owner, State, Tuple},
-    output::Renderer,
-    timewait::{self, Entry, ExitReason, TwSink},
-    tracker::{Close, Sink, Tracker, Transition},
+    host::clock::Clock,
+    kernel::decode::{Event, Kind},
+    render::{Printer, json::Json},
+    sock::{Comm, Owner, SockId, State, Tuple},
+    track::{
+        timewait::{self, Entry, ExitReason, TwSink},
+        tracker::{Close, Sink, Tracker, Transition},
+    },
 };
 
 const CONNS: u64 = 50_000;
@@ -97,8 +101,10 @@ fn storm() -> Vec<Event> {
                 ts_ns: ts,
                 kind: Kind::Transition { old, new },
                 skaddr,
-                netns: 4026531840,
-                tuple,
+                id: SockId {
+                    netns: 4026531840,
+                    tuple,
+                },
                 prev_ts_ns: Some(ts - 5_000),
                 owner,
             });
@@ -130,9 +136,8 @@ fn bench(c: &mut Criterion) {
         let clock = Clock::system();
         b.iter(|| {
             let mut tracker = Tracker::default();
-            let mut out = Renderer::new(
+            let mut out = Json::new(
                 std::io::BufWriter::with_capacity(1 << 18, std::io::sink()),
-                true,
                 clock,
             );
             for ev in &events {

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use tcpstate_ebpf::{FAMILY_V4, FAMILY_V6};
 
-use crate::{filter::Filter, loader};
+use crate::{host::snapshot::Scope, kernel::loader, track::filter::Filter};
 
 /// Every TCP state transition, every TIME_WAIT socket, and who closed each
 /// connection, live from the kernel.
@@ -70,7 +70,7 @@ pub struct WatchArgs {
 /// Options shared by every command.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// JSON Lines output (schema: see README).
+    /// JSON Lines output (schema: docs/schema.md).
     #[arg(long)]
     pub json: bool,
     /// IPv4 only.
@@ -138,6 +138,14 @@ impl Common {
             rports: self.rport.clone(),
             ring_bytes: self.ring_mib << 20,
             wakeup_bytes: self.wakeup_bytes.unwrap_or((self.ring_mib << 20) / 16),
+        }
+    }
+
+    /// Which sockets the run covers, in the kernel's tables too.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            settings: self.settings(),
+            netns: self.netns.clone(),
         }
     }
 

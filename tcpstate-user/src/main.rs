@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tcpstate::{
     cli::{Cli, Command},
-    twview, watch,
+    cmd, messages,
 };
 
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("tcpstate: internal error: {info} (please report this)");
+        messages::error(format_args!("internal error: {info} (please report this)"));
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -21,10 +21,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!(
-                "tcpstate: {} (see tcpstate --help)",
+            messages::note_args(format_args!(
+                "{} (see tcpstate --help)",
                 first_line(&e.to_string())
-            );
+            ));
             return ExitCode::from(2);
         }
     };
@@ -39,20 +39,20 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tcpstate: error: starting the runtime: {e}");
+            messages::error(format_args!("starting the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Watch(args) => watch::run(args).await,
-            Command::Timewait(args) => twview::run(args).await,
+            Command::Watch(args) => cmd::watch::run(args).await,
+            Command::Timewait(args) => cmd::timewait::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tcpstate: error: {}", one_line(&format!("{e:#}")));
+            messages::error(format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -62,13 +62,4 @@ fn main() -> ExitCode {
 fn first_line(msg: &str) -> &str {
     let line = msg.lines().next().unwrap_or(msg);
     line.strip_prefix("error: ").unwrap_or(line)
-}
-
-/// Joins a multi-line message (e.g. a verifier log) into one line.
-fn one_line(msg: &str) -> String {
-    msg.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
 }

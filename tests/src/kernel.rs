@@ -1,5 +1,5 @@
 //! The oracle: what the kernel itself says about a test's network namespace,
-//! read with `ss`, `nstat` and `sysctl` run inside it.
+//! read with `ss` and `nstat` run inside it, and from its `/proc/sys`.
 
 use std::{net::IpAddr, process::Command};
 

@@ -18,6 +18,7 @@ use std::{
     ffi::OsString,
     path::{Path, PathBuf},
     process::Command,
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -55,7 +56,11 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let started = Instant::now();
     let env = toolchain::bootstrap()?;
+    if started.elapsed().as_secs() >= 1 {
+        eprintln!("xtask: toolchain installed in {:.1?}", started.elapsed());
+    }
     match cli.command {
         Cmd::Bootstrap => Ok(()),
         Cmd::Build => build(&env).map(drop),
@@ -97,41 +102,64 @@ fn build(env: &toolchain::Env) -> Result<PathBuf> {
 }
 
 fn test(env: &toolchain::Env) -> Result<()> {
-    env.cargo(&["fmt", "--all", "--", "--check"])
-        .context("formatting: run `cargo fmt --all`")?;
-    env.cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    env.clippy_ebpf()?;
-    env.cargo(&[
-        "test",
-        "--workspace",
-        "--exclude",
-        "tcpstate-tests",
-        "--lib",
-        "--bins",
-        "--tests",
-    ])?;
-    let bin = build(env)?;
+    let started = Instant::now();
+    timed("formatting", || {
+        env.cargo(&["fmt", "--all", "--", "--check"])
+            .context("formatting: run `cargo fmt --all`")
+    })?;
+    timed("lints", || {
+        env.cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+        env.clippy_ebpf()
+    })?;
+    timed("unit tests", || {
+        env.cargo(&[
+            "test",
+            "--workspace",
+            "--exclude",
+            "tcpstate-tests",
+            "--lib",
+            "--bins",
+            "--tests",
+        ])
+    })?;
+    let bin = timed("release build", || build(env))?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the integration tests load eBPF programs: run `cargo xtask test` as root");
     }
-    env.cargo_with(
-        &[
-            "test",
-            "--release",
-            "--package",
-            "tcpstate-tests",
-            "--tests",
-            "--",
-            "--test-threads=1",
-        ],
-        &[("TCPSTATE_BIN", bin.as_os_str())],
-    )
+    timed("kernel integration tests", || {
+        env.cargo_with(
+            &[
+                "test",
+                "--release",
+                "--package",
+                "tcpstate-tests",
+                "--tests",
+                "--",
+                "--test-threads=1",
+            ],
+            &[("TCPSTATE_BIN", bin.as_os_str())],
+        )
+    })?;
+    eprintln!("xtask: all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Runs one step of a command and says how long it took.
+fn timed<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let result = f();
+    eprintln!(
+        "xtask: {step}: {} in {:.1?}",
+        if result.is_ok() { "done" } else { "FAILED" },
+        started.elapsed()
+    );
+    result
 }

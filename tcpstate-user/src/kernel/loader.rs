@@ -1,12 +1,8 @@
 //! Loads and attaches the eBPF programs: checks privileges, mounts tracefs
 //! if needed, resolves field offsets on the running kernel (tracepoint
 //! formats, BTF), writes them and the kernel-side filters into the programs'
-//! globals, and hands out the ring buffer and the lost-event counter.
-
-use std::{
-    fs,
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
-};
+//! globals, and hands out the ring buffer and the attached programs (whose
+//! losses `counters` reads).
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -15,13 +11,13 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
-use aya_obj::generated::{bpf_cmd, bpf_prog_info};
 use tcpstate_ebpf::{
     Config, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_RPORTS, MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN,
-    PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN, SetStateOffsets, counter,
+    PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN, SetStateOffsets,
 };
 
-use crate::{btf, tracefs};
+use super::{btf, privileges, tracefs};
+use crate::messages::warning;
 
 /// What the kernel side should report.
 #[derive(Clone, Debug)]
@@ -53,160 +49,13 @@ pub struct Probe {
 /// The programs themselves and their counters. Dropping it detaches them.
 pub struct Kernel {
     /// Keeps the programs and their links alive.
-    ebpf: Ebpf,
-    counters: PerCpuArray<MapData, u64>,
-}
-
-/// Events the kernel reported but tcpstate could not record.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Lost {
-    /// The ring buffer was full.
-    pub ring_full: u64,
-    /// The kernel skipped a classic program because the same CPU was
-    /// already running a BPF program (a softirq transition interrupting a
-    /// process-context one), and its rescuer did not record the event
-    /// either: the programs' `recursion_misses` less the rescues.
-    pub nested: u64,
-    /// Not lost: events the kernel skipped that the rescuers recorded.
-    pub rescued: u64,
-}
-
-impl Lost {
-    pub fn total(&self) -> u64 {
-        self.ring_full + self.nested
-    }
-}
-
-impl Kernel {
-    /// Every event lost so far, as counted by the kernel.
-    pub fn lost(&self) -> Result<Lost> {
-        // Misses before rescues: reading in this order may, for an instant,
-        // report a skipped event as rescued before it shows as missed, but
-        // never the other way round.
-        let mut misses = 0;
-        for (name, ..) in PROGRAMS {
-            let program: &TracePoint = self
-                .ebpf
-                .program(name)
-                .ok_or_else(|| anyhow!("program {name} missing"))?
-                .try_into()?;
-            misses += recursion_misses(program.fd()?.as_fd())
-                .with_context(|| format!("reading the statistics of program {name}"))?;
-        }
-        let count = |index: u32| -> Result<u64> {
-            Ok(self
-                .counters
-                .get(&index, 0)
-                .context("reading the event counters")?
-                .iter()
-                .sum())
-        };
-        let rescued = count(counter::RESCUED)?;
-        Ok(Lost {
-            ring_full: count(counter::RING_FULL)?,
-            nested: misses.saturating_sub(rescued),
-            rescued,
-        })
-    }
-}
-
-/// `recursion_misses` of a loaded program (BPF_OBJ_GET_INFO_BY_FD; aya does
-/// not expose this counter).
-fn recursion_misses(fd: BorrowedFd<'_>) -> Result<u64> {
-    /// The `info` member of `union bpf_attr`.
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    // SAFETY: bpf_prog_info is plain integers; all-zero is a valid value.
-    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-    let attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<bpf_prog_info>() as u32,
-        info: std::ptr::addr_of_mut!(info) as u64,
-    };
-    // SAFETY: `attr` points at `info`, which outlives the call and is as
-    // large as `info_len` says.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            std::ptr::addr_of!(attr),
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(info.recursion_misses)
-}
-
-/// Capability bits (see `capabilities(7)`).
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// The effective capability set of this process.
-fn effective_capabilities() -> Result<u64> {
-    let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .ok_or_else(|| anyhow!("no CapEff line in /proc/self/status"))
-}
-
-/// Fails with a clear message unless this process may load and attach
-/// tracing programs (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN).
-pub fn check_privileges() -> Result<()> {
-    require(
-        missing_capabilities(effective_capabilities()?),
-        "needed to load and attach eBPF programs",
-    )
-}
-
-/// Fails with a clear message unless this process may enter other network
-/// namespaces to read their socket tables (CAP_SYS_ADMIN).
-pub fn check_namespace_access() -> Result<()> {
-    let missing = if effective_capabilities()? & (1 << CAP_SYS_ADMIN) == 0 {
-        vec!["CAP_SYS_ADMIN"]
-    } else {
-        Vec::new()
-    };
-    require(
-        missing,
-        "needed to read the socket tables of every network namespace",
-    )
-}
-
-fn require(missing: Vec<&str>, why: &str) -> Result<()> {
-    if !missing.is_empty() {
-        bail!(
-            "missing {} ({why}): run tcpstate as root, e.g. with sudo",
-            missing.join(" and ")
-        );
-    }
-    Ok(())
-}
-
-/// The tracing capabilities lacking from the effective set `eff`.
-fn missing_capabilities(eff: u64) -> Vec<&'static str> {
-    let has = |cap: u32| eff & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) {
-        return Vec::new();
-    }
-    [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
-        .into_iter()
-        .filter(|&(cap, _)| !has(cap))
-        .map(|(_, name)| name)
-        .collect()
+    pub(super) ebpf: Ebpf,
+    pub(super) counters: PerCpuArray<MapData, u64>,
 }
 
 /// Loads the programs, configures them and attaches them.
 pub fn load(settings: &Settings) -> Result<Probe> {
-    check_privileges()?;
+    privileges::check_tracing()?;
     let tracefs = tracefs::ensure_mounted()?;
     let vmlinux = btf::load_vmlinux()?;
 
@@ -236,9 +85,9 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         _pad: [0; 1],
         wakeup_bytes: u64::from(settings.wakeup_bytes),
         guard: btf::guard_offsets(&vmlinux).unwrap_or_else(|e| {
-            eprintln!(
-                "tcpstate: warning: events the kernel skips for nested runs cannot be \
-                 rescued on this kernel ({e:#}); they are counted as lost"
+            warning!(
+                "events the kernel skips for nested runs cannot be rescued on this kernel \
+                 ({e:#}); they are counted as lost"
             );
             Default::default()
         }),
@@ -328,13 +177,5 @@ mod tests {
             .filter(|&p| bm[usize::from(p >> 3)] & (1 << (p & 7)) != 0)
             .collect();
         assert_eq!(set, [0, 7, 8, 443, 65535]);
-    }
-
-    #[test]
-    fn capabilities_needed() {
-        assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_empty());
-        assert!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
-        assert_eq!(missing_capabilities(1 << CAP_BPF), ["CAP_PERFMON"]);
-        assert_eq!(missing_capabilities(0), ["CAP_BPF", "CAP_PERFMON"]);
     }
 }

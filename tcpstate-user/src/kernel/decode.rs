@@ -1,5 +1,4 @@
-//! Decoding of ring-buffer records into typed events, TCP state names, and
-//! the kernel-clock to wall-clock conversion.
+//! Decoding of ring-buffer records into typed events.
 //!
 //! Pure: no kernel access, so everything here is unit-tested on synthetic
 //! records.
@@ -7,142 +6,11 @@
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::{Duration, SystemTime},
 };
 
-use tcpstate_ebpf::{AF_INET, AF_INET6, COMM_LEN, RawEvent, flags, kind};
+use tcpstate_ebpf::{AF_INET, AF_INET6, RawEvent, flags, kind};
 
-/// A TCP state, as the kernel numbers them (`TCP_ESTABLISHED` = 1, ...).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct State(pub u8);
-
-impl State {
-    pub const ESTABLISHED: State = State(1);
-    pub const SYN_SENT: State = State(2);
-    pub const SYN_RECV: State = State(3);
-    pub const FIN_WAIT1: State = State(4);
-    pub const FIN_WAIT2: State = State(5);
-    pub const TIME_WAIT: State = State(6);
-    pub const CLOSE: State = State(7);
-    pub const CLOSE_WAIT: State = State(8);
-    pub const LAST_ACK: State = State(9);
-    pub const LISTEN: State = State(10);
-    pub const CLOSING: State = State(11);
-    pub const NEW_SYN_RECV: State = State(12);
-
-    /// The kernel's name without the `TCP_` prefix, `UNKNOWN(n)` otherwise.
-    pub fn name(self) -> &'static str {
-        const NAMES: [&str; 13] = [
-            "UNKNOWN",
-            "ESTABLISHED",
-            "SYN_SENT",
-            "SYN_RECV",
-            "FIN_WAIT1",
-            "FIN_WAIT2",
-            "TIME_WAIT",
-            "CLOSE",
-            "CLOSE_WAIT",
-            "LAST_ACK",
-            "LISTEN",
-            "CLOSING",
-            "NEW_SYN_RECV",
-        ];
-        NAMES.get(self.0 as usize).copied().unwrap_or("UNKNOWN")
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// IP family of a socket.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::V4 => "ipv4",
-            Family::V6 => "ipv6",
-        }
-    }
-}
-
-/// Both ends of a socket: `l*` is this host's end, `r*` the peer's.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Tuple {
-    pub family: Family,
-    pub laddr: IpAddr,
-    pub lport: u16,
-    pub raddr: IpAddr,
-    pub rport: u16,
-}
-
-impl Tuple {
-    /// A tuple from two addresses; IPv4-mapped IPv6 addresses (an IPv6
-    /// socket carrying IPv4 traffic) become IPv4.
-    pub fn new(laddr: IpAddr, lport: u16, raddr: IpAddr, rport: u16) -> Tuple {
-        let unmap = |a: IpAddr| match a {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
-            v4 => v4,
-        };
-        let (l, r) = (unmap(laddr), unmap(raddr));
-        let family = if l.is_ipv4() && r.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        };
-        let (laddr, raddr) = if family == Family::V6 {
-            (laddr, raddr)
-        } else {
-            (l, r)
-        };
-        Tuple {
-            family,
-            laddr,
-            lport,
-            raddr,
-            rport,
-        }
-    }
-}
-
-/// A process's command name, as the kernel's fixed 16-byte `comm`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Comm([u8; COMM_LEN]);
-
-impl Comm {
-    pub fn new(name: &str) -> Comm {
-        let mut bytes = [0; COMM_LEN];
-        let n = name.len().min(COMM_LEN - 1);
-        bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
-        Comm(bytes)
-    }
-
-    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
-        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        String::from_utf8_lossy(&self.0[..end])
-    }
-}
-
-impl fmt::Debug for Comm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
-}
-
-/// The process that owns a socket.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Owner {
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: Comm,
-}
+use crate::sock::{Comm, Owner, SockId, State, Tuple};
 
 /// What happened to the socket.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -160,10 +28,8 @@ pub struct Event {
     pub kind: Kind,
     /// Kernel address of the socket: unique among live sockets.
     pub skaddr: u64,
-    /// Network namespace inode.
-    pub netns: u32,
     /// Addresses are meaningful for transitions only; resets carry the ports.
-    pub tuple: Tuple,
+    pub id: SockId,
     /// Time of the socket's previous transition, when the kernel saw it.
     pub prev_ts_ns: Option<u64>,
     /// The owner as attributed in the kernel.
@@ -232,8 +98,10 @@ pub fn decode_raw(raw: &RawEvent) -> Result<Event, DecodeError> {
         ts_ns: raw.ts_ns,
         kind,
         skaddr: raw.skaddr,
-        netns: raw.netns,
-        tuple: Tuple::new(laddr, raw.lport, raddr, raw.rport),
+        id: SockId {
+            netns: raw.netns,
+            tuple: Tuple::new(laddr, raw.lport, raddr, raw.rport),
+        },
         prev_ts_ns: (raw.prev_ts_ns != 0).then_some(raw.prev_ts_ns),
         owner,
     })
@@ -243,42 +111,10 @@ fn v4(bytes: &[u8; 16]) -> Ipv4Addr {
     Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
 }
 
-/// Converts kernel CLOCK_MONOTONIC timestamps to wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    /// Wall-clock time at monotonic zero.
-    epoch: SystemTime,
-}
-
-impl Clock {
-    /// Samples both clocks now.
-    pub fn system() -> Clock {
-        let mono = monotonic_ns();
-        Clock {
-            epoch: SystemTime::now() - Duration::from_nanos(mono),
-        }
-    }
-
-    /// A clock whose monotonic zero is `epoch` (for tests and replays).
-    pub fn at(epoch: SystemTime) -> Clock {
-        Clock { epoch }
-    }
-
-    pub fn wall(&self, mono_ns: u64) -> SystemTime {
-        self.epoch + Duration::from_nanos(mono_ns)
-    }
-}
-
-/// Current CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns()`.
-pub fn monotonic_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .expect("CLOCK_MONOTONIC is always available");
-    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::sock::Family;
 
     /// A raw transition record as the eBPF program would write it.
     pub(crate) fn raw_transition(family: u8, old: u8, new: u8) -> RawEvent {
@@ -319,10 +155,10 @@ pub(crate) mod tests {
                 new: State::FIN_WAIT1
             }
         );
-        assert_eq!(ev.tuple.family, Family::V4);
-        assert_eq!(ev.tuple.laddr, "127.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(ev.tuple.raddr, "127.0.0.2".parse::<IpAddr>().unwrap());
-        assert_eq!((ev.tuple.lport, ev.tuple.rport), (9098, 41566));
+        assert_eq!(ev.id.tuple.family, Family::V4);
+        assert_eq!(ev.id.tuple.laddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(ev.id.tuple.raddr, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!((ev.id.tuple.lport, ev.id.tuple.rport), (9098, 41566));
         assert_eq!(ev.prev_ts_ns, Some(2_000_000));
         let owner = ev.owner.unwrap();
         assert_eq!((owner.pid, owner.tid), (1234, 1235));
@@ -335,14 +171,14 @@ pub(crate) mod tests {
         raw.laddr = Ipv6Addr::LOCALHOST.octets();
         raw.raddr = "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets();
         let ev = decode(&bytes_of(&raw)).unwrap();
-        assert_eq!(ev.tuple.family, Family::V6);
-        assert_eq!(ev.tuple.raddr.to_string(), "2001:db8::7");
+        assert_eq!(ev.id.tuple.family, Family::V6);
+        assert_eq!(ev.id.tuple.raddr.to_string(), "2001:db8::7");
 
         raw.laddr = Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().octets();
         raw.raddr = Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets();
         let ev = decode(&bytes_of(&raw)).unwrap();
-        assert_eq!(ev.tuple.family, Family::V4);
-        assert_eq!(ev.tuple.laddr.to_string(), "10.0.0.1");
+        assert_eq!(ev.id.tuple.family, Family::V4);
+        assert_eq!(ev.id.tuple.laddr.to_string(), "10.0.0.1");
     }
 
     #[test]
@@ -374,36 +210,5 @@ pub(crate) mod tests {
         let mut bad = raw;
         bad.kind = 99;
         assert_eq!(decode(&bytes_of(&bad)), Err(DecodeError::Kind(99)));
-    }
-
-    #[test]
-    fn state_names_match_the_kernel() {
-        let names: Vec<_> = (1..=12).map(|n| State(n).name()).collect();
-        assert_eq!(
-            names,
-            [
-                "ESTABLISHED",
-                "SYN_SENT",
-                "SYN_RECV",
-                "FIN_WAIT1",
-                "FIN_WAIT2",
-                "TIME_WAIT",
-                "CLOSE",
-                "CLOSE_WAIT",
-                "LAST_ACK",
-                "LISTEN",
-                "CLOSING",
-                "NEW_SYN_RECV"
-            ]
-        );
-        assert_eq!(State(0).name(), "UNKNOWN");
-        assert_eq!(State(200).name(), "UNKNOWN");
-    }
-
-    #[test]
-    fn clock_maps_monotonic_to_wall() {
-        let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let clock = Clock::at(epoch);
-        assert_eq!(clock.wall(1_500_000), epoch + Duration::from_micros(1500));
     }
 }

@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use nix::sys::statfs::{TRACEFS_MAGIC, statfs};
 
 /// Where tracefs lives on current systems.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -21,6 +22,16 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         if Path::new(dir).join("events").is_dir() {
             return Ok(PathBuf::from(dir));
         }
+    }
+    // Mounted, but its root directory is root's only (mode 0700).
+    if statfs(TRACEFS).is_ok_and(|fs| fs.filesystem_type() == TRACEFS_MAGIC) {
+        let err = fs::read_dir(TRACEFS)
+            .err()
+            .map_or_else(String::new, |e| e.to_string());
+        bail!(
+            "tracefs at {TRACEFS} cannot be read by this process ({err}): run tcpstate as \
+             root, or grant it CAP_DAC_READ_SEARCH"
+        );
     }
     nix::mount::mount(
         Some("nodev"),

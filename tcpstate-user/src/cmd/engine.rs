@@ -3,15 +3,10 @@
 //! socket table (sock_diag) seeding the table at start and reconciling it
 //! periodically, off the event loop's thread.
 
-use std::{
-    io::{self, Write},
-    os::fd::AsRawFd,
-    time::Duration,
-};
+use std::{io, os::fd::AsRawFd, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use rustc_hash::FxHashSet;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -20,14 +15,18 @@ use tokio::{
 
 use crate::{
     cli::Common,
-    event::{self, State, Tuple},
-    loader::{self, Lost},
-    output::{Renderer, Summary},
-    owners,
-    sockdiag::{self, KernelSocket, Listeners},
-    sysctl,
-    timewait::{EXPIRY_SLACK_NS, Table, TwSink},
-    tracker::{Close, Sink, Tracker, Transition},
+    host::{
+        clock, owners,
+        snapshot::{self, Dump},
+        sockdiag::{KernelSocket, Listeners},
+    },
+    kernel::{counters::Lost, decode, loader, privileges},
+    messages::{note, warning},
+    render::{Printer, Summary},
+    track::{
+        timewait::{self, EXPIRY_SLACK_NS, Table, TwSink},
+        tracker::{Close, Sink, Tracker, Transition},
+    },
 };
 
 /// How often userspace drains the ring buffer when the kernel has not woken
@@ -36,10 +35,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What a command does with the stream.
 pub trait View: Sink + TwSink {
-    type Out: Write;
+    type P: Printer;
 
-    fn renderer(&self) -> &Renderer<Self::Out>;
-    fn renderer_mut(&mut self) -> &mut Renderer<Self::Out>;
+    fn printer(&self) -> &Self::P;
+    fn printer_mut(&mut self) -> &mut Self::P;
 
     /// Called every `refresh` interval (if any).
     fn refresh(&mut self, _engine: &Engine, _lost: Lost, _now_ns: u64) {}
@@ -50,12 +49,13 @@ pub trait View: Sink + TwSink {
     }
 
     fn flush(&mut self) {
-        self.renderer_mut().flush();
+        self.printer_mut().flush();
     }
 
     /// Ends the run with the summary.
     fn finish(&mut self, engine: &Engine, lost: Lost, duration: Duration) {
-        self.renderer_mut().summary(&Summary {
+        self.printer_mut().summary(&Summary {
+            traced: true,
             events: engine.events,
             lost: lost.total(),
             duration_ms: duration.as_secs_f64() * 1000.0,
@@ -67,108 +67,8 @@ pub trait View: Sink + TwSink {
 
     /// The output's write error, if any.
     fn error(&self) -> Option<&io::Error> {
-        self.renderer().error()
+        self.printer().error()
     }
-}
-
-/// One pass over the kernel's socket tables.
-pub struct Dump {
-    /// CLOCK_MONOTONIC when the dump began.
-    pub taken_ns: u64,
-    /// Per namespace: TIME_WAIT sockets and FIN_WAIT2 ones (which include
-    /// timewait sockets still in that substate).
-    pub time_wait: Vec<(u32, Vec<KernelSocket>)>,
-    pub listeners: Listeners,
-    /// `ip_local_port_range` of tcpstate's own namespace, to tell clients'
-    /// TIME_WAIT sockets from those of servers whose listener is gone.
-    pub ephemeral: (u16, u16),
-    /// Established sockets, for port pressure.
-    pub established: Vec<KernelSocket>,
-}
-
-/// Which sockets a run covers: the kernel-side family and port filters,
-/// applied to the kernel's tables too so both sources agree.
-#[derive(Clone, Debug)]
-pub struct Scope {
-    pub settings: loader::Settings,
-    pub netns: Vec<u32>,
-}
-
-impl Scope {
-    pub fn new(common: &Common) -> Scope {
-        Scope {
-            settings: common.settings(),
-            netns: common.netns.clone(),
-        }
-    }
-
-    fn matches(&self, netns: u32, t: &Tuple) -> bool {
-        let s = &self.settings;
-        let family_bit = match t.family {
-            event::Family::V4 => tcpstate_ebpf::FAMILY_V4,
-            event::Family::V6 => tcpstate_ebpf::FAMILY_V6,
-        };
-        s.families & family_bit != 0
-            && (s.lports.is_empty() || s.lports.contains(&t.lport))
-            && (s.rports.is_empty() || s.rports.contains(&t.rport))
-            && (self.netns.is_empty() || self.netns.contains(&netns))
-    }
-}
-
-/// Dumps the namespaces in `only` (all of them when `None`). A namespace
-/// that no longer exists is reported empty, so its entries end as `gone`;
-/// one whose dump fails is left out (its entries stay as they are) with a
-/// warning.
-pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
-    let taken_ns = event::monotonic_ns();
-    let all = sockdiag::namespaces()?;
-    let wanted: Vec<u32> = match only {
-        Some(set) => set.iter().copied().collect(),
-        None => all.iter().map(|(ns, _)| *ns).collect(),
-    };
-    let mut out = Dump {
-        taken_ns,
-        time_wait: Vec::new(),
-        listeners: Listeners::default(),
-        ephemeral: sysctl::port_range(),
-        established: Vec::new(),
-    };
-    let states = [
-        State::TIME_WAIT,
-        State::FIN_WAIT2,
-        State::LISTEN,
-        State::ESTABLISHED,
-    ];
-    for ns in wanted {
-        if !scope.netns.is_empty() && !scope.netns.contains(&ns) {
-            continue;
-        }
-        let sockets = match all.iter().find(|(inode, _)| *inode == ns) {
-            Some((_, path)) => match sockdiag::dump_in(path, &states) {
-                Ok(sockets) => sockets,
-                Err(e) => {
-                    eprintln!("tcpstate: warning: skipping network namespace {ns}: {e:#}");
-                    continue;
-                }
-            },
-            None => Vec::new(),
-        };
-        let mut tw = Vec::new();
-        for ks in sockets {
-            match ks.state {
-                State::LISTEN => {
-                    out.listeners.insert((ks.netns, ks.tuple.lport), ks.inode);
-                }
-                _ if !scope.matches(ks.netns, &ks.tuple) => {}
-                State::ESTABLISHED => out.established.push(ks),
-                // Full FIN_WAIT2 sockets have an inode; timewait ones do not.
-                State::FIN_WAIT2 if ks.inode != 0 => {}
-                _ => tw.push(ks),
-            }
-        }
-        out.time_wait.push((ns, tw));
-    }
-    Ok(out)
 }
 
 /// The pipeline's state.
@@ -209,10 +109,10 @@ impl Engine {
         Engine {
             tracker: Tracker::default(),
             table: Table::new(
-                event::monotonic_ns(),
+                clock::monotonic_ns(),
                 tw_len_ns,
                 grace,
-                crate::timewait::DEFAULT_MAX_ENTRIES,
+                timewait::DEFAULT_MAX_ENTRIES,
             ),
             listeners: Listeners::default(),
             established: Vec::new(),
@@ -241,7 +141,7 @@ impl Engine {
         while !view.done() {
             let Some(item) = ring.next() else { break };
             self.events += 1;
-            match event::decode(&item) {
+            match decode::decode(&item) {
                 Ok(ev) => self.tracker.on_event(
                     &ev,
                     &mut Stage {
@@ -249,7 +149,7 @@ impl Engine {
                         view,
                     },
                 ),
-                Err(e) => log::warn!("skipping a malformed record: {e}"),
+                Err(e) => warning!("skipping a malformed record: {e}"),
             }
         }
     }
@@ -278,16 +178,17 @@ pub struct Pacing {
 /// Loads the programs and runs the pipeline until a signal, `--duration`,
 /// or the view is done.
 pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Result<()> {
-    let scope = Scope::new(common);
+    let scope = common.scope();
     let probe = loader::load(&scope.settings)?;
     if pacing.reconcile.is_some() {
-        loader::check_namespace_access()?;
+        privileges::check_namespace_access()?;
     }
     let started = Instant::now();
     let tw_len_ns = common.tw_len.as_nanos() as u64;
     let mut engine = Engine::new(tw_len_ns, pacing.reconcile.is_some());
     if pacing.reconcile.is_some() {
-        let seed = dump(&scope, None).context("reading the kernel's TIME_WAIT sockets")?;
+        let seed =
+            snapshot::dump(&scope, None).context("reading the kernel's TIME_WAIT sockets")?;
         engine.apply(seed, true, view);
         let owners = owners::of_sockets(engine.listeners.values().copied());
         for (&(netns, port), inode) in &engine.listeners {
@@ -296,7 +197,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             }
         }
     }
-    eprintln!("tcpstate: tracing TCP state transitions (Ctrl-C to stop)");
+    note!("tracing TCP state transitions (Ctrl-C to stop)");
 
     let mut events = readable(probe.events).context("polling the ring buffer")?;
     let mut logs = readable(probe.logger).context("polling eBPF diagnostics")?;
@@ -326,18 +227,18 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             }
             _ = poll.tick() => {
                 engine.drain(events.get_mut(), view);
-                engine.tick(event::monotonic_ns(), view);
+                engine.tick(clock::monotonic_ns(), view);
                 lost.check(kernel.lost()?);
             }
             _ = tick(&mut refresh) => {
                 engine.drain(events.get_mut(), view);
-                view.refresh(&engine, kernel.lost()?, event::monotonic_ns());
+                view.refresh(&engine, kernel.lost()?, clock::monotonic_ns());
             }
             _ = tick(&mut reconcile), if pending_dump.is_none() => {
                 // Drain first: what is already traced is not "missed".
                 engine.drain(events.get_mut(), view);
                 let (scope, only) = (scope.clone(), engine.table.namespaces());
-                pending_dump = Some(tokio::task::spawn_blocking(move || dump(&scope, Some(&only))));
+                pending_dump = Some(tokio::task::spawn_blocking(move || snapshot::dump(&scope, Some(&only))));
             }
             done = async { pending_dump.as_mut().expect("guarded").await }, if pending_dump.is_some() => {
                 pending_dump = None;
@@ -370,8 +271,13 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     };
     engine.tracker.finish(&mut sink);
     view.finish(&engine, lost_total, started.elapsed());
-    match view.error() {
-        // `tcpstate watch | head`: the reader has all it wanted.
+    output_result(view.error())
+}
+
+/// The run's result given the output's first write error: a closed pipe
+/// (`tcpstate watch | head`) means the reader has all it wanted.
+pub fn output_result(error: Option<&io::Error>) -> Result<()> {
+    match error {
         Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Some(e) => Err(io::Error::new(e.kind(), e.to_string())).context("writing output"),
         None => Ok(()),
@@ -421,8 +327,8 @@ impl LostWatch {
         {
             return;
         }
-        eprintln!(
-            "tcpstate: warning: {} events lost so far: {} because the ring buffer was full \
+        warning!(
+            "{} events lost so far: {} because the ring buffer was full \
              (raise --ring-mib), {} skipped by the kernel as nested program runs (a softirq \
              transition while the same CPU ran a BPF program) that the rescue programs could \
              not record",

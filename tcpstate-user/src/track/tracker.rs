@@ -17,7 +17,10 @@ use std::collections::{VecDeque, hash_map::Entry};
 
 use rustc_hash::FxHashMap;
 
-use crate::event::{Event, Kind, Owner, State, Tuple};
+use crate::{
+    kernel::decode::{Event, Kind},
+    sock::{Owner, SockId, State},
+};
 
 /// How long (kernel time) a close with no FIN exchange waits for the
 /// `tcp_send_reset` that the kernel reports right after the `CLOSE`.
@@ -37,6 +40,16 @@ pub enum Role {
     Unknown,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
 /// Which end closed first.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Closer {
@@ -44,6 +57,17 @@ pub enum Closer {
     Remote,
     Simultaneous,
     Unknown,
+}
+
+impl Closer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closer::Local => "local",
+            Closer::Remote => "remote",
+            Closer::Simultaneous => "simultaneous",
+            Closer::Unknown => "unknown",
+        }
+    }
 }
 
 /// How the connection ended.
@@ -57,6 +81,17 @@ pub enum CloseKind {
     RstReceived,
     /// Neither FIN nor RST: a timeout or another abort.
     Abort,
+}
+
+impl CloseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseKind::Fin => "fin",
+            CloseKind::RstSent => "rst_sent",
+            CloseKind::RstReceived => "rst_received",
+            CloseKind::Abort => "abort",
+        }
+    }
 }
 
 /// Annotation of one transition, for the readable output.
@@ -82,7 +117,7 @@ pub enum Note {
 }
 
 impl Note {
-    pub fn text(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Note::None => "",
             Note::Connect => "connect",
@@ -118,8 +153,7 @@ impl Note {
 pub struct Transition {
     pub ts_ns: u64,
     pub skaddr: u64,
-    pub netns: u32,
-    pub tuple: Tuple,
+    pub id: SockId,
     pub old: State,
     pub new: State,
     /// Time spent in `old`, when its start was seen.
@@ -133,8 +167,7 @@ pub struct Transition {
 pub struct Close {
     pub ts_ns: u64,
     pub skaddr: u64,
-    pub netns: u32,
-    pub tuple: Tuple,
+    pub id: SockId,
     pub role: Role,
     pub closer: Closer,
     pub kind: CloseKind,
@@ -320,8 +353,7 @@ impl Tracker {
         let mut t = Transition {
             ts_ns: ev.ts_ns,
             skaddr: ev.skaddr,
-            netns: ev.netns,
-            tuple: ev.tuple,
+            id: ev.id,
             old,
             new,
             in_old_ns: ev.prev_ts_ns.map(|p| ev.ts_ns.saturating_sub(p)),
@@ -331,13 +363,14 @@ impl Tracker {
 
         // Listening sockets are not connections: remember their owner only.
         if new == State::LISTEN {
-            self.listeners.insert((ev.netns, ev.tuple.lport), ev.owner);
+            self.listeners
+                .insert((ev.id.netns, ev.id.tuple.lport), ev.owner);
             t.note = Note::Listen;
             sink.transition(&t);
             return;
         }
         if old == State::LISTEN && new == State::CLOSE {
-            self.listeners.remove(&(ev.netns, ev.tuple.lport));
+            self.listeners.remove(&(ev.id.netns, ev.id.tuple.lport));
             t.note = Note::ListenerClosed;
             sink.transition(&t);
             return;
@@ -345,7 +378,7 @@ impl Tracker {
 
         let listener_owner = if old == State::LISTEN {
             self.listeners
-                .get(&(ev.netns, ev.tuple.lport))
+                .get(&(ev.id.netns, ev.id.tuple.lport))
                 .copied()
                 .flatten()
         } else {
@@ -415,8 +448,7 @@ impl Tracker {
         let close = Close {
             ts_ns: ev.ts_ns,
             skaddr: ev.skaddr,
-            netns: ev.netns,
-            tuple: ev.tuple,
+            id: ev.id,
             role: conn.role,
             closer: conn.closer,
             kind: kind.unwrap_or(CloseKind::Abort),
@@ -460,7 +492,7 @@ pub(crate) mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::event::{Comm, Family};
+    use crate::sock::{Comm, Family, Tuple};
 
     /// Collects what the tracker emits.
     #[derive(Default)]
@@ -538,8 +570,10 @@ pub(crate) mod tests {
                 ts_ns: self.ts,
                 kind,
                 skaddr: self.skaddr,
-                netns: 4026531840,
-                tuple: self.tuple,
+                id: SockId {
+                    netns: 4026531840,
+                    tuple: self.tuple,
+                },
                 prev_ts_ns: prev,
                 owner,
             });
@@ -801,7 +835,7 @@ pub(crate) mod tests {
         let child = Sock::new(14, 8080, 40011)
             .go(S::LISTEN, S::SYN_RECV, None)
             .go(S::SYN_RECV, S::ESTABLISHED, None);
-        let netns = child.events[0].netns;
+        let netns = child.events[0].id.netns;
         let accepted = |tracker: &mut Tracker| {
             let mut out = Collect::default();
             for ev in &child.events {

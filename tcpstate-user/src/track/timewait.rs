@@ -15,10 +15,10 @@ use std::{cmp::Reverse, collections::BinaryHeap, hash::BuildHasher as _};
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
+use super::tracker::{Close, Closer, Role, Transition};
 use crate::{
-    event::{Comm, State, Tuple},
-    sockdiag::{KernelSocket, Listeners},
-    tracker::{Close, Closer, Role, Transition},
+    host::sockdiag::{KernelSocket, Listeners},
+    sock::{Comm, SockId, State},
 };
 
 /// Linux's `TCP_TIMEWAIT_LEN`: 60 s, hard-coded in the kernel.
@@ -38,6 +38,15 @@ pub enum Source {
     Kernel,
 }
 
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Traced => "traced",
+            Source::Kernel => "kernel",
+        }
+    }
+}
+
 /// Why an entry ended.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum ExitReason {
@@ -50,11 +59,14 @@ pub enum ExitReason {
     Gone,
 }
 
-/// Identifies a TIME_WAIT socket.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Key {
-    pub netns: u32,
-    pub tuple: Tuple,
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Expired => "expired",
+            ExitReason::Reused => "reused",
+            ExitReason::Gone => "gone",
+        }
+    }
 }
 
 /// The owner recorded for an entry.
@@ -67,7 +79,7 @@ pub struct TwOwner {
 /// One TIME_WAIT socket.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Entry {
-    pub key: Key,
+    pub id: SockId,
     pub role: Role,
     pub closer: Closer,
     pub source: Source,
@@ -81,9 +93,9 @@ pub struct Entry {
 
 #[cfg(test)]
 impl Entry {
-    pub(crate) fn new_for_test(key: Key, role: Role, closer: Closer, source: Source) -> Entry {
+    pub(crate) fn new_for_test(id: SockId, role: Role, closer: Closer, source: Source) -> Entry {
         Entry {
-            key,
+            id,
             role,
             closer,
             source,
@@ -140,7 +152,7 @@ pub struct Table {
     /// While reconciling: entries that ended, with when. A dump that began
     /// before an entry ended may still list its socket, which must not
     /// bring it back as missed by tracing.
-    ended: FxHashMap<Key, u64>,
+    ended: FxHashMap<SockId, u64>,
     max_entries: usize,
     stats: TwStats,
 }
@@ -180,25 +192,25 @@ impl Table {
         self.slab.iter().flatten()
     }
 
-    pub fn get(&self, key: &Key) -> Option<&Entry> {
+    pub fn get(&self, key: &SockId) -> Option<&Entry> {
         self.find(key)
             .and_then(|slot| self.slab[slot as usize].as_ref())
     }
 
     /// Network namespaces that have entries.
     pub fn namespaces(&self) -> FxHashSet<u32> {
-        self.entries().map(|e| e.key.netns).collect()
+        self.entries().map(|e| e.id.netns).collect()
     }
 
-    fn hash(&self, key: &Key) -> u64 {
+    fn hash(&self, key: &SockId) -> u64 {
         self.hasher.hash_one(key)
     }
 
-    fn find(&self, key: &Key) -> Option<u32> {
+    fn find(&self, key: &SockId) -> Option<u32> {
         let slab = &self.slab;
         self.index
             .find(self.hash(key), |&slot| {
-                slab[slot as usize].as_ref().is_some_and(|e| e.key == *key)
+                slab[slot as usize].as_ref().is_some_and(|e| e.id == *key)
             })
             .copied()
     }
@@ -234,12 +246,12 @@ impl Table {
                 (self.slab.len() - 1) as u32
             }
         };
-        let hash = self.hash(&entry.key);
+        let hash = self.hash(&entry.id);
         let (slab, hasher) = (&self.slab, &self.hasher);
         self.index.insert_unique(hash, slot, |&s| {
             slab[s as usize]
                 .as_ref()
-                .map_or(0, |e| hasher.hash_one(e.key))
+                .map_or(0, |e| hasher.hash_one(e.id))
         });
         self.schedule(slot);
         true
@@ -250,13 +262,13 @@ impl Table {
         let Some(entry) = self.slab[slot as usize].take() else {
             return;
         };
-        let hash = self.hash(&entry.key);
+        let hash = self.hash(&entry.id);
         if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
             found.remove();
         }
         self.free.push(slot);
         if self.grace_ns > 0 {
-            self.ended.insert(entry.key, at_ns);
+            self.ended.insert(entry.id, at_ns);
         }
         self.stats.exited[reason as usize] += 1;
         sink.tw_exit(&entry, reason, at_ns);
@@ -272,14 +284,10 @@ impl Table {
     pub fn on_transition(&mut self, t: &Transition, sink: &mut impl TwSink) {
         let opening = matches!(t.old, State::CLOSE | State::SYN_SENT)
             || t.old == State::LISTEN && t.new != State::CLOSE;
-        if !opening || t.tuple.lport == 0 || t.tuple.rport == 0 {
+        if !opening || t.id.tuple.lport == 0 || t.id.tuple.rport == 0 {
             return;
         }
-        let key = Key {
-            netns: t.netns,
-            tuple: t.tuple,
-        };
-        if let Some(slot) = self.find(&key) {
+        if let Some(slot) = self.find(&t.id) {
             self.remove(slot, ExitReason::Reused, t.ts_ns, sink);
         }
     }
@@ -289,12 +297,9 @@ impl Table {
         if !c.time_wait {
             return;
         }
-        let key = Key {
-            netns: c.netns,
-            tuple: c.tuple,
-        };
+        let key = c.id;
         let entry = Entry {
-            key,
+            id: key,
             role: c.role,
             closer: c.closer,
             source: Source::Traced,
@@ -377,10 +382,7 @@ impl Table {
         let mut in_kernel = FxHashSet::default();
         for (_, sockets) in dumps {
             for ks in sockets {
-                let key = Key {
-                    netns: ks.netns,
-                    tuple: ks.tuple,
-                };
+                let key = ks.id;
                 in_kernel.insert(key);
                 if ks.state != State::TIME_WAIT {
                     // A FIN_WAIT2 timewait socket keeps its entry alive; it
@@ -398,12 +400,12 @@ impl Table {
                     // Ended after the dump began: the dump is stale.
                     None if self.ended.get(&key).is_some_and(|&at| at >= dump_ns) => {}
                     None => {
-                        let lport = ks.tuple.lport;
+                        let lport = ks.id.tuple.lport;
                         // A port that listens is a server's; an ephemeral
                         // one was picked by connect(); any other belonged
                         // to a listener that is gone, or to a client that
                         // bound it: unknown.
-                        let role = if listeners.contains_key(&(ks.netns, lport)) {
+                        let role = if listeners.contains_key(&(ks.id.netns, lport)) {
                             Role::Server
                         } else if (ephemeral.0..=ephemeral.1).contains(&lport) {
                             Role::Client
@@ -411,7 +413,7 @@ impl Table {
                             Role::Unknown
                         };
                         let entry = Entry {
-                            key,
+                            id: key,
                             role,
                             closer: Closer::Unknown,
                             source: Source::Kernel,
@@ -441,9 +443,7 @@ impl Table {
             .enumerate()
             .filter_map(|(slot, e)| e.as_ref().map(|e| (slot as u32, e)))
             .filter(|(_, e)| {
-                dumped.contains(&e.key.netns)
-                    && e.entered_ns < dump_ns
-                    && !in_kernel.contains(&e.key)
+                dumped.contains(&e.id.netns) && e.entered_ns < dump_ns && !in_kernel.contains(&e.id)
             })
             .map(|(slot, e)| (slot, e.expires_ns))
             .collect();
@@ -465,8 +465,8 @@ impl Table {
 mod tests {
     use super::*;
     use crate::{
-        event::Owner,
-        tracker::{CloseKind, Note, tests::tuple},
+        sock::Owner,
+        track::tracker::{CloseKind, Note, tests::tuple},
     };
 
     const NS: u32 = 4026531840;
@@ -476,7 +476,7 @@ mod tests {
     #[derive(Default)]
     struct Log {
         enters: Vec<Entry>,
-        exits: Vec<(Key, ExitReason)>,
+        exits: Vec<(SockId, ExitReason)>,
     }
 
     impl TwSink for Log {
@@ -484,7 +484,7 @@ mod tests {
             self.enters.push(*e);
         }
         fn tw_exit(&mut self, e: &Entry, reason: ExitReason, _: u64) {
-            self.exits.push((e.key, reason));
+            self.exits.push((e.id, reason));
         }
     }
 
@@ -496,8 +496,7 @@ mod tests {
         Close {
             ts_ns: ts,
             skaddr: 1,
-            netns: NS,
-            tuple: tuple(lport, rport),
+            id: key(lport, rport),
             role: Role::Server,
             closer: Closer::Local,
             kind: CloseKind::Fin,
@@ -515,8 +514,7 @@ mod tests {
         Transition {
             ts_ns: ts,
             skaddr: 2,
-            netns: NS,
-            tuple: tuple(lport, rport),
+            id: key(lport, rport),
             old: State::SYN_SENT,
             new: State::ESTABLISHED,
             in_old_ns: None,
@@ -527,16 +525,15 @@ mod tests {
 
     fn kernel(lport: u16, rport: u16, expires_ms: u32) -> KernelSocket {
         KernelSocket {
-            netns: NS,
-            tuple: tuple(lport, rport),
+            id: key(lport, rport),
             state: State::TIME_WAIT,
             expires_ms,
             inode: 0,
         }
     }
 
-    fn key(lport: u16, rport: u16) -> Key {
-        Key {
+    fn key(lport: u16, rport: u16) -> SockId {
+        SockId {
             netns: NS,
             tuple: tuple(lport, rport),
         }
@@ -718,7 +715,7 @@ mod tests {
         let (mut t, mut log) = (table(), Log::default());
         t.on_close(&close(80, 1, T0, true), &mut log);
         let mut other = close(80, 1, T0, true);
-        other.netns = NS + 1;
+        other.id.netns = NS + 1;
         t.on_close(&other, &mut log);
         assert_eq!(t.len(), 2, "same tuple, two namespaces");
         let mut fw2 = kernel(80, 1, 50_000);

@@ -3,10 +3,8 @@
 
 use ipnet::IpNet;
 
-use crate::{
-    event::{Owner, Tuple},
-    timewait::Entry,
-};
+use super::timewait::Entry;
+use crate::sock::{Owner, SockId};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -20,7 +18,8 @@ pub struct Filter {
 impl Filter {
     /// Whether a record about this socket passes. Each option given must
     /// match one of its values; an unknown owner never matches a pid or comm.
-    pub fn matches(&self, netns: u32, tuple: &Tuple, owner: Option<&Owner>) -> bool {
+    pub fn matches(&self, id: &SockId, owner: Option<&Owner>) -> bool {
+        let (netns, tuple) = (id.netns, &id.tuple);
         let any = |nets: &[IpNet], addr| nets.is_empty() || nets.iter().any(|n| n.contains(&addr));
         any(&self.laddr, tuple.laddr)
             && any(&self.raddr, tuple.raddr)
@@ -43,18 +42,22 @@ impl Filter {
             tid: o.pid,
             comm: o.comm,
         });
-        self.matches(e.key.netns, &e.key.tuple, owner.as_ref())
+        self.matches(&e.id, owner.as_ref())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::tests::{owner, tuple};
+    use crate::track::tracker::tests::{owner, tuple};
+
+    fn id(netns: u32, tuple: crate::sock::Tuple) -> SockId {
+        SockId { netns, tuple }
+    }
 
     #[test]
     fn empty_filter_passes_everything() {
-        assert!(Filter::default().matches(1, &tuple(1, 2), None));
+        assert!(Filter::default().matches(&id(1, tuple(1, 2)), None));
     }
 
     #[test]
@@ -65,11 +68,14 @@ mod tests {
             ..Filter::default()
         };
         let mut t = tuple(1, 2);
-        assert!(!f.matches(1, &t, None), "raddr 127.0.0.1 is outside 10/8");
+        assert!(
+            !f.matches(&id(1, t), None),
+            "raddr 127.0.0.1 is outside 10/8"
+        );
         t.raddr = "10.1.2.3".parse().unwrap();
-        assert!(f.matches(1, &t, None));
+        assert!(f.matches(&id(1, t), None));
         t.laddr = "::1".parse().unwrap();
-        assert!(!f.matches(1, &t, None));
+        assert!(!f.matches(&id(1, t), None));
     }
 
     #[test]
@@ -78,17 +84,17 @@ mod tests {
             pids: vec![7],
             ..Filter::default()
         };
-        assert!(f.matches(1, &tuple(1, 2), Some(&owner(7))));
-        assert!(!f.matches(1, &tuple(1, 2), Some(&owner(8))));
-        assert!(!f.matches(1, &tuple(1, 2), None));
+        assert!(f.matches(&id(1, tuple(1, 2)), Some(&owner(7))));
+        assert!(!f.matches(&id(1, tuple(1, 2)), Some(&owner(8))));
+        assert!(!f.matches(&id(1, tuple(1, 2)), None));
         let f = Filter {
             comms: vec!["a-very-long-command-name".into()],
             ..Filter::default()
         };
         let mut o = owner(1);
-        o.comm = crate::event::Comm::new("a-very-long-command-name");
+        o.comm = crate::sock::Comm::new("a-very-long-command-name");
         assert!(
-            f.matches(1, &tuple(1, 2), Some(&o)),
+            f.matches(&id(1, tuple(1, 2)), Some(&o)),
             "truncated like the kernel"
         );
     }
@@ -99,7 +105,7 @@ mod tests {
             netns: vec![5],
             ..Filter::default()
         };
-        assert!(f.matches(5, &tuple(1, 2), None));
-        assert!(!f.matches(6, &tuple(1, 2), None));
+        assert!(f.matches(&id(5, tuple(1, 2)), None));
+        assert!(!f.matches(&id(6, tuple(1, 2)), None));
     }
 }

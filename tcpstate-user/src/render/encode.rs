@@ -137,11 +137,11 @@ macro_rules! fields {
         $(#[$meta])*
         struct $name $(<$lt>)? { $($field: $ty,)* }
 
-        impl $(<$lt>)? $crate::json::Fields for $name $(<$lt>)? {
+        impl $(<$lt>)? $crate::render::encode::Fields for $name $(<$lt>)? {
             fn write_fields(&self, out: &mut Vec<u8>) {
                 $(
                     out.extend_from_slice(concat!(",\"", stringify!($field), "\":").as_bytes());
-                    $crate::json::Value::write_json(&self.$field, out);
+                    $crate::render::encode::Value::write_json(&self.$field, out);
                 )*
             }
         }

@@ -11,7 +11,7 @@ use std::{fs, path::Path};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::event::{Comm, Owner};
+use crate::sock::{Comm, Owner};
 
 /// The owner of each socket inode in `inodes` that some process holds open.
 /// A socket shared by several processes (a server's workers inherit the

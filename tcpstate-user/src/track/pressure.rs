@@ -7,10 +7,10 @@ use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
 
+use super::{timewait::Entry, tracker::Role};
 use crate::{
-    sockdiag::{KernelSocket, Listeners},
-    timewait::Entry,
-    tracker::Role,
+    host::sockdiag::{KernelSocket, Listeners},
+    sock::SockId,
 };
 
 /// Connections to one remote endpoint from one local address share the
@@ -24,12 +24,12 @@ pub struct PoolKey {
 }
 
 impl PoolKey {
-    pub fn of(netns: u32, t: &crate::event::Tuple) -> PoolKey {
+    pub fn of(id: &SockId) -> PoolKey {
         PoolKey {
-            netns,
-            laddr: t.laddr,
-            raddr: t.raddr,
-            rport: t.rport,
+            netns: id.netns,
+            laddr: id.tuple.laddr,
+            raddr: id.tuple.raddr,
+            rport: id.tuple.rport,
         }
     }
 }
@@ -67,17 +67,11 @@ pub struct Inputs<'a> {
 pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Vec<Pool> {
     let mut counts: FxHashMap<PoolKey, (u64, u64)> = FxHashMap::default();
     for e in entries.filter(|e| e.role == Role::Client) {
-        counts
-            .entry(PoolKey::of(e.key.netns, &e.key.tuple))
-            .or_default()
-            .0 += 1;
+        counts.entry(PoolKey::of(&e.id)).or_default().0 += 1;
     }
     for ks in i.established {
-        if !i.listeners.contains_key(&(ks.netns, ks.tuple.lport)) {
-            counts
-                .entry(PoolKey::of(ks.netns, &ks.tuple))
-                .or_default()
-                .1 += 1;
+        if !i.listeners.contains_key(&(ks.id.netns, ks.id.tuple.lport)) {
+            counts.entry(PoolKey::of(&ks.id)).or_default().1 += 1;
         }
     }
     for key in i.entered.keys() {
@@ -111,14 +105,16 @@ pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Ve
 mod tests {
     use super::*;
     use crate::{
-        event::State,
-        timewait::{Key, Source},
-        tracker::{Closer, tests::tuple},
+        sock::State,
+        track::{
+            timewait::Source,
+            tracker::{Closer, tests::tuple},
+        },
     };
 
     fn entry(lport: u16, rport: u16, role: Role) -> Entry {
         Entry::new_for_test(
-            Key {
+            SockId {
                 netns: 1,
                 tuple: tuple(lport, rport),
             },
@@ -135,13 +131,18 @@ mod tests {
             .chain([entry(80, 40000, Role::Server)])
             .collect();
         let established = vec![KernelSocket {
-            netns: 1,
-            tuple: tuple(50000, 8080),
+            id: SockId {
+                netns: 1,
+                tuple: tuple(50000, 8080),
+            },
             state: State::ESTABLISHED,
             expires_ms: 0,
             inode: 9,
         }];
-        let key = PoolKey::of(1, &tuple(0, 8080));
+        let key = PoolKey::of(&SockId {
+            netns: 1,
+            tuple: tuple(0, 8080),
+        });
         let entered = [(key, 1000u64)].into_iter().collect();
         let inputs = Inputs {
             established: &established,

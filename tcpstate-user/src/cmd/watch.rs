@@ -1,33 +1,32 @@
 //! `tcpstate watch`: every transition, close and TIME_WAIT change, through
-//! the filters to the renderer.
-
-use std::io::{self, BufWriter, Stdout, Write};
+//! the filters to the printer.
 
 use anyhow::Result;
 
+use super::engine::{self, Pacing, View};
 use crate::{
     cli::WatchArgs,
-    engine::{self, Pacing, View},
-    event::Clock,
-    filter::Filter,
-    output::Renderer,
-    timewait::{Entry, ExitReason, TwSink},
-    tracker::{Close, Sink, Transition},
+    render::Printer,
+    track::{
+        filter::Filter,
+        timewait::{Entry, ExitReason, TwSink},
+        tracker::{Close, Sink, Transition},
+    },
 };
 
-/// The watch view: filter, `--count`, renderer.
-struct Watch<W: Write> {
+/// The watch view: filter, `--count`, printer.
+struct Watch<P> {
     filter: Filter,
-    renderer: Renderer<W>,
+    printer: P,
     remaining: Option<u64>,
 }
 
-impl<W: Write> Sink for Watch<W> {
+impl<P: Printer> Sink for Watch<P> {
     fn transition(&mut self, t: &Transition) {
-        if self.done() || !self.filter.matches(t.netns, &t.tuple, t.owner.as_ref()) {
+        if self.done() || !self.filter.matches(&t.id, t.owner.as_ref()) {
             return;
         }
-        self.renderer.transition(t);
+        self.printer.transition(t);
         if let Some(n) = &mut self.remaining {
             *n -= 1;
         }
@@ -36,35 +35,35 @@ impl<W: Write> Sink for Watch<W> {
     fn close(&mut self, c: &Close) {
         // A close follows its CLOSE transition: it passes when that did,
         // including the one that used up `--count`.
-        if self.filter.matches(c.netns, &c.tuple, c.owner.as_ref()) {
-            self.renderer.close(c);
+        if self.filter.matches(&c.id, c.owner.as_ref()) {
+            self.printer.close(c);
         }
     }
 }
 
-impl<W: Write> TwSink for Watch<W> {
+impl<P: Printer> TwSink for Watch<P> {
     fn tw_enter(&mut self, e: &Entry) {
         if !self.done() && self.filter.matches_entry(e) {
-            self.renderer.tw_enter(e);
+            self.printer.tw_enter(e);
         }
     }
 
     fn tw_exit(&mut self, e: &Entry, reason: ExitReason, at_ns: u64) {
         if !self.done() && self.filter.matches_entry(e) {
-            self.renderer.tw_exit(e, reason, at_ns);
+            self.printer.tw_exit(e, reason, at_ns);
         }
     }
 }
 
-impl<W: Write> View for Watch<W> {
-    type Out = W;
+impl<P: Printer> View for Watch<P> {
+    type P = P;
 
-    fn renderer(&self) -> &Renderer<W> {
-        &self.renderer
+    fn printer(&self) -> &P {
+        &self.printer
     }
 
-    fn renderer_mut(&mut self) -> &mut Renderer<W> {
-        &mut self.renderer
+    fn printer_mut(&mut self) -> &mut P {
+        &mut self.printer
     }
 
     fn done(&self) -> bool {
@@ -73,14 +72,14 @@ impl<W: Write> View for Watch<W> {
 }
 
 pub async fn run(args: &WatchArgs) -> Result<()> {
+    super::with_printer!(args.common.json, printer => watch(args, printer).await)
+}
+
+async fn watch<P: Printer>(args: &WatchArgs, printer: P) -> Result<()> {
     let common = &args.common;
-    let mut view: Watch<BufWriter<Stdout>> = Watch {
+    let mut view = Watch {
         filter: common.filter(),
-        renderer: Renderer::new(
-            BufWriter::with_capacity(1 << 18, io::stdout()),
-            common.json,
-            Clock::system(),
-        ),
+        printer,
         remaining: common.count,
     };
     let pacing = Pacing {

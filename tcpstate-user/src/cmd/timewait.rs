@@ -1,0 +1,216 @@
+//! `tcpstate timewait`: the TIME_WAIT table as a live view, refreshed every
+//! `--interval`, or once from the kernel's table (`--once`). This module
+//! gathers each [`Frame`] (the filtered entries, the pools, the host's
+//! limits); the printers lay it out.
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use rustc_hash::FxHashMap;
+
+use super::engine::{self, Engine, Pacing, View};
+use crate::{
+    cli::TimewaitArgs,
+    host::{clock, netns, snapshot, sysctl::Facts},
+    kernel::{counters::Lost, privileges},
+    render::{Frame, Printer, Rates, Summary},
+    track::{
+        filter::Filter,
+        pressure::{self, PoolKey},
+        timewait::{Entry, ExitReason, TwSink},
+        tracker::{Close, Role, Sink, Transition},
+    },
+};
+
+/// The view's options.
+struct Settings {
+    group_by: crate::cli::GroupBy,
+    threshold: f64,
+    tw_len_s: f64,
+}
+
+/// The live view's state between refreshes.
+struct TwView<P> {
+    settings: Settings,
+    filter: Filter,
+    printer: P,
+    /// Client-role entries per pool since the last refresh.
+    entered: FxHashMap<PoolKey, u64>,
+    entered_total: u64,
+    exited_total: u64,
+    last_refresh: Instant,
+}
+
+impl<P> Sink for TwView<P> {
+    fn transition(&mut self, _: &Transition) {}
+    fn close(&mut self, _: &Close) {}
+}
+
+impl<P> TwSink for TwView<P> {
+    fn tw_enter(&mut self, e: &Entry) {
+        self.entered_total += 1;
+        if e.role == Role::Client {
+            *self.entered.entry(PoolKey::of(&e.id)).or_default() += 1;
+        }
+    }
+
+    fn tw_exit(&mut self, _: &Entry, _: ExitReason, _: u64) {
+        self.exited_total += 1;
+    }
+}
+
+impl<P: Printer> View for TwView<P> {
+    type P = P;
+
+    fn printer(&self) -> &P {
+        &self.printer
+    }
+
+    fn printer_mut(&mut self) -> &mut P {
+        &mut self.printer
+    }
+
+    fn refresh(&mut self, engine: &Engine, lost: Lost, now_ns: u64) {
+        let window_s = self.last_refresh.elapsed().as_secs_f64();
+        self.last_refresh = Instant::now();
+        let rates = Rates {
+            entered_per_s: self.entered_total as f64 / window_s,
+            exited_per_s: self.exited_total as f64 / window_s,
+        };
+        let frame = frame(
+            engine,
+            &self.filter,
+            &self.settings,
+            &self.entered,
+            window_s,
+            lost.total(),
+            Some(rates),
+            now_ns,
+        );
+        self.printer.timewait(&frame);
+        self.entered.clear();
+        self.entered_total = 0;
+        self.exited_total = 0;
+    }
+}
+
+/// What one refresh shows, from the table and a fresh reading of the
+/// host's limits.
+#[allow(clippy::too_many_arguments)]
+fn frame<'a>(
+    engine: &'a Engine,
+    filter: &Filter,
+    settings: &Settings,
+    entered: &FxHashMap<PoolKey, u64>,
+    window_s: f64,
+    lost: u64,
+    rates: Option<Rates>,
+    now_ns: u64,
+) -> Frame<'a> {
+    let facts = Facts::read();
+    let own_netns = netns::current_netns().ok();
+    let in_own_netns = engine
+        .table
+        .entries()
+        .filter(|e| Some(e.id.netns) == own_netns)
+        .count();
+    let entries: Vec<&Entry> = engine
+        .table
+        .entries()
+        .filter(|e| filter.matches_entry(e))
+        .collect();
+    let pools = pressure::pools(
+        entries.iter().copied(),
+        &pressure::Inputs {
+            established: &engine.established,
+            listeners: &engine.listeners,
+            entered,
+            window_s,
+            range_size: facts.range_size(),
+            tw_len_s: settings.tw_len_s,
+            threshold: settings.threshold,
+            tw_reuse: facts.tw_reuse,
+        },
+    );
+    Frame {
+        now_ns,
+        entries,
+        pools,
+        headroom: facts.max_tw_buckets as i64 - in_own_netns as i64,
+        facts,
+        stats: engine.table.stats(),
+        reconciliations: engine.reconciliations,
+        lost,
+        rates,
+        group_by: settings.group_by,
+    }
+}
+
+/// Ignores the table's changes (`--once` reads a finished table).
+struct Discard;
+
+impl TwSink for Discard {
+    fn tw_enter(&mut self, _: &Entry) {}
+    fn tw_exit(&mut self, _: &Entry, _: ExitReason, _: u64) {}
+}
+
+pub async fn run(args: &TimewaitArgs) -> Result<()> {
+    super::with_printer!(args.common.json, printer => timewait(args, printer).await)
+}
+
+async fn timewait<P: Printer>(args: &TimewaitArgs, printer: P) -> Result<()> {
+    let common = &args.common;
+    let settings = Settings {
+        group_by: args.group_by,
+        threshold: args.pressure_threshold,
+        tw_len_s: common.tw_len.as_secs_f64(),
+    };
+    if args.once {
+        return once(args, settings, printer);
+    }
+    let mut view = TwView {
+        settings,
+        filter: common.filter(),
+        printer,
+        entered: FxHashMap::default(),
+        entered_total: 0,
+        exited_total: 0,
+        last_refresh: Instant::now(),
+    };
+    let pacing = Pacing {
+        reconcile: (!common.reconcile.is_zero()).then_some(common.reconcile),
+        refresh: Some(args.interval),
+    };
+    let result = engine::run(common, pacing, &mut view).await;
+    view.printer.flush();
+    result
+}
+
+/// `--once`: the kernel's table, with roles inferred from listening ports
+/// and the ephemeral port range.
+fn once<P: Printer>(args: &TimewaitArgs, settings: Settings, mut printer: P) -> Result<()> {
+    let common = &args.common;
+    privileges::check_namespace_access()?;
+    let started = Instant::now();
+    let dump =
+        snapshot::dump(&common.scope(), None).context("reading the kernel's TIME_WAIT sockets")?;
+    let mut engine = Engine::new(common.tw_len.as_nanos() as u64, true);
+    engine.apply(dump, true, &mut Discard);
+    let frame = frame(
+        &engine,
+        &common.filter(),
+        &settings,
+        &FxHashMap::default(),
+        1.0,
+        0,
+        None,
+        clock::monotonic_ns(),
+    );
+    printer.timewait(&frame);
+    printer.summary(&Summary {
+        traced: false,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        ..Summary::default()
+    });
+    engine::output_result(printer.error())
+}

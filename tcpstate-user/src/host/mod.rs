@@ -1,0 +1,10 @@
+//! Facts read from the host: the kernel's socket table (sock_diag), network
+//! namespaces, the owners of sockets (/proc), TCP sysctls and netstat
+//! counters, and the clocks.
+
+pub mod clock;
+pub mod netns;
+pub mod owners;
+pub mod snapshot;
+pub mod sockdiag;
+pub mod sysctl;

@@ -1,0 +1,111 @@
+//! One reading of the kernel's socket tables in every network namespace
+//! that a run covers: TIME_WAIT sockets (to seed and reconcile the table),
+//! listeners (roles, owners) and established sockets (port pressure).
+
+use anyhow::Result;
+use rustc_hash::FxHashSet;
+
+use super::{
+    clock, netns,
+    sockdiag::{self, KernelSocket, Listeners},
+    sysctl,
+};
+use crate::{
+    kernel::loader,
+    messages::warning,
+    sock::{Family, SockId, State},
+};
+
+/// One pass over the kernel's socket tables.
+pub struct Dump {
+    /// CLOCK_MONOTONIC when the dump began.
+    pub taken_ns: u64,
+    /// Per namespace: TIME_WAIT sockets and FIN_WAIT2 ones (which include
+    /// timewait sockets still in that substate).
+    pub time_wait: Vec<(u32, Vec<KernelSocket>)>,
+    pub listeners: Listeners,
+    /// `ip_local_port_range` of tcpstate's own namespace, to tell clients'
+    /// TIME_WAIT sockets from those of servers whose listener is gone.
+    pub ephemeral: (u16, u16),
+    /// Established sockets, for port pressure.
+    pub established: Vec<KernelSocket>,
+}
+
+/// Which sockets a run covers: the kernel-side family and port filters,
+/// applied to the kernel's tables too so both sources agree.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub settings: loader::Settings,
+    pub netns: Vec<u32>,
+}
+
+impl Scope {
+    fn matches(&self, id: &SockId) -> bool {
+        let (s, t) = (&self.settings, &id.tuple);
+        let family_bit = match t.family {
+            Family::V4 => tcpstate_ebpf::FAMILY_V4,
+            Family::V6 => tcpstate_ebpf::FAMILY_V6,
+        };
+        s.families & family_bit != 0
+            && (s.lports.is_empty() || s.lports.contains(&t.lport))
+            && (s.rports.is_empty() || s.rports.contains(&t.rport))
+            && (self.netns.is_empty() || self.netns.contains(&id.netns))
+    }
+}
+
+/// Dumps the namespaces in `only` (all of them when `None`). A namespace
+/// that no longer exists is reported empty, so its entries end as `gone`;
+/// one whose dump fails is left out (its entries stay as they are) with a
+/// warning.
+pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
+    let taken_ns = clock::monotonic_ns();
+    let all = netns::namespaces()?;
+    let wanted: Vec<u32> = match only {
+        Some(set) => set.iter().copied().collect(),
+        None => all.iter().map(|(ns, _)| *ns).collect(),
+    };
+    let mut out = Dump {
+        taken_ns,
+        time_wait: Vec::new(),
+        listeners: Listeners::default(),
+        ephemeral: sysctl::port_range(),
+        established: Vec::new(),
+    };
+    let states = [
+        State::TIME_WAIT,
+        State::FIN_WAIT2,
+        State::LISTEN,
+        State::ESTABLISHED,
+    ];
+    for ns in wanted {
+        if !scope.netns.is_empty() && !scope.netns.contains(&ns) {
+            continue;
+        }
+        let sockets = match all.iter().find(|(inode, _)| *inode == ns) {
+            Some((_, path)) => match sockdiag::dump_in(path, &states) {
+                Ok(sockets) => sockets,
+                Err(e) => {
+                    warning!("skipping network namespace {ns}: {e:#}");
+                    continue;
+                }
+            },
+            None => Vec::new(),
+        };
+        let mut tw = Vec::new();
+        for ks in sockets {
+            match ks.state {
+                State::LISTEN => {
+                    out.listeners
+                        .insert((ks.id.netns, ks.id.tuple.lport), ks.inode);
+                }
+                _ if !scope.matches(&ks.id) => {}
+                State::ESTABLISHED => out.established.push(ks),
+                // Full FIN_WAIT2 sockets have an inode; timewait ones do not.
+                State::FIN_WAIT2 if ks.inode != 0 => {}
+                _ => tw.push(ks),
+            }
+        }
+        out.time_wait.push((ns, tw));
+    }
+    Ok(out)
+}

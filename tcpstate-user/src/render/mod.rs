@@ -1,0 +1,195 @@
+//! Output. One printer per format behind one trait, [`Printer`]: [`text`]
+//! (the readable tables, and the `timewait` [`screen`]) and [`json`] (JSON
+//! Lines, schema version 1, written with the [`encode`] encoder). [`time`]
+//! formats timestamps; [`escape`] makes outside text safe for a terminal.
+//!
+//! Write errors are kept, not raised: the command checks
+//! [`Printer::error`] after each batch, so a closed pipe ends the program
+//! quietly.
+
+pub mod encode;
+pub mod escape;
+pub mod json;
+pub mod screen;
+pub mod text;
+pub mod time;
+
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use crate::{
+    cli::GroupBy,
+    host::{clock::Clock, sysctl::Facts},
+    track::{
+        pressure::Pool,
+        timewait::{Entry, TwSink, TwStats},
+        tracker::Sink,
+    },
+};
+
+/// Totals printed when the program ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Whether tracing ran; `timewait --once` only reads the kernel's
+    /// table, so it has no events to count.
+    pub traced: bool,
+    /// Records read from the kernel.
+    pub events: u64,
+    /// Events lost, every reason together: ring buffer full, and runs the
+    /// kernel skipped for nested programs that no rescue recorded.
+    pub lost: u64,
+    pub duration_ms: f64,
+    /// Connections not tracked because the tracker's table was full.
+    pub untracked: u64,
+    /// Connections whose end was never seen (see `tracker::Stats`).
+    pub unfinished: u64,
+    /// Events the kernel skipped for a classic program (nested runs) that
+    /// the rescue programs recorded: included in `events`, not lost.
+    pub rescued: u64,
+}
+
+/// Rates over the last refresh of the live `timewait` view.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rates {
+    pub entered_per_s: f64,
+    pub exited_per_s: f64,
+}
+
+/// What one `timewait` refresh (or `--once`) shows: the command gathers it
+/// from the table and the host, the printers only lay it out.
+pub struct Frame<'a> {
+    /// When it was taken (kernel monotonic time).
+    pub now_ns: u64,
+    /// The entries that pass the filters.
+    pub entries: Vec<&'a Entry>,
+    pub pools: Vec<Pool>,
+    pub facts: Facts,
+    /// `tcp_max_tw_buckets` minus the TIME_WAIT sockets of the namespace it
+    /// was read in (the sysctl and its limit are per namespace).
+    pub headroom: i64,
+    pub stats: TwStats,
+    pub reconciliations: u64,
+    pub lost: u64,
+    /// `None` for `--once`, which has no rates, exits or events to report.
+    pub rates: Option<Rates>,
+    pub group_by: GroupBy,
+}
+
+/// One output format.
+pub trait Printer: Sink + TwSink {
+    /// One `timewait` refresh, or the `--once` table.
+    fn timewait(&mut self, frame: &Frame<'_>);
+    /// The run's totals, at the end.
+    fn summary(&mut self, s: &Summary);
+    fn flush(&mut self);
+    /// The first write error, if any (e.g. a closed pipe).
+    fn error(&self) -> Option<&io::Error>;
+}
+
+/// A writer that keeps its first error instead of raising it, and the
+/// clock that stamps what is written.
+pub struct Out<W: Write> {
+    w: W,
+    error: Option<io::Error>,
+    stamper: time::Stamper,
+}
+
+impl<W: Write> Out<W> {
+    pub fn new(w: W, clock: Clock) -> Out<W> {
+        Out {
+            w,
+            error: None,
+            stamper: time::Stamper::new(clock),
+        }
+    }
+
+    /// Wall-clock time of kernel monotonic time `mono_ns`.
+    pub fn stamp(&mut self, mono_ns: u64) -> time::Ts {
+        self.stamper.stamp(mono_ns)
+    }
+
+    /// Writes `bytes` unless an earlier write failed.
+    pub fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_none()
+            && let Err(e) = self.w.write_all(bytes)
+        {
+            self.error = Some(e);
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.w.flush()
+        {
+            self.error = Some(e);
+        }
+    }
+
+    pub fn error(&self) -> Option<&io::Error> {
+        self.error.as_ref()
+    }
+}
+
+/// `addr:port`, with brackets for IPv6.
+pub fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::{
+        sock::{SockId, State},
+        track::tracker::{
+            Note, Transition,
+            tests::{owner, tuple},
+        },
+    };
+
+    /// A clock whose monotonic zero is 2025-11-24T16:00:00Z.
+    pub(crate) fn clock() -> Clock {
+        Clock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000))
+    }
+
+    /// A transition every printer test starts from.
+    pub(crate) fn transition() -> Transition {
+        Transition {
+            ts_ns: 1_500_000,
+            skaddr: 0xffff_8881_02e2_4a00,
+            id: SockId {
+                netns: 4026531840,
+                tuple: tuple(9098, 41566),
+            },
+            old: State::ESTABLISHED,
+            new: State::FIN_WAIT1,
+            in_old_ns: Some(12_300_000),
+            owner: Some(owner(1234)),
+            note: Note::ActiveClose,
+        }
+    }
+
+    #[test]
+    fn write_errors_are_kept_not_raised() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Out::new(Closed, Clock::system());
+        out.write(b"a");
+        out.write(b"b");
+        out.flush();
+        assert_eq!(out.error().unwrap().kind(), io::ErrorKind::BrokenPipe);
+    }
+}
