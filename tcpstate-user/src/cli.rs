@@ -12,7 +12,13 @@ use crate::{host::snapshot::Scope, kernel::loader, track::filter::Filter};
 /// Every TCP state transition, every TIME_WAIT socket, and who closed each
 /// connection, live from the kernel.
 #[derive(Debug, Parser)]
-#[command(name = "tcpstate", version, about, propagate_version = true)]
+#[command(
+    name = "tcpstate",
+    version,
+    about,
+    propagate_version = true,
+    subcommand_required = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -32,18 +38,22 @@ pub enum Command {
 pub struct TimewaitArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Print the kernel's current TIME_WAIT sockets once and exit.
-    #[arg(long)]
+    /// Print the kernel's current TIME_WAIT sockets once and exit (no
+    /// tracing: the live view's options do not apply).
+    #[arg(long, conflicts_with_all = ["interval", "count", "duration", "reconcile", "ring_mib", "wakeup_bytes"])]
     pub once: bool,
-    /// Refresh the live view every SECS.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    /// Refresh the live view every SECS (0.05 to 3600).
+    #[arg(long, value_name = "SECS", default_value = "1", allow_negative_numbers = true, value_parser = parse_interval)]
     pub interval: Duration,
+    /// Stop after this many refreshes.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
     /// How to group the entries in the live view.
     #[arg(long, value_enum, default_value_t = GroupBy::Peer)]
     pub group_by: GroupBy,
     /// Flag an ephemeral-port pool once TIME_WAIT + established use, or the
     /// steady-state projection, exceed this fraction of the port range.
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.5, value_parser = parse_fraction)]
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.5, allow_negative_numbers = true, value_parser = parse_fraction)]
     pub pressure_threshold: f64,
 }
 
@@ -65,10 +75,13 @@ pub enum GroupBy {
 pub struct WatchArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Stop after this many transitions.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
 }
 
 /// Options shared by every command.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct Common {
     /// JSON Lines output (schema: docs/schema.md).
     #[arg(long)]
@@ -101,27 +114,46 @@ pub struct Common {
     /// Network namespace inode(s), as in `readlink /proc/PID/ns/net`.
     #[arg(long, value_name = "INODE[,INODE..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_netns)]
     pub netns: Vec<u32>,
-    /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_secs)]
+    /// Stop after this many seconds (0.001 to one year).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Stop after this many transitions.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
-    pub count: Option<u64>,
-    /// TIME_WAIT length model, in seconds (Linux: 60, fixed in the kernel).
-    #[arg(long, value_name = "SECS", default_value = "60", allow_negative_numbers = true, value_parser = parse_secs)]
+    /// TIME_WAIT length model, in seconds, 1 to 3600 (Linux: 60, fixed in
+    /// the kernel).
+    #[arg(long, value_name = "SECS", default_value = "60", allow_negative_numbers = true, value_parser = parse_tw_len)]
     pub tw_len: Duration,
     /// Reconcile the TIME_WAIT table with the kernel's socket table every
-    /// SECS (0: never; entries then expire at their predicted time).
-    #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = parse_secs_or_zero)]
+    /// SECS, 0.1 to 3600 (0: never; entries then expire at their predicted
+    /// time).
+    #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = parse_reconcile)]
     pub reconcile: Duration,
     /// Ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = loader::DEFAULT_RING_BYTES >> 20, value_parser = parse_ring_mib)]
+    #[arg(long, value_name = "MIB", default_value_t = loader::DEFAULT_RING_BYTES >> 20, allow_negative_numbers = true, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
     /// Wake the reader once this many bytes wait in the ring buffer (default:
-    /// 1/16 of it; a 50 ms timer drains the rest). 0 wakes it on every event:
-    /// lowest latency, much higher cost to the traced workload.
-    #[arg(long, value_name = "BYTES")]
+    /// 1/16 of it; a 50 ms timer drains the rest; at most the ring's size).
+    /// 0 wakes it on every event: lowest latency, much higher cost to the
+    /// traced workload.
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes)]
     pub wakeup_bytes: Option<u32>,
+}
+
+impl Cli {
+    /// Checks what no single option's parser can: the options together.
+    pub fn validate(&self) -> Result<(), String> {
+        let common = match &self.command {
+            Command::Watch(w) => &w.common,
+            Command::Timewait(t) => &t.common,
+        };
+        let ring = common.ring_mib << 20;
+        match common.wakeup_bytes {
+            Some(b) if b > ring => Err(format!(
+                "--wakeup-bytes {b} is larger than the ring buffer ({ring} bytes, --ring-mib {}): \
+                 use at most {ring}",
+                common.ring_mib
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Common {
@@ -163,7 +195,10 @@ impl Common {
 
 fn parse_port(s: &str) -> Result<u16, String> {
     match s.trim().parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("'{s}' is not a port: use a number from 1 to 65535")),
+        Ok(0) | Err(_) => Err(format!(
+            "{} is not a port: use a number from 1 to 65535",
+            quoted(s)
+        )),
         Ok(p) => Ok(p),
     }
 }
@@ -172,14 +207,20 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("'{s}' is not an address or CIDR block: use e.g. 10.0.0.0/8 or ::1"))
+        .map_err(|_| {
+            format!(
+                "{} is not an address or CIDR block: use e.g. 10.0.0.0/8 or ::1",
+                quoted(s)
+            )
+        })
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(p) if p > 0 && p <= 4_194_304 => Ok(p),
         _ => Err(format!(
-            "'{s}' is not a process id: use a number from 1 to 4194304"
+            "{} is not a process id: use a number from 1 to 4194304",
+            quoted(s)
         )),
     }
 }
@@ -194,30 +235,69 @@ fn parse_netns(s: &str) -> Result<u32, String> {
     match digits.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!(
-            "'{s}' is not a network namespace inode: use the number from `readlink /proc/PID/ns/net`"
+            "{} is not a network namespace inode: use the number from `readlink /proc/PID/ns/net`",
+            quoted(s)
         )),
     }
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
+/// A value as an error message quotes it: long ones cut (a 120 KB value
+/// echoed back helps nobody).
+fn quoted(s: &str) -> String {
+    const MAX: usize = 32;
+    if s.chars().count() <= MAX {
+        return format!("'{s}'");
+    }
+    format!(
+        "'{}…' ({} bytes)",
+        s.chars().take(MAX).collect::<String>(),
+        s.len()
+    )
+}
+
+/// Seconds within `[min, max]`, checked after conversion (a value that
+/// rounds to zero nanoseconds is not accepted as positive).
+fn secs_in(s: &str, min: f64, max: f64, what: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() && v < 1e9 => Ok(Duration::from_secs_f64(v)),
-        _ => Err(format!("'{s}' is not a positive number of seconds")),
+        Ok(v) if (min..=max).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{} is not {what}: use a number of seconds from {min} to {max}",
+            quoted(s)
+        )),
     }
 }
 
-fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    secs_in(s, 0.001, 31_536_000.0, "a run's length")
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    secs_in(s, 0.05, 3600.0, "a refresh interval")
+}
+
+fn parse_tw_len(s: &str) -> Result<Duration, String> {
+    secs_in(s, 1.0, 3600.0, "a TIME_WAIT length")
+}
+
+fn parse_reconcile(s: &str) -> Result<Duration, String> {
     if s.trim().parse::<f64>() == Ok(0.0) {
         return Ok(Duration::ZERO);
     }
-    parse_secs(s)
+    secs_in(s, 0.1, 3600.0, "a reconciliation interval (or 0 for none)")
+}
+
+fn parse_bytes(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{} is not a number of bytes", quoted(s)))
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
         _ => Err(format!(
-            "'{s}' is not a fraction: use a number in (0, 1], e.g. 0.5"
+            "{} is not a fraction: use a number in (0, 1], e.g. 0.5",
+            quoted(s)
         )),
     }
 }
@@ -226,7 +306,8 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(v) if v.is_power_of_two() && v <= 1024 => Ok(v),
         _ => Err(format!(
-            "'{s}' is not a ring size: use a power of two from 1 to 1024 (MiB)"
+            "{} is not a ring size: use a power of two from 1 to 1024 (MiB)",
+            quoted(s)
         )),
     }
 }
@@ -244,6 +325,77 @@ mod tests {
             Command::Watch(w) => w.common,
             Command::Timewait(t) => t.common,
         }
+    }
+
+    #[test]
+    fn durations_are_bounded_after_conversion() {
+        for (args, needle) in [
+            (&["timewait", "--interval", "1e-10"][..], "0.05 to 3600"),
+            (&["timewait", "--interval", "-1"], "0.05 to 3600"),
+            (&["watch", "--reconcile", "1e-10"], "0.1 to 3600"),
+            (&["watch", "--tw-len", "1e-10"], "1 to 3600"),
+            (&["watch", "--tw-len", "inf"], "1 to 3600"),
+            (&["watch", "--duration", "NaN"], "0.001 to"),
+            (&["watch", "--duration", "1e-10"], "0.001 to"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        assert_eq!(
+            common(&["watch", "--duration", "0.001"]).duration,
+            Some(Duration::from_millis(1))
+        );
+    }
+
+    #[test]
+    fn long_values_are_not_echoed_whole() {
+        let long = "1".repeat(120_000);
+        // clap quotes the value in front of ours (main cuts that one).
+        let ours = parse_duration(&long).unwrap_err();
+        assert!(ours.len() < 200, "{} bytes: {}", ours.len(), &ours[..200]);
+        assert!(ours.contains("(120000 bytes)"), "{ours}");
+    }
+
+    #[test]
+    fn once_rejects_the_live_views_options() {
+        for opt in [
+            &["--interval", "2"][..],
+            &["--count", "3"],
+            &["--duration", "1"],
+            &["--reconcile", "1"],
+            &["--ring-mib", "4"],
+            &["--wakeup-bytes", "1"],
+        ] {
+            let args: Vec<&str> = ["timewait", "--once"].iter().chain(opt).copied().collect();
+            let err = parse(&args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{opt:?}"
+            );
+        }
+        assert!(parse(&["timewait", "--once", "--tw-len", "30"]).is_ok());
+    }
+
+    #[test]
+    fn wakeup_bytes_fit_in_the_ring() {
+        let cli = parse(&["watch", "--ring-mib", "1", "--wakeup-bytes", "2000000"]).unwrap();
+        assert!(cli.validate().unwrap_err().contains("at most 1048576"));
+        let cli = parse(&["watch", "--ring-mib", "1", "--wakeup-bytes", "1048576"]).unwrap();
+        assert!(cli.validate().is_ok());
+    }
+
+    #[test]
+    fn count_means_transitions_for_watch_and_refreshes_for_timewait() {
+        let Command::Watch(w) = parse(&["watch", "--count", "5"]).unwrap().command else {
+            panic!("not watch")
+        };
+        assert_eq!(w.count, Some(5));
+        let Command::Timewait(t) = parse(&["timewait", "--count", "2"]).unwrap().command else {
+            panic!("not timewait")
+        };
+        assert_eq!(t.count, Some(2));
+        assert!(parse(&["timewait", "--count", "-1"]).is_err());
     }
 
     #[test]

@@ -20,14 +20,11 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            messages::note_args(format_args!(
-                "{} (see tcpstate --help)",
-                first_line(&e.to_string())
-            ));
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&clap_message(&e)),
     };
+    if let Err(msg) = cli.validate() {
+        return usage_error(&msg);
+    }
     // The eBPF programs' diagnostics arrive through aya-log.
     env_logger::Builder::new()
         .filter_level(log::LevelFilter::Warn)
@@ -49,6 +46,9 @@ fn main() -> ExitCode {
             Command::Timewait(args) => cmd::timewait::run(args).await,
         }
     });
+    // A start-up cut short by a signal may still be loading or dumping on a
+    // blocking thread: do not wait for it.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -58,8 +58,73 @@ fn main() -> ExitCode {
     }
 }
 
-/// clap's message without its "error: " prefix and usage lines.
-fn first_line(msg: &str) -> &str {
-    let line = msg.lines().next().unwrap_or(msg);
-    line.strip_prefix("error: ").unwrap_or(line)
+/// An invalid command line: one line, exit status 2.
+fn usage_error(msg: &str) -> ExitCode {
+    messages::note_args(format_args!("{msg} (see tcpstate --help)"));
+    ExitCode::from(2)
+}
+
+/// clap's message as one line: without its "error: " prefix and usage
+/// lines, but with the values it would accept.
+fn clap_message(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let commands: Vec<String> = <Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .filter(|c| c.get_name() != "help")
+            .map(|c| c.get_name().to_string())
+            .collect();
+        return format!("a command is needed: {}", commands.join(" or "));
+    }
+    let text = e.to_string();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let first = shorten_quoted(first.strip_prefix("error: ").unwrap_or(first));
+    match lines
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values:"))
+    {
+        Some(values) => format!("{first} {values}"),
+        None => first,
+    }
+}
+
+/// `line` with the value clap quotes (`invalid value '...' for '--x'`) cut
+/// when it is long: clap echoes it whatever its size.
+fn shorten_quoted(line: &str) -> String {
+    const MAX: usize = 40;
+    let Some(rest) = line.strip_prefix("invalid value '") else {
+        return line.to_string();
+    };
+    match rest.split_once("' for '") {
+        Some((value, tail)) if value.chars().count() > MAX => {
+            let cut: String = value.chars().take(MAX).collect();
+            format!("invalid value '{cut}…' for '{tail}")
+        }
+        _ => line.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_quoted_values_are_cut() {
+        let long = "1".repeat(5000);
+        let line = format!("invalid value '{long}' for '--duration <SECS>': '1111…' (5000 bytes)");
+        let short = shorten_quoted(&line);
+        assert!(short.len() < 200, "{short}");
+        assert!(
+            short.contains("…' for '--duration <SECS>': '1111…'"),
+            "{short}"
+        );
+        assert_eq!(
+            shorten_quoted("invalid value 'b' for 'c'"),
+            "invalid value 'b' for 'c'"
+        );
+    }
 }

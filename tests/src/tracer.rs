@@ -81,13 +81,15 @@ impl Tracer {
     /// Stops it with SIGINT (as Ctrl-C would), waits for it to exit 0,
     /// and returns every JSON object it printed.
     pub fn stop(self) -> Vec<Value> {
+        self.stop_with(nix::sys::signal::Signal::SIGINT)
+    }
+
+    /// Stops it with `signal`, as [`Tracer::stop`] does with SIGINT.
+    pub fn stop_with(self, signal: nix::sys::signal::Signal) -> Vec<Value> {
         // Let the last events reach the ring buffer and be polled.
         thread::sleep(Duration::from_millis(200));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .expect("signalling tcpstate");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("signalling tcpstate");
         self.finish()
     }
 

@@ -20,18 +20,24 @@ use crate::{
         snapshot::{self, Dump},
         sockdiag::{KernelSocket, Listeners},
     },
-    kernel::{counters::Lost, decode, loader, privileges},
+    kernel::{decode, loader, loader::Kernel, privileges},
     messages::{note, warning},
-    render::{Printer, Summary},
+    render::{Losses, Printer, Summary},
     track::{
-        timewait::{self, EXPIRY_SLACK_NS, Table, TwSink},
+        timewait::{self, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
         tracker::{Close, Sink, Tracker, Transition},
     },
 };
 
+use super::output;
+
 /// How often userspace drains the ring buffer when the kernel has not woken
 /// it (the kernel wakes it only once a batch is waiting).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Records read in one go before the loop looks at signals and timers
+/// again (about 6 MiB of records, a few milliseconds of work).
+const DRAIN_BATCH: usize = 1 << 16;
 
 /// What a command does with the stream.
 pub trait View: Sink + TwSink {
@@ -41,7 +47,7 @@ pub trait View: Sink + TwSink {
     fn printer_mut(&mut self) -> &mut Self::P;
 
     /// Called every `refresh` interval (if any).
-    fn refresh(&mut self, _engine: &Engine, _lost: Lost, _now_ns: u64) {}
+    fn refresh(&mut self, _engine: &Engine, _lost: Losses, _now_ns: u64) {}
 
     /// The view has all it wants (`--count`).
     fn done(&self) -> bool {
@@ -53,15 +59,15 @@ pub trait View: Sink + TwSink {
     }
 
     /// Ends the run with the summary.
-    fn finish(&mut self, engine: &Engine, lost: Lost, duration: Duration) {
+    fn finish(&mut self, engine: &Engine, lost: Losses, rescued: u64, duration: Duration) {
         self.printer_mut().summary(&Summary {
             traced: true,
             events: engine.events,
-            lost: lost.total(),
+            lost,
             duration_ms: duration.as_secs_f64() * 1000.0,
             untracked: engine.tracker.stats().untracked,
             unfinished: engine.tracker.stats().unfinished,
-            rescued: lost.rescued,
+            rescued,
         });
     }
 
@@ -136,10 +142,17 @@ impl Engine {
         self.reconciliations += 1;
     }
 
-    /// Reads every waiting record through the pipeline.
-    fn drain<V: View>(&mut self, ring: &mut RingBuf<MapData>, view: &mut V) {
-        while !view.done() {
-            let Some(item) = ring.next() else { break };
+    /// Reads waiting records through the pipeline, at most
+    /// [`DRAIN_BATCH`] of them so that the loop gets back to signals and
+    /// timers under any load; true when the ring buffer is empty.
+    fn drain<V: View>(&mut self, ring: &mut RingBuf<MapData>, view: &mut V) -> bool {
+        for _ in 0..DRAIN_BATCH {
+            if view.done() {
+                return true;
+            }
+            let Some(item) = ring.next() else {
+                return true;
+            };
             self.events += 1;
             match decode::decode(&item) {
                 Ok(ev) => self.tracker.on_event(
@@ -152,6 +165,7 @@ impl Engine {
                 Err(e) => warning!("skipping a malformed record: {e}"),
             }
         }
+        false
     }
 
     /// Time-driven work: held closes, expiries.
@@ -167,29 +181,60 @@ impl Engine {
     }
 }
 
-/// How a run is paced.
+/// How a run is paced, and what else it reports on.
 pub struct Pacing {
     /// Reconcile with the kernel this often (`None`: never).
     pub reconcile: Option<Duration>,
     /// Call [`View::refresh`] this often.
     pub refresh: Option<Duration>,
+    /// The output's losses, reported with the kernel's.
+    pub output: output::Stats,
 }
 
-/// Loads the programs and runs the pipeline until a signal, `--duration`,
-/// or the view is done.
-pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Result<()> {
+/// The signals that end a run, installed before anything slow starts.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        let on = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("installing the {name} handler"))
+        };
+        Ok(Signals {
+            int: on(SignalKind::interrupt(), "SIGINT")?,
+            term: on(SignalKind::terminate(), "SIGTERM")?,
+            hup: on(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// The next of them.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
+/// Loads and attaches the programs, then seeds the TIME_WAIT table and the
+/// listeners' owners from the kernel's tables (when reconciling): the slow
+/// part of a start, run off the event loop so that a signal ends it.
+fn start(common: &Common, reconciling: bool) -> Result<(loader::Probe, Engine)> {
     let scope = common.scope();
     let probe = loader::load(&scope.settings)?;
-    if pacing.reconcile.is_some() {
+    if reconciling {
         privileges::check_namespace_access()?;
     }
-    let started = Instant::now();
-    let tw_len_ns = common.tw_len.as_nanos() as u64;
-    let mut engine = Engine::new(tw_len_ns, pacing.reconcile.is_some());
-    if pacing.reconcile.is_some() {
+    let mut engine = Engine::new(common.tw_len.as_nanos() as u64, reconciling);
+    if reconciling {
         let seed =
             snapshot::dump(&scope, None).context("reading the kernel's TIME_WAIT sockets")?;
-        engine.apply(seed, true, view);
+        // Seeded entries predate tracing: nothing to announce.
+        engine.apply(seed, true, &mut Quiet);
         let owners = owners::of_sockets(engine.listeners.values().copied());
         for (&(netns, port), inode) in &engine.listeners {
             if let Some(&owner) = owners.get(inode) {
@@ -197,6 +242,56 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             }
         }
     }
+    Ok((probe, engine))
+}
+
+/// Ignores the table's changes.
+pub struct Quiet;
+
+impl TwSink for Quiet {
+    fn tw_enter(&mut self, _: &crate::track::timewait::Entry) {}
+    fn tw_exit(&mut self, _: &crate::track::timewait::Entry, _: ExitReason, _: u64) {}
+}
+
+/// The kernel's losses and the output's, together; and the rescues.
+fn losses(kernel: &Kernel, output: &output::Stats) -> Result<(Losses, u64)> {
+    let lost = kernel.lost()?;
+    Ok((
+        Losses {
+            ring_full: lost.ring_full,
+            nested: lost.nested,
+            output: output.dropped(),
+        },
+        lost.rescued,
+    ))
+}
+
+/// Loads the programs and runs the pipeline until a signal (SIGINT,
+/// SIGTERM, SIGHUP), `--duration`, or the view is done.
+pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Result<()> {
+    let started = Instant::now();
+    let mut signals = Signals::install()?;
+    let stop_at = common.duration.map(|d| started + d);
+    let until_stop = async {
+        match stop_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_stop);
+
+    let reconciling = pacing.reconcile.is_some();
+    let starting = {
+        let common = common.clone();
+        tokio::task::spawn_blocking(move || start(&common, reconciling))
+    };
+    let (probe, mut engine) = tokio::select! {
+        started = starting => started.context("the start-up task")??,
+        // Nothing is attached yet: nothing to drain or report but the end.
+        _ = signals.recv() => return stopped_early(view, &pacing, started),
+        _ = &mut until_stop => return stopped_early(view, &pacing, started),
+    };
+    let scope = common.scope();
     note!("tracing TCP state transitions (Ctrl-C to stop)");
 
     let mut events = readable(probe.events).context("polling the ring buffer")?;
@@ -206,33 +301,25 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     let mut refresh = pacing.refresh.map(interval);
     let mut reconcile = pacing.reconcile.map(interval);
     let mut pending_dump: Option<tokio::task::JoinHandle<Result<Dump>>> = None;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let stop_at = common.duration.map(|d| started + d);
-    let until_stop = async {
-        match stop_at {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(until_stop);
     let mut lost = LostWatch::default();
 
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer")?;
-                engine.drain(guard.get_inner_mut(), view);
-                guard.clear_ready();
+                // Ready until it is empty: a full batch leaves it so.
+                if engine.drain(guard.get_inner_mut(), view) {
+                    guard.clear_ready();
+                }
             }
             _ = poll.tick() => {
                 engine.drain(events.get_mut(), view);
                 engine.tick(clock::monotonic_ns(), view);
-                lost.check(kernel.lost()?);
+                lost.check(losses(&kernel, &pacing.output)?.0);
             }
             _ = tick(&mut refresh) => {
                 engine.drain(events.get_mut(), view);
-                view.refresh(&engine, kernel.lost()?, clock::monotonic_ns());
+                view.refresh(&engine, losses(&kernel, &pacing.output)?.0, clock::monotonic_ns());
             }
             _ = tick(&mut reconcile), if pending_dump.is_none() => {
                 // Drain first: what is already traced is not "missed".
@@ -251,8 +338,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.recv() => break,
             _ = &mut until_stop => break,
         }
         view.flush();
@@ -262,15 +348,26 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     }
 
     // Detach first, so that nothing arrives after the final drain.
-    let lost_total = kernel.lost()?;
+    let (lost_total, rescued) = losses(&kernel, &pacing.output)?;
     drop(kernel);
-    engine.drain(events.get_mut(), view);
+    while !engine.drain(events.get_mut(), view) {}
     let mut sink = Stage {
         table: &mut engine.table,
         view,
     };
     engine.tracker.finish(&mut sink);
-    view.finish(&engine, lost_total, started.elapsed());
+    view.finish(&engine, lost_total, rescued, started.elapsed());
+    output_result(view.error())
+}
+
+/// A run that ended before tracing began: only the summary.
+fn stopped_early(view: &mut impl View, pacing: &Pacing, started: Instant) -> Result<()> {
+    let engine = Engine::new(0, false);
+    let lost = Losses {
+        output: pacing.output.dropped(),
+        ..Losses::default()
+    };
+    view.finish(&engine, lost, 0, started.elapsed());
     output_result(view.error())
 }
 
@@ -308,18 +405,18 @@ fn readable<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
         .map_err(|e| e.into_parts().1)
 }
 
-/// Warns on stderr when the kernel loses events: at once for the first
+/// Warns on stderr when events or output are lost: at once for the first
 /// loss, then at most every [`LOST_WARNING_EVERY`].
 #[derive(Default)]
 struct LostWatch {
-    reported: Lost,
+    reported: Losses,
     last_warning: Option<Instant>,
 }
 
 const LOST_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 impl LostWatch {
-    fn check(&mut self, lost: Lost) {
+    fn check(&mut self, lost: Losses) {
         if lost.total() == self.reported.total()
             || self
                 .last_warning
@@ -327,15 +424,27 @@ impl LostWatch {
         {
             return;
         }
-        warning!(
-            "{} events lost so far: {} because the ring buffer was full \
-             (raise --ring-mib), {} skipped by the kernel as nested program runs (a softirq \
-             transition while the same CPU ran a BPF program) that the rescue programs could \
-             not record",
-            lost.total(),
-            lost.ring_full,
-            lost.nested
-        );
+        let reasons = [
+            (
+                lost.ring_full,
+                "events: the ring buffer was full (raise --ring-mib)",
+            ),
+            (
+                lost.nested,
+                "events the kernel skipped as nested program runs (a softirq transition while \
+                 the same CPU ran a BPF program) that the rescue programs could not record",
+            ),
+            (
+                lost.output,
+                "lines of output: the reader of standard output did not keep up",
+            ),
+        ];
+        let said: Vec<String> = reasons
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, why)| format!("{n} {why}"))
+            .collect();
+        warning!("lost so far: {}", said.join("; "));
         self.reported = lost;
         self.last_warning = Some(Instant::now());
     }

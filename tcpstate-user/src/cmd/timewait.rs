@@ -8,12 +8,15 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use rustc_hash::FxHashMap;
 
-use super::engine::{self, Engine, Pacing, View};
+use super::{
+    engine::{self, Engine, Pacing, Quiet, View},
+    output,
+};
 use crate::{
     cli::TimewaitArgs,
     host::{clock, netns, snapshot, sysctl::Facts},
-    kernel::{counters::Lost, privileges},
-    render::{Frame, Printer, Rates, Summary},
+    kernel::privileges,
+    render::{Frame, Losses, Printer, Rates, Summary},
     track::{
         filter::Filter,
         pressure::{self, PoolKey},
@@ -39,6 +42,8 @@ struct TwView<P> {
     entered_total: u64,
     exited_total: u64,
     last_refresh: Instant,
+    /// Refreshes left (`--count`).
+    remaining: Option<u64>,
 }
 
 impl<P> Sink for TwView<P> {
@@ -70,7 +75,11 @@ impl<P: Printer> View for TwView<P> {
         &mut self.printer
     }
 
-    fn refresh(&mut self, engine: &Engine, lost: Lost, now_ns: u64) {
+    fn done(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    fn refresh(&mut self, engine: &Engine, lost: Losses, now_ns: u64) {
         let window_s = self.last_refresh.elapsed().as_secs_f64();
         self.last_refresh = Instant::now();
         let rates = Rates {
@@ -88,6 +97,9 @@ impl<P: Printer> View for TwView<P> {
             now_ns,
         );
         self.printer.timewait(&frame);
+        if let Some(n) = &mut self.remaining {
+            *n = n.saturating_sub(1);
+        }
         self.entered.clear();
         self.entered_total = 0;
         self.exited_total = 0;
@@ -146,20 +158,17 @@ fn frame<'a>(
     }
 }
 
-/// Ignores the table's changes (`--once` reads a finished table).
-struct Discard;
-
-impl TwSink for Discard {
-    fn tw_enter(&mut self, _: &Entry) {}
-    fn tw_exit(&mut self, _: &Entry, _: ExitReason, _: u64) {}
-}
-
 pub async fn run(args: &TimewaitArgs) -> Result<()> {
-    super::with_printer!(args.common.json, printer => timewait(args, printer).await)
+    super::with_printer!(args.common.json, printer, stats => timewait(args, printer, stats).await)
 }
 
-async fn timewait<P: Printer>(args: &TimewaitArgs, printer: P) -> Result<()> {
+async fn timewait<P: Printer>(
+    args: &TimewaitArgs,
+    printer: P,
+    output: output::Stats,
+) -> Result<()> {
     let common = &args.common;
+    super::warn_unmatchable(common);
     let settings = Settings {
         group_by: args.group_by,
         threshold: args.pressure_threshold,
@@ -176,10 +185,12 @@ async fn timewait<P: Printer>(args: &TimewaitArgs, printer: P) -> Result<()> {
         entered_total: 0,
         exited_total: 0,
         last_refresh: Instant::now(),
+        remaining: args.count,
     };
     let pacing = Pacing {
         reconcile: (!common.reconcile.is_zero()).then_some(common.reconcile),
         refresh: Some(args.interval),
+        output,
     };
     let result = engine::run(common, pacing, &mut view).await;
     view.printer.flush();
@@ -195,7 +206,7 @@ fn once<P: Printer>(args: &TimewaitArgs, settings: Settings, mut printer: P) -> 
     let dump =
         snapshot::dump(&common.scope(), None).context("reading the kernel's TIME_WAIT sockets")?;
     let mut engine = Engine::new(common.tw_len.as_nanos() as u64, true);
-    engine.apply(dump, true, &mut Discard);
+    engine.apply(dump, true, &mut Quiet);
     let frame = frame(
         &engine,
         &common.filter(),

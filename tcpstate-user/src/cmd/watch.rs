@@ -3,7 +3,10 @@
 
 use anyhow::Result;
 
-use super::engine::{self, Pacing, View};
+use super::{
+    engine::{self, Pacing, View},
+    output,
+};
 use crate::{
     cli::WatchArgs,
     render::Printer,
@@ -72,19 +75,21 @@ impl<P: Printer> View for Watch<P> {
 }
 
 pub async fn run(args: &WatchArgs) -> Result<()> {
-    super::with_printer!(args.common.json, printer => watch(args, printer).await)
+    super::with_printer!(args.common.json, printer, stats => watch(args, printer, stats).await)
 }
 
-async fn watch<P: Printer>(args: &WatchArgs, printer: P) -> Result<()> {
+async fn watch<P: Printer>(args: &WatchArgs, printer: P, output: output::Stats) -> Result<()> {
     let common = &args.common;
+    super::warn_unmatchable(common);
     let mut view = Watch {
         filter: common.filter(),
         printer,
-        remaining: common.count,
+        remaining: args.count,
     };
     let pacing = Pacing {
         reconcile: (!common.reconcile.is_zero()).then_some(common.reconcile),
         refresh: None,
+        output,
     };
     engine::run(common, pacing, &mut view).await
 }

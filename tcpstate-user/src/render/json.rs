@@ -8,7 +8,7 @@ use std::{borrow::Cow, io::Write, net::IpAddr};
 use serde::Serialize;
 
 use super::{
-    Frame, Out, Printer, Rates, Summary,
+    Frame, Losses, Out, Printer, Rates, Summary,
     encode::{self, Fields, Value, fields},
     time::{Ts, ms},
 };
@@ -146,6 +146,7 @@ struct SummaryJson {
     r#type: &'static str,
     events: u64,
     lost: u64,
+    lost_by_reason: Losses,
     duration_ms: f64,
     untracked: u64,
     unfinished: u64,
@@ -402,7 +403,8 @@ impl<W: Write> Printer for Json<W> {
         self.serde_line(&SummaryJson {
             r#type: "summary",
             events: s.events,
-            lost: s.lost,
+            lost: s.lost.total(),
+            lost_by_reason: s.lost,
             duration_ms: s.duration_ms,
             untracked: s.untracked,
             unfinished: s.unfinished,
@@ -492,7 +494,7 @@ mod tests {
             r.summary(&Summary {
                 traced: true,
                 events: 10,
-                lost: 0,
+                lost: Losses::default(),
                 duration_ms: 1000.0,
                 untracked: 0,
                 unfinished: 0,
@@ -578,7 +580,11 @@ mod tests {
             r.summary(&Summary {
                 traced: true,
                 events: 3,
-                lost: 1,
+                lost: Losses {
+                    ring_full: 1,
+                    nested: 2,
+                    output: 3,
+                },
                 duration_ms: 0.5,
                 untracked: 2,
                 unfinished: 3,
@@ -595,7 +601,7 @@ mod tests {
             r#"{"type":"timewait_exit","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"reason":"expired","lived_ms":60000.0}"#,
             r#"{"type":"timewait_entry","ts":"2025-11-24T16:16:40.000999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":null,"comm":null,"entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":59999.0,"source":"kernel"}"#,
             r#"{"type":"timewait_entry","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":0,"comm":"x","entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":0.0,"source":"traced"}"#,
-            r#"{"type":"summary","events":3,"lost":1,"duration_ms":0.5,"untracked":2,"unfinished":3,"rescued":4}"#,
+            r#"{"type":"summary","events":3,"lost":6,"lost_by_reason":{"ring_full":1,"nested":2,"output":3},"duration_ms":0.5,"untracked":2,"unfinished":3,"rescued":4}"#,
         ];
         assert_eq!(out.lines().collect::<Vec<_>>(), want);
     }

@@ -37,9 +37,8 @@ pub struct Summary {
     pub traced: bool,
     /// Records read from the kernel.
     pub events: u64,
-    /// Events lost, every reason together: ring buffer full, and runs the
-    /// kernel skipped for nested programs that no rescue recorded.
-    pub lost: u64,
+    /// What was lost, by reason.
+    pub lost: Losses,
     pub duration_ms: f64,
     /// Connections not tracked because the tracker's table was full.
     pub untracked: u64,
@@ -48,6 +47,25 @@ pub struct Summary {
     /// Events the kernel skipped for a classic program (nested runs) that
     /// the rescue programs recorded: included in `events`, not lost.
     pub rescued: u64,
+}
+
+/// What a run lost, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Losses {
+    /// Records the kernel could not write: the ring buffer was full.
+    pub ring_full: u64,
+    /// Runs the kernel skipped for nested programs that no rescue program
+    /// recorded.
+    pub nested: u64,
+    /// Lines of output dropped because the reader of standard output did
+    /// not keep up.
+    pub output: u64,
+}
+
+impl Losses {
+    pub fn total(&self) -> u64 {
+        self.ring_full + self.nested + self.output
+    }
 }
 
 /// Rates over the last refresh of the live `timewait` view.

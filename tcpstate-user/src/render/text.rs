@@ -164,10 +164,13 @@ impl<W: Write> Printer for Text<W> {
             if n == 0 { String::new() } else { text(n) }
         };
         note!(
-            "{} events, {} lost, {:.1} s{}{}{}",
+            "{} events, {} lost, {:.1} s{}{}{}{}",
             s.events,
-            s.lost,
+            s.lost.total(),
             s.duration_ms / 1000.0,
+            optional(s.lost.output, &|n| format!(
+                " (of which {n} lines of output the reader of standard output did not take)"
+            )),
             optional(s.rescued, &|n| format!(
                 " ({n} skipped by the kernel for nested runs, recorded by the rescue programs)"
             )),

@@ -6,6 +6,19 @@ use ipnet::IpNet;
 use super::timewait::Entry;
 use crate::sock::{Owner, SockId};
 
+/// Bytes of a process name the kernel keeps (`TASK_COMM_LEN` - 1).
+pub const COMM_MAX: usize = tcpstate_ebpf::COMM_LEN - 1;
+
+/// `name` as the kernel would keep it: its first [`COMM_MAX`] bytes (cut at
+/// a character boundary).
+pub fn kernel_comm(name: &str) -> &str {
+    let mut end = name.len().min(COMM_MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     pub laddr: Vec<IpNet>,
@@ -28,8 +41,7 @@ impl Filter {
             && (self.comms.is_empty()
                 || owner.is_some_and(|o| {
                     let comm = o.comm.as_str();
-                    // The kernel keeps 15 bytes of the name.
-                    self.comms.iter().any(|c| c.get(..15).unwrap_or(c) == comm)
+                    self.comms.iter().any(|c| kernel_comm(c) == comm)
                 }))
     }
 }

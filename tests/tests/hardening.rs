@@ -1,0 +1,310 @@
+//! What an attacker, a careless user or a busy host can do to a run:
+//! hostile process names, a reader that never reads, a closed stderr,
+//! signals, and the least privileges the tool works with.
+
+use std::{
+    ffi::CString,
+    io::{BufRead, BufReader, Read},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use tcpstate_tests::{
+    netns::NetNs,
+    require_root, storm,
+    tcp::{self, Pattern},
+    tracer::{Tracer, bin, summary},
+};
+
+/// Names a local user can give its own threads (`prctl(PR_SET_NAME)`):
+/// a screen clear, a window title, a forged line, a bare CR, invalid UTF-8.
+const HOSTILE: [&[u8]; 5] = [
+    b"a\x1b[2Jb",
+    b"\x1b]0;owned\x07",
+    b"x\nFAKE 6.6.6.6",
+    b"cr\rover",
+    b"\xff\xfe\xfdz",
+];
+
+/// Runs connections that close client first from threads named `name`.
+fn connect_as(listener: &std::net::TcpListener, name: &[u8], n: usize) {
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            let name = CString::new(name).expect("no NUL in the name");
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most
+            // 16 bytes (longer ones are cut by the kernel).
+            let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
+            for _ in 0..n {
+                tcp::connect(listener, Pattern::ClientFirst);
+            }
+        });
+    });
+}
+
+/// Text output must carry no terminal control character at all: the only
+/// escape the text views write is the live screen's own redraw, and only
+/// to a terminal.
+fn assert_no_controls(view: &str, out: &str) {
+    for (i, line) in out.lines().enumerate() {
+        assert!(
+            !line.chars().any(|c| c.is_control()),
+            "{view}: line {i} carries a control character: {line:?}"
+        );
+        assert!(!line.starts_with("FAKE"), "{view}: a forged line: {line:?}");
+    }
+}
+
+/// Starts `tcpstate ARGS` and waits until it traces. Its stdout is left
+/// unread: a reader that never reads.
+fn start(args: &[&str]) -> (Child, BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tcpstate");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("reading stderr");
+    assert!(line.starts_with("tcpstate: tracing"), "{line}");
+    (child, stderr)
+}
+
+/// Starts `tcpstate ARGS` and reads all its stdout as it comes.
+fn start_read(args: &[&str]) -> (Child, thread::JoinHandle<String>) {
+    let (mut child, _) = start(args);
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).expect("reading stdout");
+        out
+    });
+    (child, reader)
+}
+
+#[test]
+fn hostile_process_names_are_escaped_in_every_text_view() {
+    require_root();
+    let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let port = listener.local_addr().unwrap().port().to_string();
+
+    let timewait = |group_by| {
+        start_read(&[
+            "timewait",
+            "--rport",
+            &port,
+            "--group-by",
+            group_by,
+            "--interval",
+            "0.3",
+            "--count",
+            "8",
+        ])
+    };
+    let watch = start_read(&["watch", "--rport", &port]);
+    let process = timewait("process");
+    let none = timewait("none");
+    for name in HOSTILE {
+        connect_as(&listener, name, 2);
+    }
+    thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watch.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    for (view, (mut child, reader)) in [
+        ("watch", watch),
+        ("timewait --group-by process", process),
+        ("timewait --group-by none", none),
+    ] {
+        assert!(child.wait().unwrap().success(), "{view} failed");
+        let out = reader.join().expect("stdout reader");
+        assert_no_controls(view, &out);
+        for escaped in [
+            "a\\x1b[2Jb",
+            // Cut to the column's 15 characters in `watch`.
+            "\\x1b]0;owned",
+            "x\\x0aFAKE",
+            "cr\\x0dover",
+            "\\xff\\xfe\\xfdz",
+        ] {
+            assert!(
+                out.contains(escaped),
+                "{view}: {escaped:?} missing from:\n{out}"
+            );
+        }
+    }
+}
+
+/// A storm in a namespace of its own, while `check` runs.
+fn with_storm<T>(ns: &NetNs, check: impl FnOnce() -> T + Send) -> T
+where
+    T: Send,
+{
+    thread::scope(|scope| {
+        let storm = scope.spawn(|| {
+            ns.run(|| {
+                storm::run(
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+                    40_000,
+                    2,
+                )
+            })
+        });
+        let result = check();
+        storm.join().expect("storm thread").expect("storm");
+        result
+    })
+}
+
+#[test]
+fn sigterm_ends_a_run_within_a_second_whatever_the_reader_does() {
+    require_root();
+    let ns = NetNs::new("tcpstate-test-stalled");
+    for args in [&["watch"][..], &["watch", "--json"]] {
+        // A reader that never reads: the pipe fills, then tcpstate must not
+        // wait for it.
+        let (child, mut stderr) = start(args);
+        let took = with_storm(&ns, || {
+            thread::sleep(Duration::from_millis(1500));
+            let sent = Instant::now();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            let mut child = child;
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(
+                    sent.elapsed() < Duration::from_secs(5),
+                    "{args:?}: still running 5 s after SIGTERM"
+                );
+                thread::sleep(Duration::from_millis(10));
+            };
+            assert!(status.success(), "{args:?}: {status}");
+            sent.elapsed()
+        });
+        assert!(
+            took < Duration::from_secs(1),
+            "{args:?}: SIGTERM took {took:?}"
+        );
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).unwrap();
+        assert!(
+            rest.contains("lines of output"),
+            "{args:?}: the undelivered output is not reported: {rest}"
+        );
+        if args.len() == 1 {
+            assert!(rest.contains(" events, "), "no summary: {rest}");
+        }
+    }
+}
+
+#[test]
+fn duration_ends_a_run_whatever_the_reader_does() {
+    require_root();
+    let ns = NetNs::new("tcpstate-test-stalled-duration");
+    let started = Instant::now();
+    let (mut child, _) = start(&["watch", "--json", "--duration", "2"]);
+    let (status, took) = with_storm(&ns, || (child.wait().unwrap(), started.elapsed()));
+    assert!(status.success(), "{status}");
+    // Start-up, two seconds, and at most one more whatever the reader does.
+    assert!(took < Duration::from_secs(4), "--duration 2 took {took:?}");
+}
+
+#[test]
+fn a_closed_stderr_ends_quietly_with_status_zero() {
+    require_root();
+    for args in [
+        &["watch", "--duration", "1"][..],
+        // A warning printed mid-run, into the closed pipe.
+        &["watch", "--duration", "1", "--pid", "4000000"],
+        &["timewait", "--duration", "1", "--interval", "0.2"],
+        &["timewait", "--once"],
+        &["watch", "--lport", "0"],
+    ] {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        let want = if args.contains(&"0") { 2 } else { 0 };
+        assert_eq!(status.code(), Some(want), "{args:?}: {status}");
+    }
+}
+
+#[test]
+fn sighup_ends_a_run_like_sigterm() {
+    require_root();
+    let tracer = Tracer::start(&["watch", "--json"]);
+    let objects = tracer.stop_with(nix::sys::signal::Signal::SIGHUP);
+    let summary = summary(&objects);
+    assert_eq!(summary["lost"], 0, "{summary}");
+}
+
+/// Runs `tcpstate ARGS` as user nobody with exactly `caps`.
+fn with_caps(caps: &str, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &format!("--inh-caps=-all,{caps}"),
+            &format!("--ambient-caps=-all,{caps}"),
+        ])
+        .arg(bin())
+        .args(args)
+        .output()
+        .expect("running setpriv")
+}
+
+#[test]
+fn the_documented_capabilities_are_enough_and_each_missing_one_is_named() {
+    require_root();
+    let out = with_caps(
+        "+bpf,+perfmon,+dac_read_search,+sys_admin",
+        &["watch", "--duration", "0.5"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert!(stderr.contains("tcpstate: tracing"), "{stderr}");
+
+    let out = with_caps(
+        "+bpf,+perfmon,+dac_read_search",
+        &["watch", "--duration", "0.5", "--reconcile", "0"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "--reconcile 0: {}: {stderr}",
+        out.status
+    );
+
+    for (caps, needle) in [
+        ("+bpf,+perfmon,+sys_admin", "CAP_DAC_READ_SEARCH"),
+        ("+bpf,+perfmon,+dac_read_search", "CAP_SYS_ADMIN"),
+        ("+dac_read_search", "CAP_BPF"),
+    ] {
+        let out = with_caps(caps, &["watch", "--duration", "0.5"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{caps}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{caps}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{caps}: {needle} not named: {stderr}"
+        );
+        assert!(!stderr.contains("not mounted"), "{caps}: {stderr}");
+    }
+}
