@@ -308,27 +308,43 @@ fn transitions_the_kernel_skips_for_nested_runs_are_rescued() {
         "steering loopback packets to CPU 0 (RPS) failed"
     );
 
-    let tracer = Tracer::start(&["watch", "--json"]);
-    let holder = GuardHolder::start(0);
-    let conns = ns.run(|| {
-        pin_to(1);
-        let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        (0..300)
-            .map(|_| tcp::connect(&listener, Pattern::ServerFirst))
-            .collect::<Vec<_>>()
-    });
-    assert!(holder.lookups() > 0, "the guard holder never ran");
-    drop(holder);
-    let objects = tracer.stop();
+    // Now and then the kernel runs no program at all for a few softirq
+    // transitions (seen only on top of particular threads of this VM's
+    // init process): neither skipped nor counted, so no rescue can see
+    // them. tcpstate reports such gaps as `inferred` losses. A round with
+    // such a gap says nothing about rescues, so it is run again, once; a
+    // round with nested losses or an unexplained gap fails at once.
+    for round in 1..=2 {
+        let tracer = Tracer::start(&["watch", "--json"]);
+        let holder = GuardHolder::start(0);
+        let conns = ns.run(|| {
+            pin_to(1);
+            let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            (0..300)
+                .map(|_| tcp::connect(&listener, Pattern::ServerFirst))
+                .collect::<Vec<_>>()
+        });
+        assert!(holder.lookups() > 0, "the guard holder never ran");
+        drop(holder);
+        let objects = tracer.stop();
 
-    let summary = summary(&objects);
-    assert_eq!(summary["lost"], 0, "{summary}");
-    assert!(
-        summary["rescued"].as_u64().unwrap() > 0,
-        "the kernel skipped no program run, so nothing was rescued: the test did not provoke \
-         nested runs ({summary})"
-    );
-    for conn in conns {
-        check(&objects, conn, Pattern::ServerFirst, "ipv4");
+        let summary = summary(&objects);
+        let by_reason = &summary["lost_by_reason"];
+        assert_eq!(by_reason["nested"], 0, "{summary}");
+        assert_eq!(by_reason["ring_full"], 0, "{summary}");
+        assert!(
+            summary["rescued"].as_u64().unwrap() > 0,
+            "the kernel skipped no program run, so nothing was rescued: the test did not \
+             provoke nested runs ({summary})"
+        );
+        if by_reason["inferred"] != 0 && round == 1 {
+            eprintln!("round 1: the kernel ran no program for some transitions ({summary}); again");
+            continue;
+        }
+        assert_eq!(summary["lost"], 0, "{summary}");
+        for conn in conns {
+            check(&objects, conn, Pattern::ServerFirst, "ipv4");
+        }
+        return;
     }
 }

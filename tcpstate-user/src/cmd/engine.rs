@@ -20,7 +20,7 @@ use crate::{
         snapshot::{self, Dump},
         sockdiag::{KernelSocket, Listeners},
     },
-    kernel::{decode, loader, loader::Kernel, privileges},
+    kernel::{counters::Lost, decode, loader, loader::Kernel, privileges},
     messages::{note, warning},
     render::{Losses, Printer, Summary},
     track::{
@@ -253,17 +253,26 @@ impl TwSink for Quiet {
     fn tw_exit(&mut self, _: &crate::track::timewait::Entry, _: ExitReason, _: u64) {}
 }
 
-/// The kernel's losses and the output's, together; and the rescues.
-fn losses(kernel: &Kernel, output: &output::Stats) -> Result<(Losses, u64)> {
-    let lost = kernel.lost()?;
-    Ok((
+/// Every loss, the kernel's, the tracker's gaps and the output's; and the
+/// rescues.
+fn losses(kernel: &Kernel, engine: &Engine, output: &output::Stats) -> Result<(Losses, u64)> {
+    Ok(combine(kernel.lost()?, engine, output))
+}
+
+/// [`losses`] from the kernel's counts read earlier.
+fn combine(lost: Lost, engine: &Engine, output: &output::Stats) -> (Losses, u64) {
+    // A gap the kernel counted is not inferred again: each counted loss
+    // may explain one unfinished connection.
+    let counted = lost.ring_full + lost.nested;
+    (
         Losses {
             ring_full: lost.ring_full,
             nested: lost.nested,
+            inferred: engine.tracker.stats().unfinished.saturating_sub(counted),
             output: output.dropped(),
         },
         lost.rescued,
-    ))
+    )
 }
 
 /// Loads the programs and runs the pipeline until a signal (SIGINT,
@@ -271,15 +280,6 @@ fn losses(kernel: &Kernel, output: &output::Stats) -> Result<(Losses, u64)> {
 pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Result<()> {
     let started = Instant::now();
     let mut signals = Signals::install()?;
-    let stop_at = common.duration.map(|d| started + d);
-    let until_stop = async {
-        match stop_at {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(until_stop);
-
     let reconciling = pacing.reconcile.is_some();
     let starting = {
         let common = common.clone();
@@ -289,8 +289,16 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
         started = starting => started.context("the start-up task")??,
         // Nothing is attached yet: nothing to drain or report but the end.
         _ = signals.recv() => return stopped_early(view, &pacing, started),
-        _ = &mut until_stop => return stopped_early(view, &pacing, started),
     };
+    // `--duration` counts from when tracing begins.
+    let stop_at = common.duration.map(|d| Instant::now() + d);
+    let until_stop = async {
+        match stop_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_stop);
     let scope = common.scope();
     note!("tracing TCP state transitions (Ctrl-C to stop)");
 
@@ -315,11 +323,11 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             _ = poll.tick() => {
                 engine.drain(events.get_mut(), view);
                 engine.tick(clock::monotonic_ns(), view);
-                lost.check(losses(&kernel, &pacing.output)?.0);
+                lost.check(losses(&kernel, &engine, &pacing.output)?.0);
             }
             _ = tick(&mut refresh) => {
                 engine.drain(events.get_mut(), view);
-                view.refresh(&engine, losses(&kernel, &pacing.output)?.0, clock::monotonic_ns());
+                view.refresh(&engine, losses(&kernel, &engine, &pacing.output)?.0, clock::monotonic_ns());
             }
             _ = tick(&mut reconcile), if pending_dump.is_none() => {
                 // Drain first: what is already traced is not "missed".
@@ -348,7 +356,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     }
 
     // Detach first, so that nothing arrives after the final drain.
-    let (lost_total, rescued) = losses(&kernel, &pacing.output)?;
+    let kernel_lost = kernel.lost()?;
     drop(kernel);
     while !engine.drain(events.get_mut(), view) {}
     let mut sink = Stage {
@@ -356,7 +364,8 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
         view,
     };
     engine.tracker.finish(&mut sink);
-    view.finish(&engine, lost_total, rescued, started.elapsed());
+    let (lost, rescued) = combine(kernel_lost, &engine, &pacing.output);
+    view.finish(&engine, lost, rescued, started.elapsed());
     output_result(view.error())
 }
 
@@ -433,6 +442,11 @@ impl LostWatch {
                 lost.nested,
                 "events the kernel skipped as nested program runs (a softirq transition while \
                  the same CPU ran a BPF program) that the rescue programs could not record",
+            ),
+            (
+                lost.inferred,
+                "connections whose end the kernel reported to no program (their socket \
+                 began a new life first); each closes as kind unknown",
             ),
             (
                 lost.output,

@@ -44,6 +44,9 @@ struct Shared {
     dropped: AtomicU64,
     /// The thread's write error, which ends the run (e.g. a closed pipe).
     error: Mutex<Option<io::ErrorKind>>,
+    /// What was left when the [`Output`] went away with the queue full:
+    /// written after the queue, within [`Writer::finish`]'s grace.
+    last: Mutex<Option<Bytes>>,
 }
 
 /// The writing end the printers use.
@@ -97,7 +100,8 @@ fn start_with(
     thread::Builder::new()
         .name("tcpstate-output".into())
         .spawn(move || {
-            for chunk in rx {
+            let last = || theirs.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+            for chunk in rx.into_iter().chain(std::iter::from_fn(last)) {
                 if let Err(e) = sink.write_all(&chunk).and_then(|()| sink.flush()) {
                     *theirs.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.kind());
                     break;
@@ -141,8 +145,9 @@ impl Output {
     }
 
     /// Hands what is buffered to the writer thread. While its queue is
-    /// full the bytes stay here (no copy), up to the bound; past it (or at
-    /// the end, `last`) they are dropped and counted.
+    /// full the bytes stay here (no copy), up to the bound; past it they
+    /// are dropped and counted. At the end (`last`) they go after the
+    /// queue.
     fn send(&mut self, last: bool) {
         if self.buf.is_empty() {
             return;
@@ -156,7 +161,13 @@ impl Output {
                     .fetch_add(self.buf_lines, Ordering::Relaxed);
                 self.buf = BytesMut::with_capacity(CHUNK_BYTES);
             }
-            Err(TrySendError::Full(chunk)) if !last && chunk.len() < self.pending_max => {
+            Err(TrySendError::Full(chunk)) if last => {
+                self.shared
+                    .sent
+                    .fetch_add(self.buf_lines, Ordering::Relaxed);
+                *self.shared.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(chunk);
+            }
+            Err(TrySendError::Full(chunk)) if chunk.len() < self.pending_max => {
                 // Unique, so taken back without copying.
                 self.buf = chunk
                     .try_into_mut()

@@ -77,18 +77,25 @@ pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
         State::LISTEN,
         State::ESTABLISHED,
     ];
-    for ns in wanted {
-        if !scope.netns.is_empty() && !scope.netns.contains(&ns) {
-            continue;
-        }
-        let sockets = match all.iter().find(|(inode, _)| *inode == ns) {
-            Some((_, path)) => match sockdiag::dump_in(path, &states) {
-                Ok(sockets) => sockets,
-                Err(e) => {
-                    warning!("skipping network namespace {ns}: {e:#}");
-                    continue;
-                }
-            },
+    let wanted: Vec<(u32, Option<&std::path::Path>)> = wanted
+        .into_iter()
+        .filter(|ns| scope.netns.is_empty() || scope.netns.contains(ns))
+        .map(|ns| {
+            let path = all.iter().find(|(inode, _)| *inode == ns);
+            (ns, path.map(|(_, p)| p.as_path()))
+        })
+        .collect();
+    let paths: Vec<&std::path::Path> = wanted.iter().filter_map(|(_, p)| *p).collect();
+    let mut dumps = sockdiag::dump_each(&paths, &states).into_iter();
+    for (ns, path) in wanted {
+        let sockets = match path.map(|_| dumps.next()) {
+            Some(Some(Ok(sockets))) => sockets,
+            Some(Some(Err(e))) => {
+                warning!("skipping network namespace {ns}: {e:#}");
+                continue;
+            }
+            Some(None) => continue,
+            // Gone since it was listed: its entries end.
             None => Vec::new(),
         };
         let mut tw = Vec::new();

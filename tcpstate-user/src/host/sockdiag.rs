@@ -7,7 +7,14 @@
 //! network namespace, one dump request per address family, with the kernel
 //! filtering by state.
 
-use std::{fs::File, io, mem::size_of, path::Path, thread};
+use std::{
+    fs::File,
+    io,
+    mem::size_of,
+    path::Path,
+    sync::atomic::{AtomicUsize, Ordering},
+    thread,
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use netlink_packet_core::{
@@ -52,26 +59,60 @@ const RECV_BUF_LEN: usize = 64 << 10;
 /// TIME_WAIT timers, so the field is read from the message itself.
 const EXPIRES_OFFSET: usize = 4 + size_of::<SocketIdBuffer>();
 
-/// Sockets of the network namespace at `path` (`/proc/PID/ns/net`,
-/// `/run/netns/NAME`) whose state is in `states`. The dump runs on a
-/// short-lived thread that enters the namespace, so the caller's never
-/// changes.
+/// Threads that dump namespaces side by side: a dump mostly waits on
+/// the kernel, and a host may have a thousand idle namespaces.
+const DUMP_THREADS: usize = 4;
+
+/// Sockets whose state is in `states`, in each network namespace of
+/// `paths` (`/proc/PID/ns/net`, `/run/netns/NAME`), in that order. The
+/// dumps run on short-lived threads that enter the namespaces, so the
+/// caller's never changes.
+pub fn dump_each(paths: &[&Path], states: &[State]) -> Vec<Result<Vec<KernelSocket>>> {
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<(usize, Result<Vec<KernelSocket>>)> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..DUMP_THREADS.min(paths.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else {
+                            return done;
+                        };
+                        done.push((i, dump_here(path, states)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    vec![(usize::MAX, Err(anyhow!("a sock_diag thread panicked")))]
+                })
+            })
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Sockets of the network namespace at `path` whose state is in
+/// `states` (see [`dump_each`]).
 pub fn dump_in(path: &Path, states: &[State]) -> Result<Vec<KernelSocket>> {
+    dump_each(&[path], states)
+        .pop()
+        .unwrap_or_else(|| Err(anyhow!("no dump of {}", path.display())))
+}
+
+/// Enters the namespace at `path` on this thread (one of ours) and dumps it.
+fn dump_here(path: &Path, states: &[State]) -> Result<Vec<KernelSocket>> {
     let netns = ns_inode(path)?;
     let file = File::open(path)
         .with_context(|| format!("opening network namespace {}", path.display()))?;
-    thread::scope(|scope| {
-        thread::Builder::new()
-            .name("sockdiag-netns".into())
-            .spawn_scoped(scope, || {
-                setns(&file, CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("entering network namespace {}", path.display()))?;
-                dump_netns(netns, states)
-            })
-            .context("starting the sock_diag thread")?
-            .join()
-            .map_err(|_| anyhow!("the sock_diag thread panicked"))?
-    })
+    setns(&file, CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace {}", path.display()))?;
+    dump_netns(netns, states)
 }
 
 /// Dumps both families of the calling thread's namespace, labelled `netns`.

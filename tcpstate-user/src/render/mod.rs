@@ -57,6 +57,10 @@ pub struct Losses {
     /// Runs the kernel skipped for nested programs that no rescue program
     /// recorded.
     pub nested: u64,
+    /// Connections whose end tracing never saw although no loss was
+    /// counted for them: the socket's address began a new life first (the
+    /// kernel ran no program for at least one transition).
+    pub inferred: u64,
     /// Lines of output dropped because the reader of standard output did
     /// not keep up.
     pub output: u64,
@@ -64,7 +68,7 @@ pub struct Losses {
 
 impl Losses {
     pub fn total(&self) -> u64 {
-        self.ring_full + self.nested + self.output
+        self.ring_full + self.nested + self.inferred + self.output
     }
 }
 

@@ -81,6 +81,9 @@ pub enum CloseKind {
     RstReceived,
     /// Neither FIN nor RST: a timeout or another abort.
     Abort,
+    /// Not seen: the socket's address began a new life before its end
+    /// reached tracing (transitions were missed).
+    Unknown,
 }
 
 impl CloseKind {
@@ -90,6 +93,7 @@ impl CloseKind {
             CloseKind::RstSent => "rst_sent",
             CloseKind::RstReceived => "rst_received",
             CloseKind::Abort => "abort",
+            CloseKind::Unknown => "unknown",
         }
     }
 }
@@ -144,6 +148,7 @@ impl Note {
             CloseKind::RstSent => Note::RstSent,
             CloseKind::RstReceived => Note::RstReceived,
             CloseKind::Abort => Note::Abort,
+            CloseKind::Unknown => Note::None,
         }
     }
 }
@@ -201,6 +206,9 @@ pub struct Stats {
 /// What we know about one live connection.
 #[derive(Clone, Copy, Debug)]
 struct Conn {
+    /// The socket as last seen (the local port is 0 until `connect()`
+    /// picks one).
+    id: SockId,
     opened_ns: Option<u64>,
     role: Role,
     closer: Closer,
@@ -210,8 +218,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn new() -> Conn {
+    fn new(id: SockId) -> Conn {
         Conn {
+            id,
             opened_ns: None,
             role: Role::Unknown,
             closer: Closer::Unknown,
@@ -222,17 +231,17 @@ impl Conn {
     }
 
     /// Starts a new life of the socket (the kernel may reuse a freed
-    /// socket's address). Returns whether the previous life was seen
+    /// socket's address). Returns the previous life when it was seen
     /// opening but never closing: transitions were missed.
-    fn begin(&mut self, role: Role, owner: Option<Owner>, ts_ns: u64) -> bool {
-        let unfinished = self.opened_ns.is_some();
+    fn begin(&mut self, id: SockId, role: Role, owner: Option<Owner>, ts_ns: u64) -> Option<Conn> {
+        let previous = *self;
         *self = Conn {
             opened_ns: Some(ts_ns),
             role,
             owner,
-            ..Conn::new()
+            ..Conn::new(id)
         };
-        unfinished
+        previous.opened_ns.is_some().then_some(previous)
     }
 }
 
@@ -325,7 +334,7 @@ impl Tracker {
             emit(p, CloseKind::RstSent, sink);
             return;
         }
-        if let Some(conn) = self.conn_mut(ev.skaddr) {
+        if let Some(conn) = self.conn_mut(ev.skaddr, ev.id) {
             if sent {
                 conn.reset_sent = true;
             } else {
@@ -336,7 +345,7 @@ impl Tracker {
     }
 
     /// The connection's entry, created if the table has room.
-    fn conn_mut(&mut self, skaddr: u64) -> Option<&mut Conn> {
+    fn conn_mut(&mut self, skaddr: u64, id: SockId) -> Option<&mut Conn> {
         let full = self.conns.len() >= self.max_conns;
         match self.conns.entry(skaddr) {
             Entry::Occupied(e) => Some(e.into_mut()),
@@ -344,7 +353,7 @@ impl Tracker {
                 self.stats.untracked += 1;
                 None
             }
-            Entry::Vacant(e) => Some(e.insert(Conn::new())),
+            Entry::Vacant(e) => Some(e.insert(Conn::new(id))),
         }
     }
 
@@ -384,14 +393,16 @@ impl Tracker {
         } else {
             None
         };
-        let Some(conn) = self.conn_mut(ev.skaddr) else {
+        let Some(conn) = self.conn_mut(ev.skaddr, ev.id) else {
             // Table full: report the transition, classify nothing.
             sink.transition(&t);
             return;
         };
+        // The previous life's owner, should this transition begin a new one.
+        let previous_owner = conn.owner;
         conn.owner = ev.owner.or(conn.owner).or(listener_owner);
         t.owner = conn.owner;
-        let mut unfinished = false;
+        let mut unfinished = None;
         match (old, new) {
             // The kernel re-reports a state, e.g. close() after shutdown().
             (State::FIN_WAIT1 | State::FIN_WAIT2 | State::CLOSING | State::LAST_ACK, _)
@@ -401,11 +412,11 @@ impl Tracker {
             }
             _ if old == new => {}
             (State::CLOSE, State::SYN_SENT) => {
-                unfinished = conn.begin(Role::Client, ev.owner, ev.ts_ns);
+                unfinished = conn.begin(ev.id, Role::Client, ev.owner, ev.ts_ns);
                 t.note = Note::Connect;
             }
             (State::LISTEN, State::SYN_RECV) => {
-                unfinished = conn.begin(Role::Server, ev.owner.or(listener_owner), ev.ts_ns);
+                unfinished = conn.begin(ev.id, Role::Server, ev.owner.or(listener_owner), ev.ts_ns);
                 t.note = Note::PassiveOpen;
             }
             (_, State::FIN_WAIT1) => {
@@ -427,13 +438,34 @@ impl Tracker {
             }
             _ => {}
         }
-        self.stats.unfinished += u64::from(unfinished);
+        if new != State::LISTEN && new != State::SYN_SENT && ev.id.tuple.lport != 0 {
+            conn.id = ev.id;
+        }
+        if let Some(previous) = unfinished {
+            // Its end was missed: close it now, as unknown.
+            self.stats.unfinished += 1;
+            self.stats.closes += 1;
+            sink.close(&Close {
+                ts_ns: ev.ts_ns,
+                skaddr: ev.skaddr,
+                id: previous.id,
+                role: previous.role,
+                closer: previous.closer,
+                kind: CloseKind::Unknown,
+                time_wait: false,
+                lifetime_ns: None,
+                owner: previous_owner,
+            });
+        }
         if new != State::CLOSE {
             sink.transition(&t);
             return;
         }
 
-        let conn = self.conns.remove(&ev.skaddr).unwrap_or_else(Conn::new);
+        let conn = self
+            .conns
+            .remove(&ev.skaddr)
+            .unwrap_or_else(|| Conn::new(ev.id));
         self.stats.closes += 1;
         let graceful_end = matches!(old, State::FIN_WAIT2 | State::CLOSING | State::LAST_ACK);
         let kind = if conn.reset_received {
@@ -479,7 +511,7 @@ fn emit(mut p: Pending, kind: CloseKind, sink: &mut impl Sink) {
         c.closer = match kind {
             CloseKind::RstSent => Closer::Local,
             CloseKind::RstReceived => Closer::Remote,
-            CloseKind::Fin | CloseKind::Abort => Closer::Unknown,
+            CloseKind::Fin | CloseKind::Abort | CloseKind::Unknown => Closer::Unknown,
         };
     }
     p.transition.note = Note::of_close(kind, c.time_wait);
@@ -880,7 +912,19 @@ pub(crate) mod tests {
             .go(S::LAST_ACK, S::CLOSE, None);
         let mut events = first.events;
         events.extend(second.events);
-        let c = run(&events).closes[0];
+        let closes = run(&events).closes;
+        // The first life ends, unseen, as unknown, with its own facts.
+        let unseen = closes[0];
+        assert_eq!(
+            (
+                unseen.kind,
+                unseen.role,
+                unseen.closer,
+                unseen.owner.map(|o| o.pid)
+            ),
+            (CloseKind::Unknown, Role::Server, Closer::Local, Some(1))
+        );
+        let c = closes[1];
         assert_eq!(
             (c.role, c.closer, c.owner.map(|o| o.pid)),
             (Role::Client, Closer::Remote, Some(2))
@@ -920,7 +964,13 @@ pub(crate) mod tests {
         }
         tracker.finish(&mut out);
         assert_eq!(tracker.stats().unfinished, 1);
-        assert_eq!(out.closes.len(), 1, "only the second life closed");
+        assert_eq!(out.closes.len(), 2, "the first life closed as unknown");
+        let first = out.closes[0];
+        assert_eq!(first.kind, CloseKind::Unknown);
+        assert_eq!((first.role, first.closer), (Role::Server, Closer::Local));
+        assert_eq!((first.time_wait, first.lifetime_ns), (false, None));
+        assert_eq!(first.id.tuple.lport, 80);
+        assert_eq!(out.closes[1].kind, CloseKind::Fin);
         // A complete life followed by another is not unfinished.
         let sock = Sock::new(31, 80, 5001)
             .go(S::CLOSE, S::SYN_SENT, None)
