@@ -566,3 +566,68 @@ fn live_view_runs_and_stops() {
         "{refreshes} timewait_summary objects in 2 s"
     );
 }
+
+/// Writes a sysctl inside `ns`, e.g. `net.ipv4.ip_local_port_range`.
+fn set_sysctl(ns: &NetNs, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    ns.run(|| std::fs::write(&path, value))
+        .unwrap_or_else(|e| panic!("writing {path} in {}: {e}", ns.name));
+}
+
+/// Seen from tcpstate's own namespace, each namespace's pool is judged by
+/// that namespace's own port range and `tcp_tw_reuse`, and is named.
+#[test]
+fn each_namespace_is_judged_by_its_own_settings() {
+    require_root();
+    let narrow = namespace("narrow");
+    let wide = namespace("wide");
+    set_sysctl(&narrow, "net.ipv4.ip_local_port_range", "40000 40999");
+    set_sysctl(&narrow, "net.ipv4.tcp_tw_reuse", "0");
+    set_sysctl(&wide, "net.ipv4.ip_local_port_range", "20000 59999");
+    set_sysctl(&wide, "net.ipv4.tcp_tw_reuse", "1");
+    for ns in [&narrow, &wide] {
+        ns.run(|| {
+            let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            for _ in 0..300 {
+                tcp::connect(&listener, Pattern::ClientFirst);
+            }
+        });
+    }
+    let objects = json_lines(&tracer::run(&[
+        "timewait",
+        "--json",
+        "--count",
+        "1",
+        "--interval",
+        "0.5",
+    ]));
+    let totals = of_type(&objects, "timewait_summary");
+    let totals = totals.last().expect("a timewait_summary");
+    for (ns, ports, reuse, used) in [(&narrow, 1000, 0, 0.3), (&wide, 40000, 1, 0.0075)] {
+        let inode = ns.inode();
+        let pool = totals["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["netns"] == inode)
+            .unwrap_or_else(|| panic!("no pool for {}: {totals}", ns.name));
+        assert_eq!(pool["ports"], ports, "{pool}");
+        assert_eq!(pool["netns_name"], ns.name.as_str(), "{pool}");
+        assert_eq!(pool["time_wait"], 300, "{pool}");
+        let got = pool["used"].as_f64().unwrap();
+        assert!(
+            (got - used).abs() < 1e-9,
+            "used {got}, expected {used}: {pool}"
+        );
+        assert_eq!(pool["tw_reuse_applies"], reuse == 1, "{pool}");
+        let figures = totals["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["netns"] == inode)
+            .unwrap_or_else(|| panic!("no figures for {}: {totals}", ns.name));
+        assert_eq!(figures["tcp_tw_reuse"], reuse, "{figures}");
+        assert_eq!(figures["netns_name"], ns.name.as_str(), "{figures}");
+        assert_eq!(figures["time_wait"], 300, "{figures}");
+    }
+}

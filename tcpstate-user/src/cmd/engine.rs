@@ -13,17 +13,21 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
+use rustc_hash::FxHashMap;
+
 use crate::{
     cli::Common,
     host::{
         clock, owners,
         snapshot::{self, Dump},
         sockdiag::{KernelSocket, Listeners},
+        sysctl::Facts,
     },
     kernel::{counters::Lost, decode, loader, loader::Kernel, privileges},
     messages::{note, warning},
     render::{Losses, Printer, Summary},
     track::{
+        order::{Reorder, WINDOW_NS},
         timewait::{self, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
         tracker::{Close, Sink, Tracker, Transition},
     },
@@ -79,12 +83,16 @@ pub trait View: Sink + TwSink {
 
 /// The pipeline's state.
 pub struct Engine {
+    /// Records waiting for older ones from other CPUs.
+    pub reorder: Reorder,
     pub tracker: Tracker,
     pub table: Table,
     /// Listening ports from the latest dump.
     pub listeners: Listeners,
     /// Established sockets from the latest dump.
     pub established: Vec<KernelSocket>,
+    /// Each namespace's settings and counters, as last read inside it.
+    pub facts: FxHashMap<u32, Facts>,
     /// Records read from the kernel.
     pub events: u64,
     /// Reconciliation passes done.
@@ -113,6 +121,7 @@ impl Engine {
     pub fn new(tw_len_ns: u64, reconciling: bool) -> Engine {
         let grace = if reconciling { EXPIRY_SLACK_NS } else { 0 };
         Engine {
+            reorder: Reorder::default(),
             tracker: Tracker::default(),
             table: Table::new(
                 clock::monotonic_ns(),
@@ -122,6 +131,7 @@ impl Engine {
             ),
             listeners: Listeners::default(),
             established: Vec::new(),
+            facts: FxHashMap::default(),
             events: 0,
             reconciliations: 0,
         }
@@ -132,52 +142,78 @@ impl Engine {
         self.table.reconcile(
             &dump.time_wait,
             &dump.listeners,
-            dump.ephemeral,
+            &dump.ranges(),
             dump.taken_ns,
             seeding,
             view,
         );
         self.listeners = dump.listeners;
         self.established = dump.established;
+        // Namespaces not dumped this time (no entries) keep their facts.
+        self.facts.extend(dump.facts);
         self.reconciliations += 1;
     }
 
-    /// Reads waiting records through the pipeline, at most
+    /// Reads waiting records into the reorder window, at most
     /// [`DRAIN_BATCH`] of them so that the loop gets back to signals and
-    /// timers under any load; true when the ring buffer is empty.
+    /// timers under any load, and passes on those that have settled; true
+    /// when the ring buffer is empty.
     fn drain<V: View>(&mut self, ring: &mut RingBuf<MapData>, view: &mut V) -> bool {
+        let mut empty = false;
         for _ in 0..DRAIN_BATCH {
-            if view.done() {
-                return true;
-            }
             let Some(item) = ring.next() else {
-                return true;
+                empty = true;
+                break;
             };
             self.events += 1;
             match decode::decode(&item) {
-                Ok(ev) => self.tracker.on_event(
-                    &ev,
-                    &mut Stage {
-                        table: &mut self.table,
-                        view,
-                    },
-                ),
+                Ok(ev) => self.reorder.push(ev),
                 Err(e) => warning!("skipping a malformed record: {e}"),
             }
         }
-        false
+        while !view.done()
+            && let Some(ev) = self.reorder.pop_settled()
+        {
+            self.process(&ev, view);
+        }
+        empty
     }
 
-    /// Time-driven work: held closes, expiries.
-    fn tick<V: View>(&mut self, now_ns: u64, view: &mut V) {
-        self.tracker.flush(
-            now_ns,
+    /// One record through the tracker and the table, after the expiries
+    /// due before it: the output stays in time order.
+    fn process<V: View>(&mut self, ev: &decode::Event, view: &mut V) {
+        self.table.expire(ev.ts_ns, view);
+        self.tracker.on_event(
+            ev,
             &mut Stage {
                 table: &mut self.table,
                 view,
             },
         );
-        self.table.expire(now_ns, view);
+    }
+
+    /// Passes on every held record stamped at or before `horizon_ns`.
+    fn release<V: View>(&mut self, horizon_ns: u64, view: &mut V) {
+        while !view.done()
+            && let Some(ev) = self.reorder.pop_until(horizon_ns)
+        {
+            self.process(&ev, view);
+        }
+    }
+
+    /// Time-driven work up to the reorder window's horizon: records that
+    /// waited long enough, held closes, expiries.
+    fn tick<V: View>(&mut self, now_ns: u64, view: &mut V) {
+        let horizon = now_ns.saturating_sub(WINDOW_NS);
+        self.release(horizon, view);
+        self.tracker.flush(
+            horizon,
+            &mut Stage {
+                table: &mut self.table,
+                view,
+            },
+        );
+        self.table.expire(horizon, view);
     }
 }
 
@@ -338,7 +374,9 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             done = async { pending_dump.as_mut().expect("guarded").await }, if pending_dump.is_some() => {
                 pending_dump = None;
                 let dump = done.context("reconciliation task")?.context("reconciling with the kernel")?;
+                // Everything tracing saw first: what it saw is not "missed".
                 engine.drain(events.get_mut(), view);
+                engine.release(u64::MAX, view);
                 engine.apply(dump, false, view);
             }
             guard = logs.readable_mut() => {
@@ -359,6 +397,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     let kernel_lost = kernel.lost()?;
     drop(kernel);
     while !engine.drain(events.get_mut(), view) {}
+    engine.release(u64::MAX, view);
     let mut sink = Stage {
         table: &mut engine.table,
         view,

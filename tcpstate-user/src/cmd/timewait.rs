@@ -16,10 +16,10 @@ use crate::{
     cli::TimewaitArgs,
     host::{clock, netns, snapshot, sysctl::Facts},
     kernel::privileges,
-    render::{Frame, Losses, Printer, Rates, Summary},
+    render::{Frame, Losses, NsFigures, Printer, Rates, Summary},
     track::{
         filter::Filter,
-        pressure::{self, PoolKey},
+        pressure::{self, Limits, PoolKey},
         timewait::{Entry, ExitReason, TwSink},
         tracker::{Close, Role, Sink, Transition},
     },
@@ -119,17 +119,15 @@ fn frame<'a>(
     rates: Option<Rates>,
     now_ns: u64,
 ) -> Frame<'a> {
-    let facts = Facts::read();
-    let own_netns = netns::current_netns().ok();
-    let in_own_netns = engine
-        .table
-        .entries()
-        .filter(|e| Some(e.id.netns) == own_netns)
-        .count();
     let entries: Vec<&Entry> = engine
         .table
         .entries()
         .filter(|e| filter.matches_entry(e))
+        .collect();
+    let namespaces = namespaces(engine, &entries);
+    let limits: FxHashMap<u32, Limits> = namespaces
+        .iter()
+        .filter_map(|n| Some((n.netns, limits_of(&n.facts?))))
         .collect();
     let pools = pressure::pools(
         entries.iter().copied(),
@@ -138,23 +136,68 @@ fn frame<'a>(
             listeners: &engine.listeners,
             entered,
             window_s,
-            range_size: facts.range_size(),
+            limits: &limits,
+            // Without a reading inside a namespace, its pools are judged by
+            // tcpstate's own namespace (said in the namespace's line).
+            fallback: namespaces
+                .first()
+                .and_then(|n| n.facts)
+                .map(|f| limits_of(&f))
+                .unwrap_or_default(),
             tw_len_s: settings.tw_len_s,
             threshold: settings.threshold,
-            tw_reuse: facts.tw_reuse,
         },
     );
     Frame {
         now_ns,
         entries,
         pools,
-        headroom: facts.max_tw_buckets as i64 - in_own_netns as i64,
-        facts,
+        namespaces,
         stats: engine.table.stats(),
         reconciliations: engine.reconciliations,
         lost,
         rates,
         group_by: settings.group_by,
+    }
+}
+
+/// The figures of tcpstate's own namespace (read now), then of those of
+/// the entries in view, most TIME_WAIT first (as last read inside each).
+fn namespaces(engine: &Engine, entries: &[&Entry]) -> Vec<NsFigures> {
+    let own = netns::current_netns().ok();
+    let names = netns::names();
+    let mut time_wait: FxHashMap<u32, usize> = FxHashMap::default();
+    for e in engine.table.entries() {
+        *time_wait.entry(e.id.netns).or_default() += 1;
+    }
+    let mut in_view: Vec<u32> = entries
+        .iter()
+        .map(|e| e.id.netns)
+        .filter(|&ns| Some(ns) != own)
+        .collect::<rustc_hash::FxHashSet<u32>>()
+        .into_iter()
+        .collect();
+    in_view.sort_by_key(|ns| (std::cmp::Reverse(time_wait.get(ns).copied()), *ns));
+    let figures = |netns: u32, facts: Option<Facts>| NsFigures {
+        netns,
+        name: names.get(&netns).cloned(),
+        facts,
+        time_wait: time_wait.get(&netns).copied().unwrap_or(0),
+    };
+    own.map(|ns| figures(ns, Some(Facts::read())))
+        .into_iter()
+        .chain(
+            in_view
+                .into_iter()
+                .map(|ns| figures(ns, engine.facts.get(&ns).copied())),
+        )
+        .collect()
+}
+
+fn limits_of(f: &Facts) -> Limits {
+    Limits {
+        range_size: f.range_size(),
+        tw_reuse: f.tw_reuse,
     }
 }
 

@@ -63,8 +63,8 @@ pub fn of_sockets(inodes: impl IntoIterator<Item = u32>) -> FxHashMap<u32, Owner
     found
 }
 
-/// The inode of an fd link's target `socket:[INODE]`.
-fn socket_inode(target: &str) -> Option<u32> {
+/// Parses outside text: the inode of an fd link's target `socket:[INODE]`.
+pub fn socket_inode(target: &str) -> Option<u32> {
     target
         .strip_prefix("socket:[")?
         .strip_suffix(']')?

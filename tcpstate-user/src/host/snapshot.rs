@@ -1,19 +1,21 @@
 //! One reading of the kernel's socket tables in every network namespace
 //! that a run covers: TIME_WAIT sockets (to seed and reconcile the table),
-//! listeners (roles, owners) and established sockets (port pressure).
+//! listeners (roles, owners), established sockets (port pressure), and
+//! each namespace's own TCP settings and counters.
 
 use anyhow::Result;
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     clock, netns,
     sockdiag::{self, KernelSocket, Listeners},
-    sysctl,
+    sysctl::Facts,
 };
 use crate::{
     kernel::loader,
     messages::warning,
     sock::{Family, SockId, State},
+    track::timewait::Ranges,
 };
 
 /// One pass over the kernel's socket tables.
@@ -24,11 +26,22 @@ pub struct Dump {
     /// timewait sockets still in that substate).
     pub time_wait: Vec<(u32, Vec<KernelSocket>)>,
     pub listeners: Listeners,
-    /// `ip_local_port_range` of tcpstate's own namespace, to tell clients'
-    /// TIME_WAIT sockets from those of servers whose listener is gone.
-    pub ephemeral: (u16, u16),
+    /// Each dumped namespace's own TCP settings and counters, read inside
+    /// it.
+    pub facts: FxHashMap<u32, Facts>,
     /// Established sockets, for port pressure.
     pub established: Vec<KernelSocket>,
+}
+
+impl Dump {
+    /// Each namespace's ephemeral port range, to tell clients' TIME_WAIT
+    /// sockets from those of servers whose listener is gone.
+    pub fn ranges(&self) -> Ranges {
+        self.facts
+            .iter()
+            .map(|(&ns, f)| (ns, f.port_range))
+            .collect()
+    }
 }
 
 /// Which sockets a run covers: the kernel-side family and port filters,
@@ -68,7 +81,7 @@ pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
         taken_ns,
         time_wait: Vec::new(),
         listeners: Listeners::default(),
-        ephemeral: sysctl::port_range(),
+        facts: FxHashMap::default(),
         established: Vec::new(),
     };
     let states = [
@@ -86,10 +99,17 @@ pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
         })
         .collect();
     let paths: Vec<&std::path::Path> = wanted.iter().filter_map(|(_, p)| *p).collect();
-    let mut dumps = sockdiag::dump_each(&paths, &states).into_iter();
+    // The sockets, and the settings that judge them, from inside each.
+    let mut dumps = netns::in_each(&paths, |ns| {
+        Ok((sockdiag::dump_current(ns, &states)?, Facts::read()))
+    })
+    .into_iter();
     for (ns, path) in wanted {
         let sockets = match path.map(|_| dumps.next()) {
-            Some(Some(Ok(sockets))) => sockets,
+            Some(Some(Ok((sockets, facts)))) => {
+                out.facts.insert(ns, facts);
+                sockets
+            }
             Some(Some(Err(e))) => {
                 warning!("skipping network namespace {ns}: {e:#}");
                 continue;

@@ -7,15 +7,10 @@
 //! network namespace, one dump request per address family, with the kernel
 //! filtering by state.
 
-use std::{
-    fs::File,
-    io,
-    mem::size_of,
-    path::Path,
-    sync::atomic::{AtomicUsize, Ordering},
-    thread,
-};
+use std::{io, mem::size_of, path::Path};
 
+use super::netns;
+use crate::sock::{SockId, State, Tuple};
 use anyhow::{Context, Result, anyhow, bail};
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -26,10 +21,6 @@ use netlink_packet_sock_diag::{
     inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, SocketIdBuffer, StateFlags},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
-use nix::sched::{CloneFlags, setns};
-
-use super::netns::ns_inode;
-use crate::sock::{SockId, State, Tuple};
 
 /// One socket from the kernel's table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,64 +50,18 @@ const RECV_BUF_LEN: usize = 64 << 10;
 /// TIME_WAIT timers, so the field is read from the message itself.
 const EXPIRES_OFFSET: usize = 4 + size_of::<SocketIdBuffer>();
 
-/// Threads that dump namespaces side by side: a dump mostly waits on
-/// the kernel, and a host may have a thousand idle namespaces.
-const DUMP_THREADS: usize = 4;
-
-/// Sockets whose state is in `states`, in each network namespace of
-/// `paths` (`/proc/PID/ns/net`, `/run/netns/NAME`), in that order. The
-/// dumps run on short-lived threads that enter the namespaces, so the
-/// caller's never changes.
-pub fn dump_each(paths: &[&Path], states: &[State]) -> Vec<Result<Vec<KernelSocket>>> {
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<(usize, Result<Vec<KernelSocket>>)> = thread::scope(|scope| {
-        let workers: Vec<_> = (0..DUMP_THREADS.min(paths.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = paths.get(i) else {
-                            return done;
-                        };
-                        done.push((i, dump_here(path, states)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    vec![(usize::MAX, Err(anyhow!("a sock_diag thread panicked")))]
-                })
-            })
-            .collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Sockets of the network namespace at `path` whose state is in
-/// `states` (see [`dump_each`]).
+/// Sockets of the network namespace at `path` (`/proc/PID/ns/net`,
+/// `/run/netns/NAME`) whose state is in `states`, dumped on a thread that
+/// enters it, so the caller's namespace never changes.
 pub fn dump_in(path: &Path, states: &[State]) -> Result<Vec<KernelSocket>> {
-    dump_each(&[path], states)
+    netns::in_each(&[path], |netns| dump_current(netns, states))
         .pop()
         .unwrap_or_else(|| Err(anyhow!("no dump of {}", path.display())))
 }
 
-/// Enters the namespace at `path` on this thread (one of ours) and dumps it.
-fn dump_here(path: &Path, states: &[State]) -> Result<Vec<KernelSocket>> {
-    let netns = ns_inode(path)?;
-    let file = File::open(path)
-        .with_context(|| format!("opening network namespace {}", path.display()))?;
-    setns(&file, CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering network namespace {}", path.display()))?;
-    dump_netns(netns, states)
-}
-
-/// Dumps both families of the calling thread's namespace, labelled `netns`.
-fn dump_netns(netns: u32, states: &[State]) -> Result<Vec<KernelSocket>> {
+/// Sockets whose state is in `states`, both families, in the calling
+/// thread's namespace, labelled `netns` (see [`netns::in_each`]).
+pub fn dump_current(netns: u32, states: &[State]) -> Result<Vec<KernelSocket>> {
     // A state beyond the mask's range is one no socket can be in.
     let mask = states.iter().fold(0, |mask, s| {
         mask | 1u32.checked_shl(s.0.into()).unwrap_or(0)

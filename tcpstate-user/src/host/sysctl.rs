@@ -4,7 +4,8 @@
 
 use std::fs;
 
-/// What the kernel says, as read from /proc (the reader's namespace).
+/// What the kernel says, as read from /proc in the calling thread's
+/// network namespace (each namespace has its own).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
     /// `net.ipv4.ip_local_port_range`.
@@ -23,7 +24,8 @@ impl Facts {
             port_range: port_range(),
             tw_reuse: sysctl("tcp_tw_reuse").trim().parse().unwrap_or(0),
             max_tw_buckets: sysctl("tcp_max_tw_buckets").trim().parse().unwrap_or(0),
-            tw_overflow: fs::read_to_string("/proc/net/netstat")
+            // Not /proc/net: that follows the process, not this thread.
+            tw_overflow: fs::read_to_string("/proc/thread-self/net/netstat")
                 .ok()
                 .and_then(|t| netstat_value(&t, "TcpExt", "TCPTimeWaitOverflow"))
                 .unwrap_or(0),
@@ -45,7 +47,8 @@ fn sysctl(name: &str) -> String {
     fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap_or_default()
 }
 
-fn parse_range(text: &str) -> Option<(u16, u16)> {
+/// Parses outside text: the contents of `ip_local_port_range`, `LOW HIGH`.
+pub fn parse_range(text: &str) -> Option<(u16, u16)> {
     let mut it = text.split_whitespace().map(str::parse::<u16>);
     match (it.next(), it.next()) {
         (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => Some((lo, hi)),
@@ -53,8 +56,8 @@ fn parse_range(text: &str) -> Option<(u16, u16)> {
     }
 }
 
-/// A counter from /proc/net/netstat: pairs of header and value lines.
-fn netstat_value(text: &str, group: &str, name: &str) -> Option<u64> {
+/// Parses outside text: a counter from /proc/net/netstat (header/value line pairs).
+pub fn netstat_value(text: &str, group: &str, name: &str) -> Option<u64> {
     let lines: Vec<&str> = text.lines().collect();
     lines.chunks(2).find_map(|pair| {
         let [names, values] = pair else { return None };

@@ -8,7 +8,7 @@ use std::{borrow::Cow, io::Write, net::IpAddr};
 use serde::Serialize;
 
 use super::{
-    Frame, Losses, Out, Printer, Rates, Summary,
+    Frame, Losses, NsFigures, Out, Printer, Rates, Summary,
     encode::{self, Fields, Value, fields},
     time::{Ts, ms},
 };
@@ -175,17 +175,36 @@ struct TotalsJson {
     missed_by_tracing: u64,
     cap_dropped: u64,
     lost: u64,
+    /// tcpstate's own namespace's limits, as before `namespaces`.
     tcp_max_tw_buckets: u64,
     tcp_max_tw_buckets_headroom: i64,
     tcp_timewait_overflow: u64,
     port_range: (u16, u16),
     tcp_tw_reuse: u8,
     pools: Vec<PoolJson>,
+    namespaces: Vec<NamespaceJson>,
+}
+
+/// One namespace in view, judged by its own settings (`null` when they were
+/// never read).
+#[derive(Serialize)]
+struct NamespaceJson {
+    netns: u32,
+    netns_name: Option<String>,
+    time_wait: usize,
+    tcp_max_tw_buckets: Option<u64>,
+    tcp_max_tw_buckets_headroom: Option<i64>,
+    tcp_timewait_overflow: Option<u64>,
+    port_range: Option<(u16, u16)>,
+    tcp_tw_reuse: Option<u8>,
 }
 
 #[derive(Serialize)]
 struct PoolJson {
     netns: u32,
+    netns_name: Option<String>,
+    /// Ports the namespace's range offers.
+    ports: u32,
     laddr: IpAddr,
     raddr: IpAddr,
     rport: u16,
@@ -253,6 +272,7 @@ impl<W: Write> Json<W> {
 
     fn totals(&mut self, f: &Frame<'_>, rates: Rates) {
         let count = |p: &dyn Fn(&Entry) -> bool| f.entries.iter().filter(|e| p(e)).count();
+        let own = f.namespaces.first().and_then(|n| n.facts);
         let totals = TotalsJson {
             r#type: "timewait_summary",
             ts: self.out.stamp(f.now_ns),
@@ -273,16 +293,40 @@ impl<W: Write> Json<W> {
             missed_by_tracing: f.stats.missed,
             cap_dropped: f.stats.dropped,
             lost: f.lost,
-            tcp_max_tw_buckets: f.facts.max_tw_buckets,
-            tcp_max_tw_buckets_headroom: f.headroom,
-            tcp_timewait_overflow: f.facts.tw_overflow,
-            port_range: f.facts.port_range,
-            tcp_tw_reuse: f.facts.tw_reuse,
+            tcp_max_tw_buckets: own.map_or(0, |f| f.max_tw_buckets),
+            tcp_max_tw_buckets_headroom: f
+                .namespaces
+                .first()
+                .and_then(NsFigures::headroom)
+                .unwrap_or_default(),
+            tcp_timewait_overflow: own.map_or(0, |f| f.tw_overflow),
+            port_range: own.map_or((0, 0), |f| f.port_range),
+            tcp_tw_reuse: own.map_or(0, |f| f.tw_reuse),
+            namespaces: f
+                .namespaces
+                .iter()
+                .map(|n| NamespaceJson {
+                    netns: n.netns,
+                    netns_name: n.name.clone(),
+                    time_wait: n.time_wait,
+                    tcp_max_tw_buckets: n.facts.map(|f| f.max_tw_buckets),
+                    tcp_max_tw_buckets_headroom: n.headroom(),
+                    tcp_timewait_overflow: n.facts.map(|f| f.tw_overflow),
+                    port_range: n.facts.map(|f| f.port_range),
+                    tcp_tw_reuse: n.facts.map(|f| f.tw_reuse),
+                })
+                .collect(),
             pools: f
                 .pools
                 .iter()
                 .map(|p| PoolJson {
                     netns: p.key.netns,
+                    netns_name: f
+                        .namespaces
+                        .iter()
+                        .find(|n| n.netns == p.key.netns)
+                        .and_then(|n| n.name.clone()),
+                    ports: p.range_size,
                     laddr: p.key.laddr,
                     raddr: p.key.raddr,
                     rport: p.key.rport,

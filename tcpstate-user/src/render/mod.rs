@@ -87,16 +87,59 @@ pub struct Frame<'a> {
     /// The entries that pass the filters.
     pub entries: Vec<&'a Entry>,
     pub pools: Vec<Pool>,
-    pub facts: Facts,
-    /// `tcp_max_tw_buckets` minus the TIME_WAIT sockets of the namespace it
-    /// was read in (the sysctl and its limit are per namespace).
-    pub headroom: i64,
+    /// tcpstate's own namespace first, then those of the entries in view.
+    pub namespaces: Vec<NsFigures>,
     pub stats: TwStats,
     pub reconciliations: u64,
     pub lost: u64,
     /// `None` for `--once`, which has no rates, exits or events to report.
     pub rates: Option<Rates>,
     pub group_by: GroupBy,
+}
+
+/// One network namespace's figures, from its own settings and counters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NsFigures {
+    pub netns: u32,
+    /// Its `ip netns` name, or `host` for the initial namespace.
+    pub name: Option<String>,
+    /// As last read inside it; `None` when it was never read (no
+    /// reconciliation).
+    pub facts: Option<Facts>,
+    /// Its TIME_WAIT sockets, every one (its bucket limit counts them all).
+    pub time_wait: usize,
+}
+
+impl NsFigures {
+    /// How it is named in text: its name, else `net:[inode]`.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("net:[{}]", self.netns),
+        }
+    }
+
+    /// `tcp_max_tw_buckets` left before the kernel refuses TIME_WAIT
+    /// sockets there.
+    pub fn headroom(&self) -> Option<i64> {
+        self.facts
+            .map(|f| f.max_tw_buckets as i64 - self.time_wait as i64)
+    }
+}
+
+impl Frame<'_> {
+    /// The name of namespace `netns` in text.
+    pub fn label_of(&self, netns: u32) -> String {
+        self.namespaces
+            .iter()
+            .find(|n| n.netns == netns)
+            .map_or_else(|| format!("net:[{netns}]"), NsFigures::label)
+    }
+
+    /// Whether more than one namespace is in view (text then names them).
+    pub fn many_namespaces(&self) -> bool {
+        self.namespaces.len() > 1
+    }
 }
 
 /// One output format.

@@ -5,8 +5,8 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::{
-    Frame, endpoint,
-    escape::{escape, fit},
+    Frame, NsFigures, endpoint,
+    escape::{escape, escape_str, fit},
     time::ms,
 };
 use crate::{
@@ -21,6 +21,8 @@ use crate::{
 const MAX_GROUPS: usize = 40;
 /// Pools shown at most.
 const MAX_POOLS: usize = 10;
+/// Namespaces whose limits are shown at most.
+const MAX_NAMESPACES: usize = 8;
 
 /// The whole screen, as text.
 pub fn render(f: &Frame<'_>) -> String {
@@ -85,12 +87,35 @@ fn header(out: &mut String, f: &Frame<'_>) {
             );
         }
     }
-    let facts = &f.facts;
-    let _ = writeln!(
-        out,
+    for ns in f.namespaces.iter().take(MAX_NAMESPACES) {
+        let prefix = if f.many_namespaces() {
+            format!("{}: ", fit(&escape_str(&ns.label()), 40))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "{prefix}{}", limits(ns));
+    }
+    if f.namespaces.len() > MAX_NAMESPACES {
+        let _ = writeln!(
+            out,
+            "... and {} more namespaces",
+            f.namespaces.len() - MAX_NAMESPACES
+        );
+    }
+}
+
+/// A namespace's limits, as its own settings and counters say.
+fn limits(ns: &NsFigures) -> String {
+    let Some(facts) = &ns.facts else {
+        return format!(
+            "TIME_WAIT {}; its settings were not read (reconciliation is off)",
+            ns.time_wait
+        );
+    };
+    format!(
         "tcp_max_tw_buckets {} (headroom {}), TCPTimeWaitOverflow {}, ip_local_port_range {}-{} ({} ports), tcp_tw_reuse {}",
         facts.max_tw_buckets,
-        f.headroom,
+        ns.headroom().unwrap_or_default(),
         facts.tw_overflow,
         facts.port_range.0,
         facts.port_range.1,
@@ -100,7 +125,7 @@ fn header(out: &mut String, f: &Frame<'_>) {
             1 => "1 (on)",
             _ => "2 (loopback only)",
         }
-    );
+    )
 }
 
 fn pools(out: &mut String, f: &Frame<'_>) {
@@ -119,10 +144,15 @@ fn pools(out: &mut String, f: &Frame<'_>) {
     );
     for p in f.pools.iter().take(MAX_POOLS) {
         let pool = format!("{} -> {}", p.key.laddr, endpoint(p.key.raddr, p.key.rport));
+        let pool = if f.many_namespaces() {
+            format!("{}: {pool}", escape_str(&f.label_of(p.key.netns)))
+        } else {
+            pool
+        };
         let _ = writeln!(
             out,
             "{:<48} {:>9} {:>6} {:>6.1}% {:>9.1} {:>9.1}%{}",
-            pool,
+            fit(&pool, 48),
             p.time_wait,
             p.established,
             p.used * 100.0,
@@ -231,7 +261,7 @@ mod tests {
     use super::*;
     use crate::{
         host::sysctl::Facts,
-        render::Rates,
+        render::{NsFigures, Rates},
         sock::{Comm, SockId},
         track::{
             pressure::{Pool, PoolKey},
@@ -267,6 +297,7 @@ mod tests {
                     netns: 1,
                     tuple: tuple(40000, 8080),
                 }),
+                range_size: 28232,
                 time_wait: 2,
                 established: 1,
                 rate: 1000.0,
@@ -275,13 +306,17 @@ mod tests {
                 flagged: true,
                 reuse_applies: false,
             }],
-            facts: Facts {
-                port_range: (32768, 60999),
-                tw_reuse: 0,
-                max_tw_buckets: 131072,
-                tw_overflow: 3,
-            },
-            headroom: 131069,
+            namespaces: vec![NsFigures {
+                netns: 1,
+                name: Some("host".into()),
+                facts: Some(Facts {
+                    port_range: (32768, 60999),
+                    tw_reuse: 0,
+                    max_tw_buckets: 131072,
+                    tw_overflow: 3,
+                }),
+                time_wait: 3,
+            }],
             stats: TwStats::default(),
             reconciliations: 4,
             lost: 0,
@@ -332,6 +367,43 @@ mod tests {
             "{text}"
         );
         assert!(lines[peer + 2].ends_with("42.0"), "{text}");
+    }
+
+    /// Two namespaces with the same 4-tuples: separate rows, each named,
+    /// each with its own limits.
+    #[test]
+    fn namespaces_are_named_with_their_own_limits() {
+        let entries = entries();
+        let mut f = frame(&entries, GroupBy::Peer, true);
+        let mut pod = f.namespaces[0].clone();
+        pod.netns = 2;
+        pod.name = None;
+        pod.facts.as_mut().unwrap().port_range = (40000, 40999);
+        pod.facts.as_mut().unwrap().max_tw_buckets = 100;
+        pod.time_wait = 90;
+        f.namespaces.push(pod);
+        let mut other = f.pools[0];
+        other.key.netns = 2;
+        other.range_size = 1000;
+        f.pools.push(other);
+        let text = render(&f);
+        assert!(
+            text.contains("host: tcp_max_tw_buckets 131072 (headroom 131069)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("net:[2]: tcp_max_tw_buckets 100 (headroom 10)")
+                && text.contains("40000-40999 (1000 ports)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nhost: 127.0.0.1 -> 127.0.0.1:8080"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nnet:[2]: 127.0.0.1 -> 127.0.0.1:8080"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -34,9 +34,20 @@ impl PoolKey {
     }
 }
 
+/// What bounds a namespace's pools: its own settings.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Limits {
+    /// Ports in its `ip_local_port_range`.
+    pub range_size: u32,
+    /// Its `net.ipv4.tcp_tw_reuse`: 0 off, 1 on, 2 loopback only.
+    pub tw_reuse: u8,
+}
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct Pool {
     pub key: PoolKey,
+    /// The ports its namespace's range offers.
+    pub range_size: u32,
     pub time_wait: u64,
     pub established: u64,
     /// Client-role TIME_WAIT entries per second, lately.
@@ -57,10 +68,11 @@ pub struct Inputs<'a> {
     /// Client-role TIME_WAIT entries per pool over the last `window_s`.
     pub entered: &'a FxHashMap<PoolKey, u64>,
     pub window_s: f64,
-    pub range_size: u32,
+    /// Each namespace's limits; a namespace missing here gets `fallback`.
+    pub limits: &'a FxHashMap<u32, Limits>,
+    pub fallback: Limits,
     pub tw_len_s: f64,
     pub threshold: f64,
-    pub tw_reuse: u8,
 }
 
 /// The pools, most pressed first.
@@ -77,23 +89,26 @@ pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Ve
     for key in i.entered.keys() {
         counts.entry(*key).or_default();
     }
-    let range = f64::from(i.range_size.max(1));
     let mut pools: Vec<Pool> = counts
         .into_iter()
         .filter(|(key, (tw, _))| *tw > 0 || i.entered.contains_key(key))
         .map(|(key, (time_wait, established))| {
+            let limits = i.limits.get(&key.netns).copied().unwrap_or(i.fallback);
+            let range = f64::from(limits.range_size.max(1));
             let rate = i.entered.get(&key).copied().unwrap_or(0) as f64 / i.window_s.max(1e-9);
             let used = (time_wait + established) as f64 / range;
             let projected = rate * i.tw_len_s / range;
             Pool {
                 key,
+                range_size: limits.range_size,
                 time_wait,
                 established,
                 rate,
                 used,
                 projected,
                 flagged: used.max(projected) > i.threshold,
-                reuse_applies: i.tw_reuse == 1 || (i.tw_reuse == 2 && key.raddr.is_loopback()),
+                reuse_applies: limits.tw_reuse == 1
+                    || (limits.tw_reuse == 2 && key.raddr.is_loopback()),
             }
         })
         .collect();
@@ -149,10 +164,13 @@ mod tests {
             listeners: &Listeners::default(),
             entered: &entered,
             window_s: 2.0,
-            range_size: 28232,
+            limits: &FxHashMap::default(),
+            fallback: Limits {
+                range_size: 28232,
+                tw_reuse: 2,
+            },
             tw_len_s: 60.0,
             threshold: 0.5,
-            tw_reuse: 2,
         };
         let pools = pools(entries.iter(), &inputs);
         assert_eq!(pools.len(), 1, "server-role entries are not a client pool");
@@ -173,13 +191,52 @@ mod tests {
             listeners: &Listeners::default(),
             entered: &FxHashMap::default(),
             window_s: 1.0,
-            range_size: 28232,
+            limits: &FxHashMap::default(),
+            fallback: Limits {
+                range_size: 28232,
+                tw_reuse: 0,
+            },
             tw_len_s: 60.0,
             threshold: 0.5,
-            tw_reuse: 0,
         };
         let p = pools(entries.iter(), &inputs)[0];
         assert!(!p.flagged && !p.reuse_applies);
         assert_eq!(p.rate, 0.0);
+    }
+
+    /// A namespace is judged by its own range and `tcp_tw_reuse`, not by
+    /// the host's.
+    #[test]
+    fn each_namespace_has_its_own_limits() {
+        let entries: Vec<Entry> = (0..700u16)
+            .map(|i| entry(40000 + i, 8080, Role::Client))
+            .collect();
+        let limits = [(
+            1,
+            Limits {
+                range_size: 1000,
+                tw_reuse: 0,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let inputs = Inputs {
+            established: &[],
+            listeners: &Listeners::default(),
+            entered: &FxHashMap::default(),
+            window_s: 1.0,
+            limits: &limits,
+            fallback: Limits {
+                range_size: 28232,
+                tw_reuse: 2,
+            },
+            tw_len_s: 60.0,
+            threshold: 0.5,
+        };
+        let p = pools(entries.iter(), &inputs)[0];
+        assert_eq!(p.range_size, 1000);
+        assert!((p.used - 0.7).abs() < 1e-12);
+        assert!(p.flagged, "700 of 1,000 ports");
+        assert!(!p.reuse_applies, "tcp_tw_reuse 0 in that namespace");
     }
 }

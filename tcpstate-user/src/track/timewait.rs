@@ -69,6 +69,10 @@ impl ExitReason {
     }
 }
 
+/// The ephemeral port range (`ip_local_port_range`) of each network
+/// namespace, as read inside it.
+pub type Ranges = FxHashMap<u32, (u16, u16)>;
+
 /// The owner recorded for an entry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct TwOwner {
@@ -367,14 +371,14 @@ impl Table {
     /// `dumps`: per network namespace, its TIME_WAIT sockets (and the
     /// FIN_WAIT2 ones, which include timewait sockets still in that
     /// substate), dumped starting at `dump_ns`. `listeners` (listening
-    /// sockets) and `ephemeral` (the ephemeral port range) infer the roles
+    /// sockets) and `ephemeral` (each namespace's port range) infer the roles
     /// of sockets tracing missed. `seeding`: the first pass, whose
     /// additions existed before tracing started.
     pub fn reconcile(
         &mut self,
         dumps: &[(u32, Vec<KernelSocket>)],
         listeners: &Listeners,
-        ephemeral: (u16, u16),
+        ephemeral: &Ranges,
         dump_ns: u64,
         seeding: bool,
         sink: &mut impl TwSink,
@@ -407,7 +411,10 @@ impl Table {
                         // bound it: unknown.
                         let role = if listeners.contains_key(&(ks.id.netns, lport)) {
                             Role::Server
-                        } else if (ephemeral.0..=ephemeral.1).contains(&lport) {
+                        } else if ephemeral
+                            .get(&ks.id.netns)
+                            .is_some_and(|&(lo, hi)| (lo..=hi).contains(&lport))
+                        {
                             Role::Client
                         } else {
                             Role::Unknown
@@ -470,7 +477,9 @@ mod tests {
     };
 
     const NS: u32 = 4026531840;
-    const EPHEMERAL: (u16, u16) = (32768, 60999);
+    fn ephemeral() -> Ranges {
+        [(NS, (32768, 60999))].into_iter().collect()
+    }
     const T0: u64 = 1_000_000_000_000;
 
     #[derive(Default)]
@@ -596,7 +605,7 @@ mod tests {
                 kernel(8088, 40001, 1000),
             ],
         )];
-        t.reconcile(&dump, &listeners, EPHEMERAL, now, false, &mut log);
+        t.reconcile(&dump, &listeners, &ephemeral(), now, false, &mut log);
         assert_eq!(log.exits, [(key(80, 2), ExitReason::Gone)]);
         // Corrected expiry from the kernel timer.
         assert_eq!(t.get(&key(80, 1)).unwrap().expires_ns, now + 50_000_000_000);
@@ -629,7 +638,7 @@ mod tests {
         t.reconcile(
             &dump,
             &Listeners::default(),
-            EPHEMERAL,
+            &ephemeral(),
             dump_ns,
             false,
             &mut log,
@@ -644,7 +653,7 @@ mod tests {
         t.reconcile(
             &dump,
             &Listeners::default(),
-            EPHEMERAL,
+            &ephemeral(),
             T0 + 3 * LINUX_TIME_WAIT_NS,
             false,
             &mut log,
@@ -660,7 +669,7 @@ mod tests {
         t.reconcile(
             &[(NS, vec![])],
             &Listeners::default(),
-            EPHEMERAL,
+            &ephemeral(),
             now,
             false,
             &mut log,
@@ -674,7 +683,7 @@ mod tests {
         t.reconcile(
             &[(NS, vec![kernel(80, 1, 40_000)])],
             &Listeners::default(),
-            EPHEMERAL,
+            &ephemeral(),
             T0,
             true,
             &mut log,
@@ -693,7 +702,7 @@ mod tests {
         t.reconcile(
             &[(NS, vec![kernel(80, 2, 59_000)])],
             &Listeners::default(),
-            EPHEMERAL,
+            &ephemeral(),
             T0 + 1,
             false,
             &mut log,
@@ -723,7 +732,7 @@ mod tests {
         t.reconcile(
             &[(NS, vec![fw2])],
             &Listeners::default(),
-            EPHEMERAL,
+            &ephemeral(),
             T0 + 1,
             false,
             &mut log,

@@ -1,0 +1,131 @@
+//! Puts the kernel's records in timestamp order. Each CPU stamps a record
+//! before it reserves its place in the ring buffer, so records of different
+//! CPUs can arrive a few microseconds out of order (a record stamped later
+//! may be reserved first). Records are held for [`WINDOW_NS`] and released
+//! oldest first; within one timestamp, in arrival order. Per socket the
+//! kernel's order is already the timestamp order, so classification is
+//! unchanged.
+
+use std::{cmp::Reverse, collections::BinaryHeap};
+
+use crate::kernel::decode::Event;
+
+/// How long a record waits for older ones that arrive after it.
+pub const WINDOW_NS: u64 = 2_000_000;
+
+/// A held record, ordered by timestamp, then arrival.
+struct Held {
+    ts_ns: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts_ns, self.seq) == (other.ts_ns, other.seq)
+    }
+}
+
+impl Eq for Held {}
+
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts_ns, self.seq).cmp(&(other.ts_ns, other.seq))
+    }
+}
+
+/// The reorder window.
+#[derive(Default)]
+pub struct Reorder {
+    held: BinaryHeap<Reverse<Held>>,
+    seq: u64,
+    /// The newest timestamp seen.
+    newest_ns: u64,
+}
+
+impl Reorder {
+    /// Holds one record.
+    pub fn push(&mut self, event: Event) {
+        self.newest_ns = self.newest_ns.max(event.ts_ns);
+        self.seq += 1;
+        self.held.push(Reverse(Held {
+            ts_ns: event.ts_ns,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    /// The oldest record, if it has waited out the window behind the newest
+    /// one seen.
+    pub fn pop_settled(&mut self) -> Option<Event> {
+        self.pop_until(self.newest_ns.saturating_sub(WINDOW_NS))
+    }
+
+    /// The oldest record stamped at or before `horizon_ns`.
+    pub fn pop_until(&mut self, horizon_ns: u64) -> Option<Event> {
+        if self.held.peek()?.0.ts_ns > horizon_ns {
+            return None;
+        }
+        self.held.pop().map(|Reverse(h)| h.event)
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        kernel::decode::Kind,
+        sock::{SockId, State},
+        track::tracker::tests::tuple,
+    };
+
+    fn event(ts_ns: u64, skaddr: u64) -> Event {
+        Event {
+            ts_ns,
+            kind: Kind::Transition {
+                old: State::ESTABLISHED,
+                new: State::FIN_WAIT1,
+            },
+            skaddr,
+            id: SockId {
+                netns: 1,
+                tuple: tuple(1, 2),
+            },
+            prev_ts_ns: None,
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn records_leave_in_timestamp_order_once_settled() {
+        let mut r = Reorder::default();
+        // A second CPU's record, stamped earlier, arrives after.
+        r.push(event(1_000_050, 1));
+        r.push(event(1_000_000, 2));
+        r.push(event(1_000_050, 3));
+        assert!(r.pop_settled().is_none(), "nothing has waited the window");
+        r.push(event(1_000_000 + WINDOW_NS + 50, 4));
+        let out: Vec<_> = std::iter::from_fn(|| r.pop_settled())
+            .map(|e| e.skaddr)
+            .collect();
+        assert_eq!(out, [2, 1, 3], "oldest first, ties in arrival order");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.pop_until(u64::MAX).map(|e| e.skaddr), Some(4));
+        assert!(r.is_empty());
+    }
+}
