@@ -631,3 +631,60 @@ fn each_namespace_is_judged_by_its_own_settings() {
         assert_eq!(figures["time_wait"], 300, "{figures}");
     }
 }
+
+/// Without tracing, `--once` estimates each pool's entry rate from the
+/// kernel's own timers, and reports the pool with the closer that holds
+/// TIME_WAIT.
+#[test]
+fn once_estimates_the_entry_rate_from_the_kernels_timers() {
+    require_root();
+    let ns = namespace("once-rate");
+    // No port of ours is taken over by a later connect() (loopback reuse
+    // is on by default): every connection stays in TIME_WAIT.
+    set_sysctl(&ns, "net.ipv4.tcp_tw_reuse", "0");
+    let started = Instant::now();
+    let made = ns.run(|| {
+        let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut made = 0u32;
+        // 100 connections a second, the client closing first, for 6 s.
+        while started.elapsed() < Duration::from_secs(6) {
+            tcp::connect(&listener, Pattern::ClientFirst);
+            made += 1;
+            let next = Duration::from_millis(10) * made;
+            if let Some(wait) = next.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        made
+    });
+    let real = f64::from(made) / started.elapsed().as_secs_f64();
+    // The last sockets reach TIME_WAIT once the peer's FIN is in.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while kernel::time_wait(&ns).len() < made as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the kernel never showed {made} TIME_WAIT sockets"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let objects = json_lines(&tracer::run(&[
+        "timewait",
+        "--once",
+        "--json",
+        "--netns",
+        &ns.inode().to_string(),
+    ]));
+    let pools = of_type(&objects, "pool");
+    let [pool] = pools[..] else {
+        panic!("one pool expected: {pools:?}");
+    };
+    let rate = pool["rate_per_s"].as_f64().unwrap();
+    assert!(
+        (rate - real).abs() <= real * 0.2,
+        "estimated {rate:.1}/s, real {real:.1}/s: {pool}"
+    );
+    assert_eq!(pool["time_wait"], made, "{pool}");
+    for e in of_type(&objects, "timewait_entry") {
+        assert_eq!(e["closer"], "local", "{e}");
+    }
+}

@@ -3,8 +3,9 @@
 //! - `bootstrap`: installs the eBPF toolchain pieces that are missing
 //!   (nightly's `rust-src`, `bpf-linker` built on the nightly's own LLVM).
 //! - `build`, `run -- ARGS`: build the tool (programs included) and run it.
-//! - `test`: formatting, lints, unit tests, and the integration tests that
-//!   load the real programs into the real kernel.
+//! - `test`: formatting, lints, unit tests, the fuzz targets for a bounded
+//!   time (see `fuzz.rs`), and the integration tests that load the real
+//!   programs into the real kernel.
 //! - `bench`: the tracker's criterion benchmark and the end-to-end
 //!   connection-storm benchmark (see `bench.rs`).
 //!
@@ -12,6 +13,7 @@
 //! well under a second when everything is in place.
 
 mod bench;
+mod fuzz;
 mod toolchain;
 
 use std::{
@@ -42,7 +44,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Run every check and test: fmt, clippy, unit and kernel integration tests.
+    /// Run every check and test: fmt, clippy, unit tests, fuzzing, kernel
+    /// integration tests.
     Test,
     /// Run the benchmarks: tracker throughput and the connection storm.
     Bench(bench::Args),
@@ -129,6 +132,7 @@ fn test(env: &toolchain::Env) -> Result<()> {
             "--tests",
         ])
     })?;
+    timed("fuzzing", || fuzz::run(env))?;
     let bin = timed("release build", || build(env))?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

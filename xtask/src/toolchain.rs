@@ -44,6 +44,18 @@ impl Env {
         run(&mut cmd)
     }
 
+    /// `cargo` of the nightly toolchain (`rustup run nightly cargo`), in the
+    /// workspace, with bpf-linker on PATH; the caller adds the arguments.
+    pub fn nightly_cargo(&self) -> Command {
+        let mut cmd = Command::new("rustup");
+        cmd.args(["run", NIGHTLY, "cargo"])
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env("PATH", &self.path)
+            .current_dir(crate::root());
+        cmd
+    }
+
     /// Lints the eBPF crate for the BPF target with the nightly toolchain.
     pub fn clippy_ebpf(&self) -> Result<()> {
         let mut cmd = Command::new("rustup");

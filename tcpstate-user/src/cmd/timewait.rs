@@ -86,12 +86,16 @@ impl<P: Printer> View for TwView<P> {
             entered_per_s: self.entered_total as f64 / window_s,
             exited_per_s: self.exited_total as f64 / window_s,
         };
+        let pool_rates: FxHashMap<PoolKey, f64> = self
+            .entered
+            .iter()
+            .map(|(&key, &n)| (key, n as f64 / window_s))
+            .collect();
         let frame = frame(
             engine,
             &self.filter,
             &self.settings,
-            &self.entered,
-            window_s,
+            &pool_rates,
             lost.total(),
             Some(rates),
             now_ns,
@@ -108,13 +112,11 @@ impl<P: Printer> View for TwView<P> {
 
 /// What one refresh shows, from the table and a fresh reading of the
 /// host's limits.
-#[allow(clippy::too_many_arguments)]
 fn frame<'a>(
     engine: &'a Engine,
     filter: &Filter,
     settings: &Settings,
-    entered: &FxHashMap<PoolKey, u64>,
-    window_s: f64,
+    pool_rates: &FxHashMap<PoolKey, f64>,
     lost: u64,
     rates: Option<Rates>,
     now_ns: u64,
@@ -134,8 +136,7 @@ fn frame<'a>(
         &pressure::Inputs {
             established: &engine.established,
             listeners: &engine.listeners,
-            entered,
-            window_s,
+            rates: pool_rates,
             limits: &limits,
             // Without a reading inside a namespace, its pools are judged by
             // tcpstate's own namespace (said in the namespace's line).
@@ -250,16 +251,16 @@ fn once<P: Printer>(args: &TimewaitArgs, settings: Settings, mut printer: P) -> 
         snapshot::dump(&common.scope(), None).context("reading the kernel's TIME_WAIT sockets")?;
     let mut engine = Engine::new(common.tw_len.as_nanos() as u64, true);
     engine.apply(dump, true, &mut Quiet);
-    let frame = frame(
-        &engine,
-        &common.filter(),
-        &settings,
-        &FxHashMap::default(),
-        1.0,
-        0,
-        None,
-        clock::monotonic_ns(),
+    // The kernel keeps no entry time, but its timers give one: the
+    // entries of the last 50 s (of 60) give each pool's recent entry rate.
+    let now_ns = clock::monotonic_ns();
+    let filter = common.filter();
+    let rates = pressure::rates_from_ages(
+        engine.table.entries().filter(|e| filter.matches_entry(e)),
+        now_ns,
+        common.tw_len.as_nanos() as u64 * 5 / 6,
     );
+    let frame = frame(&engine, &filter, &settings, &rates, 0, None, now_ns);
     printer.timewait(&frame);
     printer.summary(&Summary {
         traced: false,

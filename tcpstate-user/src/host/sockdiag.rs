@@ -138,7 +138,8 @@ pub fn parse_datagram(
             }
             NetlinkPayload::Done(done) if done.code < 0 => bail!(
                 "the kernel aborted the dump: {}",
-                io::Error::from_raw_os_error(-done.code)
+                // Any code at all may arrive: i32::MIN has no negation.
+                io::Error::from_raw_os_error(done.code.saturating_neg())
             ),
             NetlinkPayload::Done(_) => return Ok(true),
             NetlinkPayload::Error(error) => bail!("the kernel refused the request: {error}"),
@@ -172,4 +173,39 @@ fn kernel_socket(header: &InetResponseHeader, payload: &[u8], netns: u32) -> Res
         expires_ms: parse_u32(expires)?,
         inode: header.inode,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An NLMSG_DONE carrying `code`, as the kernel ends a dump.
+    fn done(code: i32) -> Vec<u8> {
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&20u32.to_ne_bytes()); // length
+        msg.extend_from_slice(&3u16.to_ne_bytes()); // NLMSG_DONE
+        msg.extend_from_slice(&2u16.to_ne_bytes()); // NLM_F_MULTI
+        msg.extend_from_slice(&[0; 8]); // sequence, port
+        msg.extend_from_slice(&code.to_ne_bytes());
+        msg
+    }
+
+    #[test]
+    fn the_end_of_a_dump_and_its_errors() {
+        let mut sockets = Vec::new();
+        assert!(parse_datagram(&done(0), 1, &mut sockets).unwrap());
+        let err = parse_datagram(&done(-4), 1, &mut sockets).unwrap_err();
+        assert!(err.to_string().contains("aborted"), "{err}");
+        // Found by fuzzing: a code with no negation.
+        let err = parse_datagram(&done(i32::MIN), 1, &mut sockets).unwrap_err();
+        assert!(err.to_string().contains("aborted"), "{err}");
+        assert!(sockets.is_empty());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [&[][..], &[0xff; 3], &[0x10, 0, 0, 0, 0xff, 0xff, 0, 0]] {
+            let _ = parse_datagram(bytes, 1, &mut Vec::new());
+        }
+    }
 }

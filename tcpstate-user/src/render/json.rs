@@ -199,6 +199,15 @@ struct NamespaceJson {
     tcp_tw_reuse: Option<u8>,
 }
 
+/// One pool of `timewait --once --json`.
+#[derive(Serialize)]
+struct PoolRecord<'a> {
+    r#type: &'static str,
+    ts: Ts,
+    #[serde(flatten)]
+    pool: &'a PoolJson,
+}
+
 #[derive(Serialize)]
 struct PoolJson {
     netns: u32,
@@ -316,32 +325,36 @@ impl<W: Write> Json<W> {
                     tcp_tw_reuse: n.facts.map(|f| f.tw_reuse),
                 })
                 .collect(),
-            pools: f
-                .pools
-                .iter()
-                .map(|p| PoolJson {
-                    netns: p.key.netns,
-                    netns_name: f
-                        .namespaces
-                        .iter()
-                        .find(|n| n.netns == p.key.netns)
-                        .and_then(|n| n.name.clone()),
-                    ports: p.range_size,
-                    laddr: p.key.laddr,
-                    raddr: p.key.raddr,
-                    rport: p.key.rport,
-                    time_wait: p.time_wait,
-                    established: p.established,
-                    rate_per_s: p.rate,
-                    used: p.used,
-                    projected: p.projected,
-                    flagged: p.flagged,
-                    tw_reuse_applies: p.reuse_applies,
-                })
-                .collect(),
+            pools: pools(f),
         };
         self.serde_line(&totals);
     }
+}
+
+/// The pools of a frame, as JSON objects.
+fn pools(f: &Frame<'_>) -> Vec<PoolJson> {
+    f.pools
+        .iter()
+        .map(|p| PoolJson {
+            netns: p.key.netns,
+            netns_name: f
+                .namespaces
+                .iter()
+                .find(|n| n.netns == p.key.netns)
+                .and_then(|n| n.name.clone()),
+            ports: p.range_size,
+            laddr: p.key.laddr,
+            raddr: p.key.raddr,
+            rport: p.key.rport,
+            time_wait: p.time_wait,
+            established: p.established,
+            rate_per_s: p.rate,
+            used: p.used,
+            projected: p.projected,
+            flagged: p.flagged,
+            tw_reuse_applies: p.reuse_applies,
+        })
+        .collect()
 }
 
 fn comm_of(owner: &Option<Owner>) -> Option<Cow<'_, str>> {
@@ -428,7 +441,7 @@ impl<W: Write> TwSink for Json<W> {
 
 impl<W: Write> Printer for Json<W> {
     /// Live: one `timewait_summary` object. `--once`: one `timewait_entry`
-    /// per socket, soonest expiry first.
+    /// per socket, soonest expiry first, then one `pool` per pool.
     fn timewait(&mut self, frame: &Frame<'_>) {
         match frame.rates {
             Some(rates) => self.totals(frame, rates),
@@ -437,6 +450,14 @@ impl<W: Write> Printer for Json<W> {
                 entries.sort_by_key(|e| e.expires_ns);
                 for e in entries {
                     self.tw_entry(e, frame.now_ns);
+                }
+                let ts = self.out.stamp(frame.now_ns);
+                for pool in &pools(frame) {
+                    self.serde_line(&PoolRecord {
+                        r#type: "pool",
+                        ts,
+                        pool,
+                    });
                 }
             }
         }

@@ -81,8 +81,9 @@ fn header(out: &mut String, f: &Frame<'_>) {
         None => {
             let _ = writeln!(
                 out,
-                "one reading of the kernel's socket table, no tracing: roles inferred from \
-                 listening ports and the ephemeral range, closers unknown; table cap drops {}",
+                "one reading of the kernel's socket table, no tracing: roles from listening ports \
+                 and each namespace's ephemeral range, closers local (the end in TIME_WAIT \
+                 closed first, or both did), rates from the kernel's timers; table cap drops {}",
                 stats.dropped
             );
         }

@@ -65,14 +65,39 @@ pub struct Pool {
 pub struct Inputs<'a> {
     pub established: &'a [KernelSocket],
     pub listeners: &'a Listeners,
-    /// Client-role TIME_WAIT entries per pool over the last `window_s`.
-    pub entered: &'a FxHashMap<PoolKey, u64>,
-    pub window_s: f64,
+    /// Client-role TIME_WAIT entries per second, per pool, lately.
+    pub rates: &'a FxHashMap<PoolKey, f64>,
     /// Each namespace's limits; a namespace missing here gets `fallback`.
     pub limits: &'a FxHashMap<u32, Limits>,
     pub fallback: Limits,
     pub tw_len_s: f64,
     pub threshold: f64,
+}
+
+/// Each pool's recent entry rate (client-role entries per second), from
+/// the entry times alone: for a reading of the kernel's table, where the
+/// entry time comes from the kernel's timer (an entry with 50 s left
+/// entered 10 s ago). Entries of the last `window_ns` count, over the time
+/// since the oldest of them (at least a second): a burst that began 10 s
+/// ago is measured over those 10 s.
+pub fn rates_from_ages<'a>(
+    entries: impl Iterator<Item = &'a Entry>,
+    now_ns: u64,
+    window_ns: u64,
+) -> FxHashMap<PoolKey, f64> {
+    let since = now_ns.saturating_sub(window_ns);
+    let mut seen: FxHashMap<PoolKey, (u64, u64)> = FxHashMap::default();
+    for e in entries.filter(|e| e.role == Role::Client && e.entered_ns >= since) {
+        let (n, oldest) = seen.entry(PoolKey::of(&e.id)).or_insert((0, u64::MAX));
+        *n += 1;
+        *oldest = (*oldest).min(e.entered_ns);
+    }
+    seen.into_iter()
+        .map(|(key, (n, oldest))| {
+            let span_s = (now_ns.saturating_sub(oldest) as f64 / 1e9).max(1.0);
+            (key, n as f64 / span_s)
+        })
+        .collect()
 }
 
 /// The pools, most pressed first.
@@ -86,16 +111,16 @@ pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Ve
             counts.entry(PoolKey::of(&ks.id)).or_default().1 += 1;
         }
     }
-    for key in i.entered.keys() {
+    for key in i.rates.keys() {
         counts.entry(*key).or_default();
     }
     let mut pools: Vec<Pool> = counts
         .into_iter()
-        .filter(|(key, (tw, _))| *tw > 0 || i.entered.contains_key(key))
+        .filter(|(key, (tw, _))| *tw > 0 || i.rates.contains_key(key))
         .map(|(key, (time_wait, established))| {
             let limits = i.limits.get(&key.netns).copied().unwrap_or(i.fallback);
             let range = f64::from(limits.range_size.max(1));
-            let rate = i.entered.get(&key).copied().unwrap_or(0) as f64 / i.window_s.max(1e-9);
+            let rate = i.rates.get(&key).copied().unwrap_or(0.0);
             let used = (time_wait + established) as f64 / range;
             let projected = rate * i.tw_len_s / range;
             Pool {
@@ -158,12 +183,11 @@ mod tests {
             netns: 1,
             tuple: tuple(0, 8080),
         });
-        let entered = [(key, 1000u64)].into_iter().collect();
+        let rates = [(key, 500.0)].into_iter().collect();
         let inputs = Inputs {
             established: &established,
             listeners: &Listeners::default(),
-            entered: &entered,
-            window_s: 2.0,
+            rates: &rates,
             limits: &FxHashMap::default(),
             fallback: Limits {
                 range_size: 28232,
@@ -189,8 +213,7 @@ mod tests {
         let inputs = Inputs {
             established: &[],
             listeners: &Listeners::default(),
-            entered: &FxHashMap::default(),
-            window_s: 1.0,
+            rates: &FxHashMap::default(),
             limits: &FxHashMap::default(),
             fallback: Limits {
                 range_size: 28232,
@@ -202,6 +225,25 @@ mod tests {
         let p = pools(entries.iter(), &inputs)[0];
         assert!(!p.flagged && !p.reuse_applies);
         assert_eq!(p.rate, 0.0);
+    }
+
+    #[test]
+    fn entry_times_give_the_rate() {
+        let now = 100_000_000_000;
+        // Ten a second for the last 20 s, and older ones out of the window.
+        let entries: Vec<Entry> = (0..260u16)
+            .map(|i| {
+                let mut e = entry(40000 + i, 8080, Role::Client);
+                e.entered_ns = now - 50_000_000 - u64::from(i) * 100_000_000;
+                if i >= 200 {
+                    e.entered_ns = now - 55_000_000_000;
+                }
+                e
+            })
+            .collect();
+        let rates = rates_from_ages(entries.iter(), now, 50_000_000_000);
+        let rate = rates.values().copied().next().unwrap();
+        assert!((rate - 10.0).abs() < 0.1, "{rate}");
     }
 
     /// A namespace is judged by its own range and `tcp_tw_reuse`, not by
@@ -223,8 +265,7 @@ mod tests {
         let inputs = Inputs {
             established: &[],
             listeners: &Listeners::default(),
-            entered: &FxHashMap::default(),
-            window_s: 1.0,
+            rates: &FxHashMap::default(),
             limits: &limits,
             fallback: Limits {
                 range_size: 28232,

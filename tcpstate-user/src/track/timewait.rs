@@ -422,7 +422,11 @@ impl Table {
                         let entry = Entry {
                             id: key,
                             role,
-                            closer: Closer::Unknown,
+                            // A TIME_WAIT socket is held by the end that
+                            // closed first (or by both, after a
+                            // simultaneous close, which the kernel's table
+                            // does not tell apart).
+                            closer: Closer::Local,
                             source: Source::Kernel,
                             missed: !seeding,
                             owner: None,
