@@ -86,7 +86,15 @@ impl Tuple {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
             v4 => v4,
         };
-        let (l, r) = (unmap(laddr), unmap(raddr));
+        let (mut l, mut r) = (unmap(laddr), unmap(raddr));
+        // One end mapped, the other not set yet (`connect()` before the
+        // local address is chosen): still IPv4, as the kernel filters it.
+        let unset_v4 = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        match (l, r) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) if v6.is_unspecified() => r = unset_v4,
+            (IpAddr::V6(v6), IpAddr::V4(_)) if v6.is_unspecified() => l = unset_v4,
+            _ => {}
+        }
         let family = if l.is_ipv4() && r.is_ipv4() {
             Family::V4
         } else {
@@ -176,6 +184,18 @@ mod tests {
         let t = Tuple::new(mapped([10, 0, 0, 1]), 1, mapped([10, 0, 0, 2]), 2);
         assert_eq!(t.family, Family::V4);
         assert_eq!(t.laddr.to_string(), "10.0.0.1");
+    }
+
+    #[test]
+    fn a_mapped_end_with_an_unset_one_is_ipv4() {
+        let mapped = IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped());
+        let unset = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+        let t = Tuple::new(unset, 0, mapped, 80);
+        assert_eq!(t.family, Family::V4);
+        assert_eq!(t.laddr.to_string(), "0.0.0.0");
+        assert_eq!(t.raddr.to_string(), "127.0.0.1");
+        let both_unset = Tuple::new(unset, 80, unset, 0);
+        assert_eq!(both_unset.family, Family::V6, "a dual-stack listener");
     }
 
     #[test]

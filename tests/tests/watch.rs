@@ -348,3 +348,43 @@ fn transitions_the_kernel_skips_for_nested_runs_are_rescued() {
         return;
     }
 }
+
+/// A dual-stack listener (`[::]`, IPV6_V6ONLY off) serving IPv4 clients:
+/// its accepted sockets are IPv6 sockets with IPv4-mapped addresses, which
+/// tcpstate reports as IPv4, so `-4` sees them all and `-6` none.
+#[test]
+fn mapped_ipv4_is_ipv4_for_the_family_filters() {
+    require_root();
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).expect("socket");
+    listener.set_only_v6(false).expect("IPV6_V6ONLY off");
+    listener
+        .bind(&std::net::SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).into())
+        .expect("bind [::]");
+    listener.listen(16).expect("listen");
+    let listener: std::net::TcpListener = listener.into();
+    let port = listener.local_addr().unwrap().port();
+    let run = |family: &str| {
+        let tracer = Tracer::start(&["watch", "--json", family, "--lport", &port.to_string()]);
+        for _ in 0..3 {
+            let client =
+                std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            drop(server);
+            drop(client);
+        }
+        tracer.stop()
+    };
+    let v4 = run("-4");
+    let transitions = of_type(&v4, "transition");
+    // LISTEN -> SYN_RECV -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE
+    // for each accepted socket, and a close record each.
+    assert_eq!(transitions.len(), 15, "{transitions:?}");
+    assert!(
+        transitions.iter().all(|t| t["family"] == "ipv4"),
+        "{transitions:?}"
+    );
+    assert_eq!(of_type(&v4, "close").len(), 3);
+    let v6 = run("-6");
+    assert!(of_type(&v6, "transition").is_empty(), "{v6:?}");
+}

@@ -58,7 +58,22 @@ impl SockState {
 #[repr(C, align(8))]
 pub struct Copied([u8; SET_STATE_RECORD_LEN]);
 
-/// Whether a socket of `family` with these ports is reported.
+/// The family the filters see: an IPv6 socket carrying IPv4 (an
+/// IPv4-mapped address at either end, the other possibly still unset) is
+/// IPv4, as userspace reports it.
+fn filter_family(family: u8, laddr: &Addr, raddr: &Addr) -> u8 {
+    // ::ffff:a.b.c.d: 80 zero bits, 16 one bits, the IPv4 address.
+    const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+    let mapped = |a: &Addr| a[0] == 0 && a[1] == 0 && a[2] == MAPPED;
+    if family == AF_INET6 && (mapped(laddr) || mapped(raddr)) {
+        AF_INET
+    } else {
+        family
+    }
+}
+
+/// Whether a socket of `family` (as [`filter_family`] sees it) with these
+/// ports is reported.
 fn passes(family: u8, lport: u16, rport: u16) -> bool {
     let bit = match family {
         AF_INET => FAMILY_V4,
@@ -193,15 +208,15 @@ pub fn from_record(ctx: &TracePointContext) -> Result<Option<Change>, i32> {
     let family = rec.get::<u16>(conf!(set_state.family))? as u8;
     let lport = rec.get::<u16>(conf!(set_state.sport))?;
     let rport = rec.get::<u16>(conf!(set_state.dport))?;
-    if !passes(family, lport, rport) {
-        return Ok(None);
-    }
     let (laddr, raddr) = addresses(
         rec,
         family,
         (conf!(set_state.saddr), conf!(set_state.daddr)),
         (conf!(set_state.saddr_v6), conf!(set_state.daddr_v6)),
     )?;
+    if !passes(filter_family(family, &laddr, &raddr), lport, rport) {
+        return Ok(None);
+    }
     Ok(Some(Change {
         sk: rec.get(conf!(set_state.skaddr))?,
         old: rec.get::<i32>(conf!(set_state.oldstate))? as u8,
@@ -223,15 +238,15 @@ pub fn from_sock(sk: u64, old: u8, new: u8) -> Result<Option<Change>, i32> {
     let family = read_kernel::<u16>(sk, conf!(sock.family))? as u8;
     let lport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.sport))?);
     let rport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.dport))?);
-    if !passes(family, lport, rport) {
-        return Ok(None);
-    }
     let (laddr, raddr) = addresses(
         &Sock(sk),
         family,
         (conf!(sock.saddr), conf!(sock.daddr)),
         (conf!(sock.saddr_v6), conf!(sock.daddr_v6)),
     )?;
+    if !passes(filter_family(family, &laddr, &raddr), lport, rport) {
+        return Ok(None);
+    }
     Ok(Some(Change {
         sk,
         old,
@@ -317,7 +332,18 @@ pub fn reset(sk: u64, what: u8) -> Result<(), i32> {
     let family = read_kernel::<u16>(sk, conf!(sock.family))? as u8;
     let lport = read_kernel::<u16>(sk, conf!(sock.num))?;
     let rport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.dport))?);
-    if !passes(family, lport, rport) {
+    let filtered = if family == AF_INET6 {
+        let (laddr, raddr) = addresses(
+            &Sock(sk),
+            family,
+            (conf!(sock.saddr), conf!(sock.daddr)),
+            (conf!(sock.saddr_v6), conf!(sock.daddr_v6)),
+        )?;
+        filter_family(family, &laddr, &raddr)
+    } else {
+        family
+    };
+    if !passes(filtered, lport, rport) {
         return Ok(());
     }
     let state = read_kernel::<u8>(sk, conf!(sock.state))?;
