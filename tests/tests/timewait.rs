@@ -688,3 +688,55 @@ fn once_estimates_the_entry_rate_from_the_kernels_timers() {
         assert_eq!(e["closer"], "local", "{e}");
     }
 }
+
+/// A userspace filter applies to every figure of the live view: one that
+/// matches nothing shows zero everywhere, while the same traffic moves the
+/// unfiltered view.
+#[test]
+fn a_filter_that_matches_nothing_shows_zero_everywhere() {
+    require_root();
+    let ns = namespace("filtered");
+    let args = |filter: &[&'static str]| {
+        let mut a = vec!["timewait", "--json", "--interval", "0.5", "--count", "4"];
+        a.extend_from_slice(filter);
+        a
+    };
+    let unfiltered = Tracer::start(&args(&[]));
+    let nothing = Tracer::start(&args(&["--pid", "4000000"]));
+    ns.run(|| {
+        let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        for _ in 0..200 {
+            tcp::connect(&listener, Pattern::ClientFirst);
+        }
+    });
+    let (unfiltered, nothing) = (unfiltered.finish(), nothing.finish());
+    let moved = of_type(&unfiltered, "timewait_summary").iter().any(|t| {
+        t["entered_per_s"].as_f64().unwrap() > 0.0 && !t["pools"].as_array().unwrap().is_empty()
+    });
+    assert!(moved, "the unfiltered view never saw the traffic");
+    let totals = of_type(&nothing, "timewait_summary");
+    assert_eq!(totals.len(), 4);
+    for t in totals {
+        assert_eq!(t["filtered"], true, "{t}");
+        for key in [
+            "time_wait",
+            "server",
+            "client",
+            "unknown_role",
+            "closer_local",
+            "closer_simultaneous",
+            "closer_unknown",
+            "traced",
+            "kernel",
+            "expired",
+            "reused",
+            "gone",
+            "missed_by_tracing",
+        ] {
+            assert_eq!(t[key], 0, "{key}: {t}");
+        }
+        assert_eq!(t["entered_per_s"], 0.0, "{t}");
+        assert_eq!(t["exited_per_s"], 0.0, "{t}");
+        assert!(t["pools"].as_array().unwrap().is_empty(), "{t}");
+    }
+}

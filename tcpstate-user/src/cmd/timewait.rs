@@ -20,7 +20,7 @@ use crate::{
     track::{
         filter::Filter,
         pressure::{self, Limits, PoolKey},
-        timewait::{Entry, ExitReason, TwSink},
+        timewait::{Entry, ExitReason, Source, TwSink},
         tracker::{Close, Role, Sink, Transition},
     },
 };
@@ -41,6 +41,10 @@ struct TwView<P> {
     entered: FxHashMap<PoolKey, u64>,
     entered_total: u64,
     exited_total: u64,
+    /// Since the start, of the entries that pass the filters: exits by
+    /// reason, and entries the kernel had that tracing had not seen.
+    exits: [u64; 3],
+    missed: u64,
     last_refresh: Instant,
     /// Refreshes left (`--count`).
     remaining: Option<u64>,
@@ -51,16 +55,24 @@ impl<P> Sink for TwView<P> {
     fn close(&mut self, _: &Close) {}
 }
 
+/// The rates, the exits and the pools count only what the filters pass.
 impl<P> TwSink for TwView<P> {
     fn tw_enter(&mut self, e: &Entry) {
+        if !self.filter.matches_entry(e) {
+            return;
+        }
         self.entered_total += 1;
+        self.missed += u64::from(e.source == Source::Kernel);
         if e.role == Role::Client {
             *self.entered.entry(PoolKey::of(&e.id)).or_default() += 1;
         }
     }
 
-    fn tw_exit(&mut self, _: &Entry, _: ExitReason, _: u64) {
-        self.exited_total += 1;
+    fn tw_exit(&mut self, e: &Entry, reason: ExitReason, _: u64) {
+        if self.filter.matches_entry(e) {
+            self.exited_total += 1;
+            self.exits[reason as usize] += 1;
+        }
     }
 }
 
@@ -100,6 +112,12 @@ impl<P: Printer> View for TwView<P> {
             Some(rates),
             now_ns,
         );
+        let mut frame = frame;
+        if self.filter.is_active() {
+            // The table's own counts are host-wide: these are not.
+            frame.stats.exited = self.exits;
+            frame.stats.missed = self.missed;
+        }
         self.printer.timewait(&frame);
         if let Some(n) = &mut self.remaining {
             *n = n.saturating_sub(1);
@@ -159,6 +177,7 @@ fn frame<'a>(
         lost,
         rates,
         group_by: settings.group_by,
+        filtered: filter.is_active(),
     }
 }
 
@@ -228,6 +247,8 @@ async fn timewait<P: Printer>(
         entered: FxHashMap::default(),
         entered_total: 0,
         exited_total: 0,
+        exits: [0; 3],
+        missed: 0,
         last_refresh: Instant::now(),
         remaining: args.count,
     };

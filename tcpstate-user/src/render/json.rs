@@ -175,6 +175,9 @@ struct TotalsJson {
     missed_by_tracing: u64,
     cap_dropped: u64,
     lost: u64,
+    /// Userspace filters apply to every figure but `lost` and
+    /// `cap_dropped`, which are host-wide.
+    filtered: bool,
     /// tcpstate's own namespace's limits, as before `namespaces`.
     tcp_max_tw_buckets: u64,
     tcp_max_tw_buckets_headroom: i64,
@@ -302,6 +305,7 @@ impl<W: Write> Json<W> {
             missed_by_tracing: f.stats.missed,
             cap_dropped: f.stats.dropped,
             lost: f.lost,
+            filtered: f.filtered,
             tcp_max_tw_buckets: own.map_or(0, |f| f.max_tw_buckets),
             tcp_max_tw_buckets_headroom: f
                 .namespaces

@@ -95,6 +95,9 @@ pub struct Frame<'a> {
     /// `None` for `--once`, which has no rates, exits or events to report.
     pub rates: Option<Rates>,
     pub group_by: GroupBy,
+    /// Userspace filters are given: every figure counts only what they
+    /// pass, but `lost` and the table's cap drops, which are host-wide.
+    pub filtered: bool,
 }
 
 /// One network namespace's figures, from its own settings and counters.

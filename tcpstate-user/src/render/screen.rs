@@ -70,12 +70,17 @@ fn header(out: &mut String, f: &Frame<'_>) {
             let _ = writeln!(
                 out,
                 "kernel agreement: {} reconciliations, {} missed by tracing, {} vanished early; \
-                 lost events {}; table cap drops {}",
+                 lost events {}; table cap drops {}{}",
                 f.reconciliations,
                 stats.missed,
                 stats.exited(ExitReason::Gone),
                 f.lost,
-                stats.dropped
+                stats.dropped,
+                if f.filtered {
+                    " (lost and cap drops: host-wide, not filtered)"
+                } else {
+                    ""
+                }
             );
         }
         None => {
@@ -326,6 +331,7 @@ mod tests {
                 exited_per_s: 1.0,
             }),
             group_by,
+            filtered: false,
         }
     }
 

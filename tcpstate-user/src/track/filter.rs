@@ -47,6 +47,15 @@ impl Filter {
 }
 
 impl Filter {
+    /// Whether any userspace filter is given.
+    pub fn is_active(&self) -> bool {
+        !(self.laddr.is_empty()
+            && self.raddr.is_empty()
+            && self.pids.is_empty()
+            && self.comms.is_empty()
+            && self.netns.is_empty())
+    }
+
     /// Whether a TIME_WAIT entry passes.
     pub fn matches_entry(&self, e: &Entry) -> bool {
         let owner = e.owner.map(|o| Owner {
