@@ -1,9 +1,12 @@
-//! Text from /proc and sysctls: the port range, /proc/net/netstat, and the
-//! targets of /proc/PID/fd links.
+//! Text from /proc and sysctls: the port range, /proc/net/netstat, the
+//! targets of /proc/PID/fd links, and /proc/kallsyms.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcpstate::host::{owners, sysctl};
+use tcpstate::{
+    host::{owners, sysctl},
+    kernel::guard,
+};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -17,4 +20,5 @@ fuzz_target!(|data: &[u8]| {
         let _ = sysctl::netstat_value(rest, group, name);
     }
     let _ = owners::socket_inode(&text);
+    let _ = guard::data_symbol(&text, "bpf_prog_active");
 });

@@ -150,16 +150,17 @@ pub struct SockOffsets {
 
 /// What the rescue programs need to find this CPU's `bpf_prog_active`, the
 /// kernel's per-CPU guard that makes it skip a classic tracepoint program
-/// nested inside another BPF run on the same CPU. All from the kernel's BTF;
-/// `array_pptrs == 0` disables the rescue.
+/// nested inside another BPF run on the same CPU. `array_pptrs == 0`
+/// disables the rescue.
 ///
-/// The guard's address on a CPU is a static per-CPU address plus the CPU's
-/// per-CPU offset. The static address comes from another static per-CPU
-/// variable whose address the kernel stores in memory a program can read
-/// (`tcp_prot.per_cpu_fw_alloc` = `&tcp_memory_per_cpu_fw_alloc`, since
-/// Linux 6.0) plus the distance between the two in the `.data..percpu`
-/// section. The CPU's offset is the address a per-CPU array lookup returns
-/// minus the array's `pptrs[0]`.
+/// The guard's address on a CPU is its static per-CPU address plus the
+/// CPU's per-CPU offset. The CPU's offset is the address a per-CPU array
+/// lookup returns minus the array's `pptrs[0]`. The static address is
+/// either known outright (`prog_active`, from `/proc/kallsyms`) or derived
+/// from another static per-CPU variable whose address the kernel stores in
+/// memory a program can read (`tcp_prot.per_cpu_fw_alloc` =
+/// `&tcp_memory_per_cpu_fw_alloc`, since Linux 6.0) plus the distance
+/// between the two in the `.data..percpu` section of the kernel's BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardOffsets {
@@ -171,6 +172,9 @@ pub struct GuardOffsets {
     /// `.data..percpu` offset of `bpf_prog_active` minus that of
     /// `tcp_memory_per_cpu_fw_alloc`.
     pub prog_active_delta: i64,
+    /// The static per-CPU address of `bpf_prog_active`, 0 when unknown (the
+    /// derivation above is used then).
+    pub prog_active: u64,
 }
 
 /// Configuration the loader writes into the programs' read-only globals.
@@ -261,4 +265,4 @@ mod user {
 
 // The layouts are part of the kernel/userspace contract: no implicit padding.
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 96);
-const _: () = assert!(core::mem::size_of::<Config>() == 80);
+const _: () = assert!(core::mem::size_of::<Config>() == 88);

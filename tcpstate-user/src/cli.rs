@@ -14,7 +14,7 @@ use crate::{host::snapshot::Scope, kernel::loader, track::filter::Filter};
 #[derive(Debug, Parser)]
 #[command(
     name = "tcpstate",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TCPSTATE_REVISION"), ")"),
     about,
     propagate_version = true,
     subcommand_required = true
@@ -32,6 +32,34 @@ pub enum Command {
     /// Live table of TIME_WAIT sockets: who closed, which process, time
     /// left; totals and ephemeral-port pressure.
     Timewait(TimewaitArgs),
+    /// Write the man page or a shell completion script to stdout, from
+    /// these definitions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+impl Command {
+    /// The options every tracing command shares; none for `generate`.
+    pub fn common(&self) -> Option<&Common> {
+        match self {
+            Command::Watch(w) => Some(&w.common),
+            Command::Timewait(t) => Some(&t.common),
+            Command::Generate { .. } => None,
+        }
+    }
+}
+
+/// What `tcpstate generate` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generated {
+    /// The man page, tcpstate(1), in roff.
+    Man,
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]
@@ -80,7 +108,7 @@ pub struct WatchArgs {
     pub count: Option<u64>,
 }
 
-/// Options shared by every command.
+/// Options shared by every tracing command.
 #[derive(Clone, Debug, Args)]
 pub struct Common {
     /// JSON Lines output (schema: docs/schema.md).
@@ -140,9 +168,8 @@ pub struct Common {
 impl Cli {
     /// Checks what no single option's parser can: the options together.
     pub fn validate(&self) -> Result<(), String> {
-        let common = match &self.command {
-            Command::Watch(w) => &w.common,
-            Command::Timewait(t) => &t.common,
+        let Some(common) = self.command.common() else {
+            return Ok(());
         };
         let ring = common.ring_mib << 20;
         match common.wakeup_bytes {
@@ -321,10 +348,8 @@ mod tests {
     }
 
     fn common(args: &[&str]) -> Common {
-        match parse(args).unwrap().command {
-            Command::Watch(w) => w.common,
-            Command::Timewait(t) => t.common,
-        }
+        let cli = parse(args).unwrap();
+        cli.command.common().expect("a tracing command").clone()
     }
 
     #[test]

@@ -25,30 +25,10 @@ fn main() -> ExitCode {
     if let Err(msg) = cli.validate() {
         return usage_error(&msg);
     }
-    // The eBPF programs' diagnostics arrive through aya-log.
-    env_logger::Builder::new()
-        .filter_level(log::LevelFilter::Warn)
-        .parse_default_env()
-        .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            messages::error(format_args!("starting the runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+    let result = match &cli.command {
+        Command::Generate { what } => cmd::generate::run(*what, &mut std::io::stdout().lock()),
+        command => trace(command),
     };
-    let result = runtime.block_on(async {
-        match &cli.command {
-            Command::Watch(args) => cmd::watch::run(args).await,
-            Command::Timewait(args) => cmd::timewait::run(args).await,
-        }
-    });
-    // A start-up cut short by a signal may still be loading or dumping on a
-    // blocking thread: do not wait for it.
-    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -56,6 +36,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a tracing command to its end.
+fn trace(command: &Command) -> anyhow::Result<()> {
+    // The eBPF programs' diagnostics arrive through aya-log.
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .parse_default_env()
+        .init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))?;
+    let result = runtime.block_on(async {
+        match command {
+            Command::Watch(args) => cmd::watch::run(args).await,
+            Command::Timewait(args) => cmd::timewait::run(args).await,
+            Command::Generate { what } => cmd::generate::run(*what, &mut std::io::stdout()),
+        }
+    });
+    // A start-up cut short by a signal may still be loading or dumping on a
+    // blocking thread: do not wait for it.
+    runtime.shutdown_background();
+    result
 }
 
 /// An invalid command line: one line, exit status 2.

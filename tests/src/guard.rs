@@ -45,7 +45,8 @@ pub struct GuardHolder {
 impl GuardHolder {
     /// Starts holding the guard on `cpu`.
     pub fn start(cpu: usize) -> GuardHolder {
-        let map = create_array().expect("creating a BPF array map (needs CAP_BPF)");
+        let map = create_array()
+            .expect("creating a BPF array map (needs CAP_BPF; before Linux 5.11, RLIMIT_MEMLOCK)");
         let (stop, lookups) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicU64::new(0)),
@@ -98,6 +99,16 @@ fn bpf(cmd: libc::c_long, attr: &Attr) -> io::Result<libc::c_long> {
 }
 
 fn create_array() -> io::Result<OwnedFd> {
+    // Before 5.11 BPF maps are charged to RLIMIT_MEMLOCK, whose default is
+    // far below the array's 4 MiB. Where raising it is not allowed (no
+    // CAP_SYS_RESOURCE), the kernel is newer or the map creation below
+    // says so.
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a plain system call on a value that lives through it.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
     let mut attr = Attr([0; 128]);
     // map_type, key_size, value_size, max_entries
     for (i, v) in [BPF_MAP_TYPE_ARRAY, 4, VALUE_SIZE as u32, 1]

@@ -33,6 +33,24 @@ pub fn run(args: &[&str]) -> Output {
         .expect("running tcpstate")
 }
 
+/// Reads tcpstate's stderr up to its `tcpstate: tracing` line, which it
+/// prints once its programs are attached. Lines before it (warnings about
+/// the kernel, say) are passed on; an error line or the end of stderr is
+/// returned as the error.
+pub fn wait_until_tracing(stderr: &mut impl BufRead) -> Result<(), String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stderr.read_line(&mut line) {
+            Ok(0) => return Err("stderr ended before tracing started".into()),
+            Ok(_) if line.starts_with("tcpstate: tracing") => return Ok(()),
+            Ok(_) if line.contains("error") => return Err(line.trim_end().into()),
+            Ok(_) => eprintln!("[tcpstate stderr] {}", line.trim_end()),
+            Err(e) => return Err(format!("reading stderr: {e}")),
+        }
+    }
+}
+
 /// A running `tcpstate ... --json`.
 pub struct Tracer {
     child: Child,
@@ -59,15 +77,11 @@ impl Tracer {
         let stderr = child.stderr.take().expect("stderr");
         let (ready_tx, ready_rx) = mpsc::channel();
         thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("tcpstate: tracing") {
-                    let _ = ready_tx.send(Ok(()));
-                } else {
-                    eprintln!("[tcpstate stderr] {line}");
-                    if line.contains("error") {
-                        let _ = ready_tx.send(Err(line));
-                    }
-                }
+            let mut stderr = BufReader::new(stderr);
+            let ready = wait_until_tracing(&mut stderr);
+            let _ = ready_tx.send(ready);
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("[tcpstate stderr] {line}");
             }
         });
         match ready_rx.recv_timeout(Duration::from_secs(30)) {

@@ -128,9 +128,7 @@ fn closed_pipe_ends_quietly_with_status_zero() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with("tcpstate: tracing"), "{line}");
+    tracer::wait_until_tracing(&mut stderr).expect("tcpstate did not start");
     // Like `| head -1`: read the header, then close the pipe.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     tcp::connect(&listener, Pattern::ServerFirst);

@@ -4,7 +4,7 @@
 
 use std::{
     ffi::CString,
-    io::{BufRead, BufReader, Read},
+    io::{BufReader, Read},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     process::{Child, Command, Stdio},
     thread,
@@ -15,7 +15,7 @@ use tcpstate_tests::{
     netns::NetNs,
     require_root, storm,
     tcp::{self, Pattern},
-    tracer::{Tracer, bin, summary},
+    tracer::{self, Tracer, bin, summary},
 };
 
 /// Names a local user can give its own threads (`prctl(PR_SET_NAME)`):
@@ -68,9 +68,7 @@ fn start(args: &[&str]) -> (Child, BufReader<std::process::ChildStderr>) {
         .spawn()
         .expect("starting tcpstate");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("reading stderr");
-    assert!(line.starts_with("tcpstate: tracing"), "{line}");
+    tracer::wait_until_tracing(&mut stderr).expect("tcpstate did not start");
     (child, stderr)
 }
 

@@ -2,6 +2,7 @@
 //! writer thread, and one module per subcommand.
 
 pub mod engine;
+pub mod generate;
 pub mod output;
 pub mod timewait;
 pub mod watch;

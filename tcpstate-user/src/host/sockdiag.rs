@@ -136,13 +136,16 @@ pub fn parse_datagram(
             NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
                 sockets.push(kernel_socket(&response.header, buffer.payload(), netns)?);
             }
-            NetlinkPayload::Done(done) if done.code < 0 => bail!(
-                "the kernel aborted the dump: {}",
-                // Any code at all may arrive: i32::MIN has no negation.
-                io::Error::from_raw_os_error(done.code.saturating_neg())
-            ),
+            NetlinkPayload::Done(done) if done.code < 0 => {
+                bail!("the kernel aborted the dump: {}", errno(done.code))
+            }
             NetlinkPayload::Done(_) => return Ok(true),
-            NetlinkPayload::Error(error) => bail!("the kernel refused the request: {error}"),
+            NetlinkPayload::Error(error) => {
+                bail!(
+                    "the kernel refused the request: {}",
+                    errno(error.raw_code())
+                )
+            }
             _ => bail!(
                 "unexpected netlink message of type {}",
                 buffer.message_type()
@@ -152,6 +155,12 @@ pub fn parse_datagram(
         datagram = datagram.get(aligned..).unwrap_or_default();
     }
     Ok(false)
+}
+
+/// The error a negative netlink code stands for. Any code at all may arrive,
+/// and i32::MIN has no negation (the netlink crate's own `Display` panics on it).
+fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code.saturating_neg())
 }
 
 fn kernel_socket(header: &InetResponseHeader, payload: &[u8], netns: u32) -> Result<KernelSocket> {
@@ -179,26 +188,35 @@ fn kernel_socket(header: &InetResponseHeader, payload: &[u8], netns: u32) -> Res
 mod tests {
     use super::*;
 
-    /// An NLMSG_DONE carrying `code`, as the kernel ends a dump.
-    fn done(code: i32) -> Vec<u8> {
+    /// A netlink control message of `kind` carrying `code`: NLMSG_DONE (3)
+    /// as the kernel ends a dump, NLMSG_ERROR (2) as it refuses a request
+    /// (followed by the header of the refused request).
+    fn control(kind: u16, code: i32) -> Vec<u8> {
+        let length: u32 = if kind == 2 { 36 } else { 20 };
         let mut msg = Vec::new();
-        msg.extend_from_slice(&20u32.to_ne_bytes()); // length
-        msg.extend_from_slice(&3u16.to_ne_bytes()); // NLMSG_DONE
+        msg.extend_from_slice(&length.to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
         msg.extend_from_slice(&2u16.to_ne_bytes()); // NLM_F_MULTI
         msg.extend_from_slice(&[0; 8]); // sequence, port
         msg.extend_from_slice(&code.to_ne_bytes());
+        msg.resize(length as usize, 0);
         msg
     }
 
     #[test]
     fn the_end_of_a_dump_and_its_errors() {
         let mut sockets = Vec::new();
-        assert!(parse_datagram(&done(0), 1, &mut sockets).unwrap());
-        let err = parse_datagram(&done(-4), 1, &mut sockets).unwrap_err();
-        assert!(err.to_string().contains("aborted"), "{err}");
-        // Found by fuzzing: a code with no negation.
-        let err = parse_datagram(&done(i32::MIN), 1, &mut sockets).unwrap_err();
-        assert!(err.to_string().contains("aborted"), "{err}");
+        assert!(parse_datagram(&control(3, 0), 1, &mut sockets).unwrap());
+        for (kind, code, says) in [
+            (3, -4, "aborted"),
+            (2, -22, "refused"),
+            // Found by fuzzing: codes with no negation.
+            (3, i32::MIN, "aborted"),
+            (2, i32::MIN, "refused"),
+        ] {
+            let err = parse_datagram(&control(kind, code), 1, &mut sockets).unwrap_err();
+            assert!(err.to_string().contains(says), "{kind} {code}: {err}");
+        }
         assert!(sockets.is_empty());
     }
 

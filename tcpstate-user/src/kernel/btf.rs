@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, BtfType, Type};
-use tcpstate_ebpf::{GuardOffsets, SockOffsets};
+use tcpstate_ebpf::SockOffsets;
 
 /// The kernel's own BTF.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -42,40 +42,6 @@ pub fn sock_offsets(btf: &Btf) -> Result<SockOffsets> {
     })
 }
 
-/// Where the rescuers find `bpf_prog_active` (see [`GuardOffsets`]).
-pub fn guard_offsets(btf: &Btf) -> Result<GuardOffsets> {
-    let prog_active = percpu_offset(btf, "bpf_prog_active")?;
-    let fw_alloc = percpu_offset(btf, "tcp_memory_per_cpu_fw_alloc")?;
-    Ok(GuardOffsets {
-        array_pptrs: field_offset(btf, "bpf_array", &["pptrs"])?,
-        proto_fw_alloc: field_offset(btf, "proto", &["per_cpu_fw_alloc"])?,
-        _pad: [0; 4],
-        prog_active_delta: i64::from(prog_active) - i64::from(fw_alloc),
-    })
-}
-
-/// Offset of static per-CPU variable `name` in the kernel's `.data..percpu`.
-fn percpu_offset(btf: &Btf, name: &str) -> Result<u32> {
-    const SECTION: &str = ".data..percpu";
-    let section = btf
-        .resolve_types_by_name(SECTION)
-        .map_err(|e| anyhow!("no {SECTION} in kernel BTF: {e}"))?
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Datasec(d) => Some(d),
-            _ => None,
-        })
-        .ok_or_else(|| anyhow!("no {SECTION} section in kernel BTF"))?;
-    for v in &section.variables {
-        if let Type::Var(var) = btf.resolve_chained_type(v)?
-            && btf.resolve_name(&var)? == name
-        {
-            return Ok(v.offset());
-        }
-    }
-    bail!("no per-CPU variable {name} in kernel BTF")
-}
-
 /// Byte offset of `path` (member names, descending into nested structs)
 /// inside `struct root`. Anonymous structs and unions are searched through.
 pub fn field_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u16> {
@@ -100,7 +66,7 @@ pub fn field_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u16> {
     u16::try_from(bits / 8).with_context(what)
 }
 
-fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
+pub(super) fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
     btf.resolve_types_by_name(name)
         .map_err(|e| anyhow!("no type {name} in kernel BTF: {e}"))?
         .into_iter()
@@ -166,23 +132,6 @@ mod tests {
         // skc_dport and skc_num share skc_portpair: adjacent u16s.
         assert_eq!(o.num.abs_diff(o.dport), 2, "{o:?}");
         assert!(o.net_inum > 0);
-    }
-
-    #[test]
-    fn resolves_the_guard_on_this_kernel() {
-        let btf = load_vmlinux().expect("this test needs the kernel's BTF");
-        let g = guard_offsets(&btf).unwrap();
-        // `pptrs` follows the embedded `struct bpf_map`.
-        let map = find_struct(&btf, "bpf_map").unwrap();
-        assert!(usize::from(g.array_pptrs) >= map.size(), "{g:?}");
-        assert!(g.proto_fw_alloc > 0, "{g:?}");
-        // Both variables lie in the per-CPU section, at different places.
-        assert_ne!(g.prog_active_delta, 0, "{g:?}");
-        let err = percpu_offset(&btf, "no_such_percpu_variable").unwrap_err();
-        assert!(
-            format!("{err:#}").contains("no per-CPU variable"),
-            "{err:#}"
-        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tcpstate_ebpf::{
     PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN, SetStateOffsets,
 };
 
-use super::{btf, privileges, tracefs};
+use super::{btf, guard, privileges, tracefs};
 use crate::messages::warning;
 
 /// What the kernel side should report.
@@ -84,10 +84,11 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         rport_filter: u8::from(!settings.rports.is_empty()),
         _pad: [0; 1],
         wakeup_bytes: u64::from(settings.wakeup_bytes),
-        guard: btf::guard_offsets(&vmlinux).unwrap_or_else(|e| {
+        guard: guard::offsets(&vmlinux).unwrap_or_else(|e| {
             warning!(
-                "events the kernel skips for nested runs cannot be rescued on this kernel \
-                 ({e:#}); they are counted as lost"
+                "transitions the kernel skips for nested BPF runs cannot be rescued on this \
+                 kernel ({e:#}); they are counted as lost only where the kernel counts them \
+                 (recursion_misses of tracepoint programs, Linux 6.7 and later)"
             );
             Default::default()
         }),

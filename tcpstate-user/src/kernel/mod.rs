@@ -5,6 +5,7 @@
 pub mod btf;
 pub mod counters;
 pub mod decode;
+pub mod guard;
 pub mod loader;
 pub mod privileges;
 pub mod tracefs;
