@@ -56,6 +56,7 @@ pub struct Kernel {
 /// Loads the programs, configures them and attaches them.
 pub fn load(settings: &Settings) -> Result<Probe> {
     privileges::check_tracing()?;
+    require_ring_buffer()?;
     let tracefs = tracefs::ensure_mounted()?;
     let vmlinux = btf::load_vmlinux()?;
 
@@ -156,6 +157,20 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         logger,
         kernel: Kernel { ebpf, counters },
     })
+}
+
+/// The BPF ring buffer (Linux 5.8 and later) carries every record: probed
+/// by creating one, so that a kernel without it gets a line that names it
+/// rather than a failed map creation. A probe that fails in an unexpected
+/// way leaves the answer to the load itself.
+fn require_ring_buffer() -> Result<()> {
+    if aya::sys::is_map_supported(aya::maps::MapType::RingBuf).unwrap_or(true) {
+        return Ok(());
+    }
+    bail!(
+        "this kernel has no BPF ring buffer (BPF_MAP_TYPE_RINGBUF, Linux 5.8 and later): \
+         tcpstate needs a newer kernel"
+    )
 }
 
 /// One bit per port set in `ports`.
