@@ -16,7 +16,7 @@ use tcpstate::{
     sock::{Comm, Owner, SockId, State, Tuple},
     track::{
         timewait::{self, Entry, ExitReason, TwSink},
-        tracker::{Close, Sink, Tracker, Transition},
+        tracker::{Close, ConnectFailure, Sink, Tracker, Transition},
     },
 };
 
@@ -53,6 +53,7 @@ impl Sink for Table {
     fn close(&mut self, c: &Close) {
         self.table.on_close(c, &mut Discard);
     }
+    fn connect_failed(&mut self, _: &ConnectFailure) {}
 }
 
 fn storm() -> Vec<Event> {

@@ -56,6 +56,13 @@ pub fn sysctl(ns: &NetNs, key: &str) -> String {
         .to_string()
 }
 
+/// Writes a sysctl inside `ns`, e.g. `net.ipv4.ip_local_port_range`.
+pub fn set_sysctl(ns: &NetNs, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    ns.run(|| std::fs::write(&path, value))
+        .unwrap_or_else(|e| panic!("writing {path} in {}: {e}", ns.name));
+}
+
 fn stdout_of(cmd: &mut Command) -> String {
     let out = cmd
         .output()

@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 use tcpstate_tests::{
-    kernel::{self, KernelTw, Tuple},
+    kernel::{self, KernelTw, Tuple, set_sysctl},
     netns::NetNs,
     require_root, storm,
     tcp::{self, Conn, Pattern},
@@ -565,13 +565,6 @@ fn live_view_runs_and_stops() {
         refreshes >= 2,
         "{refreshes} timewait_summary objects in 2 s"
     );
-}
-
-/// Writes a sysctl inside `ns`, e.g. `net.ipv4.ip_local_port_range`.
-fn set_sysctl(ns: &NetNs, key: &str, value: &str) {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    ns.run(|| std::fs::write(&path, value))
-        .unwrap_or_else(|e| panic!("writing {path} in {}: {e}", ns.name));
 }
 
 /// Seen from tcpstate's own namespace, each namespace's pool is judged by

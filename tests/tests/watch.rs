@@ -388,3 +388,152 @@ fn mapped_ipv4_is_ipv4_for_the_family_filters() {
     let v6 = run("-6");
     assert!(of_type(&v6, "transition").is_empty(), "{v6:?}");
 }
+
+/// A `connect()` that never establishes is a `connect_failed` object with
+/// the reason the kernel had, not a `close`: no free local port (a range of
+/// four ports, all in use toward the server), refused (no listener), and
+/// timeout (SYNs into a peer namespace that drops them; `TCP_SYNCNT` 1
+/// makes the kernel give up after 3 s).
+#[test]
+fn connects_that_never_establish_are_failures_with_their_reason() {
+    use std::{
+        io::ErrorKind,
+        net::{SocketAddr, TcpListener, TcpStream},
+        os::fd::AsRawFd,
+    };
+
+    use tcpstate_tests::{kernel::set_sysctl, netns::ip};
+
+    require_root();
+    let id = std::process::id();
+    let ns = NetNs::new(&format!("tcpstate-cf-{id}"));
+    let peer = NetNs::new(&format!("tcpstate-cfp-{id}"));
+    set_sysctl(&ns, "net.ipv4.ip_local_port_range", "40000 40003");
+    let (here, there) = (format!("tcf{id}a"), format!("tcf{id}b"));
+    let (here, there) = (&here[..here.len().min(15)], &there[..there.len().min(15)]);
+    ip(&[
+        "link", "add", here, "netns", &ns.name, "type", "veth", "peer", "name", there, "netns",
+        &peer.name,
+    ]);
+    ip(&["-n", &ns.name, "addr", "add", "10.77.0.1/24", "dev", here]);
+    ip(&[
+        "-n",
+        &peer.name,
+        "addr",
+        "add",
+        "10.77.0.2/24",
+        "dev",
+        there,
+    ]);
+    ip(&["-n", &ns.name, "link", "set", here, "up"]);
+    ip(&["-n", &peer.name, "link", "set", there, "up"]);
+    // 10.77.0.3 resolves to the peer, which does not own it: it drops the
+    // SYNs without a word.
+    let out = std::process::Command::new("ip")
+        .args(["-n", &peer.name, "-br", "link", "show", "dev", there])
+        .output()
+        .expect("running ip");
+    let brief = String::from_utf8_lossy(&out.stdout);
+    let mac = brief
+        .split_whitespace()
+        .nth(2)
+        .expect("the peer's MAC address");
+    ip(&[
+        "-n",
+        &ns.name,
+        "neigh",
+        "add",
+        "10.77.0.3",
+        "lladdr",
+        mac,
+        "dev",
+        here,
+    ]);
+
+    let netns = ns.inode().to_string();
+    let tracer = Tracer::start(&["watch", "--json", "--netns", &netns]);
+    let (server_port, closed_port, held_count) = ns.run(|| {
+        // Fixed ports outside the range (a fresh namespace has nothing on
+        // them): a port bound with 0 would come from the range itself.
+        let (server_port, closed_port) = (8080, 9);
+        let _listener = TcpListener::bind(("127.0.0.1", server_port)).unwrap();
+        // Every port of the range, then one more.
+        let mut held = Vec::new();
+        let err = loop {
+            match TcpStream::connect(("127.0.0.1", server_port)) {
+                Ok(conn) if held.len() < 16 => held.push(conn),
+                Ok(_) => panic!("a range of 4 ports gave more than 16 connections"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
+        assert!(!held.is_empty(), "no connection at all");
+        let held_count = held.len();
+        drop(held);
+        let err = TcpStream::connect(("127.0.0.1", closed_port)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        (server_port, closed_port, held_count)
+    });
+    // The refused socket's port must be free again before the last one.
+    thread::sleep(std::time::Duration::from_millis(100));
+    ns.run(|| {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let one: libc::c_int = 1;
+        // SAFETY: a plain setsockopt on a socket we own, with a live value.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_SYNCNT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "TCP_SYNCNT");
+        let to: SocketAddr = "10.77.0.3:80".parse().unwrap();
+        let err = socket.connect(&to.into()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT), "{err}");
+    });
+    let objects = tracer.stop();
+
+    let failed = of_type(&objects, "connect_failed");
+    let reason_of = |rport: u16| -> Vec<(&str, &Value, &Value)> {
+        failed
+            .iter()
+            .filter(|f| f["rport"] == rport)
+            .map(|f| (f["reason"].as_str().unwrap(), &f["errno"], &f["pid"]))
+            .collect()
+    };
+    let me = Value::from(id);
+    assert_eq!(
+        reason_of(server_port),
+        [("no_local_port", &Value::from("EADDRNOTAVAIL"), &me)],
+        "{failed:?}"
+    );
+    assert_eq!(
+        reason_of(closed_port),
+        [("refused", &Value::from("ECONNREFUSED"), &me)],
+        "{failed:?}"
+    );
+    let timeout = reason_of(80);
+    assert_eq!(timeout.len(), 1, "{failed:?}");
+    assert_eq!(timeout[0].0, "timeout", "{failed:?}");
+    let waited = failed.iter().find(|f| f["rport"] == 80).unwrap()["waited_ms"]
+        .as_f64()
+        .unwrap();
+    assert!((2500.0..10_000.0).contains(&waited), "waited {waited} ms");
+    assert!(
+        of_type(&objects, "close")
+            .iter()
+            .all(|c| c["rport"] != closed_port && c["rport"] != 80),
+        "a failed connect also closed"
+    );
+    // The held connections closed as usual.
+    let held = of_type(&objects, "close")
+        .into_iter()
+        .filter(|c| c["rport"] == server_port && c["role"] == "client")
+        .count();
+    assert_eq!(held, held_count, "{objects:?}");
+    assert_eq!(summary(&objects)["lost"], 0);
+}

@@ -29,7 +29,7 @@ use crate::{
     track::{
         order::{Reorder, WINDOW_NS},
         timewait::{self, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
-        tracker::{Close, Sink, Tracker, Transition},
+        tracker::{Close, ConnectFailure, Sink, Tracker, Transition},
     },
 };
 
@@ -114,6 +114,10 @@ impl<V: View> Sink for Stage<'_, V> {
     fn close(&mut self, c: &Close) {
         self.view.close(c);
         self.table.on_close(c, self.view);
+    }
+
+    fn connect_failed(&mut self, f: &ConnectFailure) {
+        self.view.connect_failed(f);
     }
 }
 

@@ -19,9 +19,9 @@ use crate::{
     render::{Frame, Losses, NsFigures, Printer, Rates, Summary},
     track::{
         filter::Filter,
-        pressure::{self, Limits, PoolKey},
+        pressure::{self, Failures, Limits, PoolKey},
         timewait::{Entry, ExitReason, Source, TwSink},
-        tracker::{Close, Role, Sink, Transition},
+        tracker::{Close, ConnectFailure, FailReason, Role, Sink, Transition},
     },
 };
 
@@ -45,6 +45,10 @@ struct TwView<P> {
     /// reason, and entries the kernel had that tracing had not seen.
     exits: [u64; 3],
     missed: u64,
+    /// Failed `connect()`s that pass the filters: per pool since the last
+    /// refresh (any reason, no local port), and by reason since the start.
+    failed: FxHashMap<PoolKey, [u64; 2]>,
+    failed_total: [u64; 4],
     last_refresh: Instant,
     /// Refreshes left (`--count`).
     remaining: Option<u64>,
@@ -53,6 +57,15 @@ struct TwView<P> {
 impl<P> Sink for TwView<P> {
     fn transition(&mut self, _: &Transition) {}
     fn close(&mut self, _: &Close) {}
+    fn connect_failed(&mut self, f: &ConnectFailure) {
+        if !self.filter.matches(&f.id, f.owner.as_ref()) {
+            return;
+        }
+        self.failed_total[f.reason as usize] += 1;
+        let pool = self.failed.entry(PoolKey::of(&f.id)).or_default();
+        pool[0] += 1;
+        pool[1] += u64::from(f.reason == FailReason::NoLocalPort);
+    }
 }
 
 /// The rates, the exits and the pools count only what the filters pass.
@@ -103,11 +116,25 @@ impl<P: Printer> View for TwView<P> {
             .iter()
             .map(|(&key, &n)| (key, n as f64 / window_s))
             .collect();
+        let failures: FxHashMap<PoolKey, Failures> = self
+            .failed
+            .iter()
+            .map(|(&key, &[any, no_port])| {
+                let failures = Failures {
+                    per_s: any as f64 / window_s,
+                    no_local_port_per_s: no_port as f64 / window_s,
+                };
+                (key, failures)
+            })
+            .collect();
         let frame = frame(
             engine,
             &self.filter,
             &self.settings,
-            &pool_rates,
+            Activity {
+                rates: &pool_rates,
+                failures: &failures,
+            },
             lost.total(),
             Some(rates),
             now_ns,
@@ -118,14 +145,24 @@ impl<P: Printer> View for TwView<P> {
             frame.stats.exited = self.exits;
             frame.stats.missed = self.missed;
         }
+        frame.connect_failed = Some(self.failed_total);
         self.printer.timewait(&frame);
         if let Some(n) = &mut self.remaining {
             *n = n.saturating_sub(1);
         }
         self.entered.clear();
+        self.failed.clear();
         self.entered_total = 0;
         self.exited_total = 0;
     }
+}
+
+/// What the pools did lately: client-role entries and failed `connect()`s
+/// per second.
+#[derive(Clone, Copy)]
+struct Activity<'a> {
+    rates: &'a FxHashMap<PoolKey, f64>,
+    failures: &'a FxHashMap<PoolKey, Failures>,
 }
 
 /// What one refresh shows, from the table and a fresh reading of the
@@ -134,7 +171,7 @@ fn frame<'a>(
     engine: &'a Engine,
     filter: &Filter,
     settings: &Settings,
-    pool_rates: &FxHashMap<PoolKey, f64>,
+    activity: Activity<'_>,
     lost: u64,
     rates: Option<Rates>,
     now_ns: u64,
@@ -154,7 +191,8 @@ fn frame<'a>(
         &pressure::Inputs {
             established: &engine.established,
             listeners: &engine.listeners,
-            rates: pool_rates,
+            rates: activity.rates,
+            failures: activity.failures,
             limits: &limits,
             // Without a reading inside a namespace, its pools are judged by
             // tcpstate's own namespace (said in the namespace's line).
@@ -176,6 +214,7 @@ fn frame<'a>(
         reconciliations: engine.reconciliations,
         lost,
         rates,
+        connect_failed: None,
         group_by: settings.group_by,
         filtered: filter.is_active(),
     }
@@ -249,6 +288,8 @@ async fn timewait<P: Printer>(
         exited_total: 0,
         exits: [0; 3],
         missed: 0,
+        failed: FxHashMap::default(),
+        failed_total: [0; 4],
         last_refresh: Instant::now(),
         remaining: args.count,
     };
@@ -281,7 +322,12 @@ fn once<P: Printer>(args: &TimewaitArgs, settings: Settings, mut printer: P) -> 
         now_ns,
         common.tw_len.as_nanos() as u64 * 5 / 6,
     );
-    let frame = frame(&engine, &filter, &settings, &rates, 0, None, now_ns);
+    let no_failures = FxHashMap::default();
+    let activity = Activity {
+        rates: &rates,
+        failures: &no_failures,
+    };
+    let frame = frame(&engine, &filter, &settings, activity, 0, None, now_ns);
     printer.timewait(&frame);
     printer.summary(&Summary {
         traced: false,

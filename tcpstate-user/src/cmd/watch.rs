@@ -13,7 +13,7 @@ use crate::{
     track::{
         filter::Filter,
         timewait::{Entry, ExitReason, TwSink},
-        tracker::{Close, Sink, Transition},
+        tracker::{Close, ConnectFailure, Sink, Transition},
     },
 };
 
@@ -40,6 +40,13 @@ impl<P: Printer> Sink for Watch<P> {
         // including the one that used up `--count`.
         if self.filter.matches(&c.id, c.owner.as_ref()) {
             self.printer.close(c);
+        }
+    }
+
+    fn connect_failed(&mut self, f: &ConnectFailure) {
+        // Like a close, it follows its CLOSE transition.
+        if self.filter.matches(&f.id, f.owner.as_ref()) {
+            self.printer.connect_failed(f);
         }
     }
 }

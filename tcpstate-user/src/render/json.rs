@@ -3,7 +3,7 @@
 //! transition, go through the [`encode`] encoder; rare ones (summaries,
 //! `timewait` totals) through serde.
 
-use std::{borrow::Cow, io::Write, net::IpAddr};
+use std::{borrow::Cow, collections::BTreeMap, io::Write, net::IpAddr};
 
 use serde::Serialize;
 
@@ -17,7 +17,7 @@ use crate::{
     sock::{Owner, SockId},
     track::{
         timewait::{Entry, ExitReason, Source, TwSink},
-        tracker::{Close, Closer, Role, Sink, Transition},
+        tracker::{Close, Closer, ConnectFailure, FailReason, Role, Sink, Transition},
     },
 };
 
@@ -111,6 +111,16 @@ fields! {
 }
 
 fields! {
+    struct ConnectFailedJson<'a> {
+        reason: &'static str,
+        errno: Option<&'static str>,
+        waited_ms: Option<f64>,
+        pid: Option<u32>,
+        comm: Option<Cow<'a, str>>,
+    }
+}
+
+fields! {
     struct TwEnterJson<'a> {
         role: &'static str,
         closer: &'static str,
@@ -184,6 +194,8 @@ struct TotalsJson {
     tcp_timewait_overflow: u64,
     port_range: (u16, u16),
     tcp_tw_reuse: u8,
+    /// Failed `connect()`s since the start, by reason.
+    connect_failed: Option<BTreeMap<&'static str, u64>>,
     pools: Vec<PoolJson>,
     namespaces: Vec<NamespaceJson>,
 }
@@ -227,6 +239,8 @@ struct PoolJson {
     projected: f64,
     flagged: bool,
     tw_reuse_applies: bool,
+    connect_failed_per_s: f64,
+    no_local_port_per_s: f64,
 }
 
 /// Writes JSON Lines.
@@ -315,6 +329,9 @@ impl<W: Write> Json<W> {
             tcp_timewait_overflow: own.map_or(0, |f| f.tw_overflow),
             port_range: own.map_or((0, 0), |f| f.port_range),
             tcp_tw_reuse: own.map_or(0, |f| f.tw_reuse),
+            connect_failed: f
+                .connect_failed
+                .map(|n| FailReason::ALL.iter().map(|r| r.as_str()).zip(n).collect()),
             namespaces: f
                 .namespaces
                 .iter()
@@ -357,6 +374,8 @@ fn pools(f: &Frame<'_>) -> Vec<PoolJson> {
             projected: p.projected,
             flagged: p.flagged,
             tw_reuse_applies: p.reuse_applies,
+            connect_failed_per_s: p.failures.per_s,
+            no_local_port_per_s: p.failures.no_local_port_per_s,
         })
         .collect()
 }
@@ -400,6 +419,24 @@ impl<W: Write> Sink for Json<W> {
                     lifetime_ms: c.lifetime_ns.map(ms),
                     pid: c.owner.map(|o| o.pid),
                     comm: comm_of(&c.owner),
+                },
+            },
+        );
+    }
+
+    fn connect_failed(&mut self, f: &ConnectFailure) {
+        let ts = self.out.stamp(f.ts_ns);
+        self.record(
+            "connect_failed",
+            &Record {
+                ts,
+                sock: SockJson::new(&f.id),
+                own: ConnectFailedJson {
+                    reason: f.reason.as_str(),
+                    errno: f.reason.errno(),
+                    waited_ms: f.waited_ns.map(ms),
+                    pid: f.owner.map(|o| o.pid),
+                    comm: comm_of(&f.owner),
                 },
             },
         );
@@ -618,6 +655,17 @@ mod tests {
             lifetime_ns: None,
             owner: Some(owner(1)),
         };
+        let failed = ConnectFailure {
+            ts_ns: 2_500_000,
+            skaddr: 2,
+            id: SockId {
+                netns: 7,
+                tuple: tuple(0, 8080),
+            },
+            reason: FailReason::NoLocalPort,
+            waited_ns: Some(12_000),
+            owner: Some(owner(3)),
+        };
         let key = SockId {
             netns: 9,
             tuple: Tuple::new(
@@ -640,6 +688,13 @@ mod tests {
             r.transition(&transition());
             r.transition(&t6);
             r.close(&c);
+            r.connect_failed(&failed);
+            r.connect_failed(&ConnectFailure {
+                reason: FailReason::Timeout,
+                waited_ns: None,
+                owner: None,
+                ..failed
+            });
             r.tw_enter(&e);
             r.tw_enter(&e2);
             r.tw_exit(&e, ExitReason::Reused, e.entered_ns + 1_234);
@@ -665,6 +720,8 @@ mod tests {
             r#"{"type":"transition","ts":"2025-11-24T16:00:00.001500Z","family":"ipv4","laddr":"127.0.0.1","lport":9098,"raddr":"127.0.0.1","rport":41566,"netns":4026531840,"old":"ESTABLISHED","new":"FIN_WAIT1","in_old_ms":12.3,"pid":1234,"comm":"test","skaddr":"0xffff888102e24a00"}"#,
             r#"{"type":"transition","ts":"2025-11-24T16:00:00.001500Z","family":"ipv6","laddr":"2001:db8::1","lport":443,"raddr":"::1","rport":1,"netns":0,"old":"ESTABLISHED","new":"FIN_WAIT1","in_old_ms":null,"pid":4294967295,"comm":"a\"b\\cé","skaddr":"0x0"}"#,
             r#"{"type":"close","ts":"2025-11-24T16:00:00.002000Z","family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.1","rport":40000,"netns":7,"role":"client","closer":"simultaneous","kind":"rst_received","time_wait":false,"lifetime_ms":null,"pid":1,"comm":"test"}"#,
+            r#"{"type":"connect_failed","ts":"2025-11-24T16:00:00.002500Z","family":"ipv4","laddr":"127.0.0.1","lport":0,"raddr":"127.0.0.1","rport":8080,"netns":7,"reason":"no_local_port","errno":"EADDRNOTAVAIL","waited_ms":0.012,"pid":3,"comm":"test"}"#,
+            r#"{"type":"connect_failed","ts":"2025-11-24T16:00:00.002500Z","family":"ipv4","laddr":"127.0.0.1","lport":0,"raddr":"127.0.0.1","rport":8080,"netns":7,"reason":"timeout","errno":null,"waited_ms":null,"pid":null,"comm":null}"#,
             r#"{"type":"timewait_enter","ts":"2025-11-24T16:16:39.999999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","expires_at":"2025-11-24T16:17:40.000000Z","pid":null,"comm":null,"source":"kernel"}"#,
             r#"{"type":"timewait_enter","ts":"2025-11-24T16:16:39.999999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","expires_at":"2025-11-24T16:17:40.000000Z","pid":0,"comm":"x","source":"traced"}"#,
             r#"{"type":"timewait_exit","ts":"2025-11-24T16:16:40.000001Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"reason":"reused","lived_ms":0.001}"#,

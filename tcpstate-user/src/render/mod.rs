@@ -94,6 +94,11 @@ pub struct Frame<'a> {
     pub lost: u64,
     /// `None` for `--once`, which has no rates, exits or events to report.
     pub rates: Option<Rates>,
+    /// Failed `connect()`s since the start, by [`FailReason`] (`None` for
+    /// `--once`).
+    ///
+    /// [`FailReason`]: crate::track::tracker::FailReason
+    pub connect_failed: Option<[u64; 4]>,
     pub group_by: GroupBy,
     /// Userspace filters are given: every figure counts only what they
     /// pass, but `lost` and the table's cap drops, which are host-wide.

@@ -13,7 +13,7 @@ use crate::{
     cli::GroupBy,
     track::{
         timewait::{Entry, ExitReason},
-        tracker::{Closer, Role},
+        tracker::{Closer, FailReason, Role},
     },
 };
 
@@ -67,6 +67,20 @@ fn header(out: &mut String, f: &Frame<'_>) {
                 stats.exited(ExitReason::Reused),
                 stats.exited(ExitReason::Gone)
             );
+            if let Some(failed) = f.connect_failed.filter(|n| n.iter().sum::<u64>() > 0) {
+                let by_reason: Vec<String> = FailReason::ALL
+                    .iter()
+                    .zip(failed)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| format!("{} {n}", r.as_str()))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "connect() failed {} times so far: {}",
+                    failed.iter().sum::<u64>(),
+                    by_reason.join(", ")
+                );
+            }
             let _ = writeln!(
                 out,
                 "kernel agreement: {} reconciliations, {} missed by tracing, {} vanished early; \
@@ -140,13 +154,14 @@ fn pools(out: &mut String, f: &Frame<'_>) {
     }
     let _ = writeln!(
         out,
-        "\n{:<48} {:>9} {:>6} {:>7} {:>9} {:>10}",
+        "\n{:<48} {:>9} {:>6} {:>7} {:>9} {:>10} {:>7}",
         "EPHEMERAL PORT POOL (local -> remote)",
         "TIME_WAIT",
         "ESTAB",
         "USED",
         "RATE/s",
-        "PROJECTED"
+        "PROJECTED",
+        "FAIL/s"
     );
     for p in f.pools.iter().take(MAX_POOLS) {
         let pool = format!("{} -> {}", p.key.laddr, endpoint(p.key.raddr, p.key.rport));
@@ -157,16 +172,23 @@ fn pools(out: &mut String, f: &Frame<'_>) {
         };
         let _ = writeln!(
             out,
-            "{:<48} {:>9} {:>6} {:>6.1}% {:>9.1} {:>9.1}%{}",
+            "{:<48} {:>9} {:>6} {:>6.1}% {:>9.1} {:>9.1}% {:>7.1}{}",
             fit(&pool, 48),
             p.time_wait,
             p.established,
             p.used * 100.0,
             p.rate,
             p.projected * 100.0,
-            match (p.flagged, p.reuse_applies) {
-                (true, true) => "  HIGH (tcp_tw_reuse applies)",
-                (true, false) => "  HIGH (tcp_tw_reuse does not apply)",
+            p.failures.per_s,
+            match (
+                p.flagged,
+                p.failures.no_local_port_per_s > 0.0,
+                p.reuse_applies
+            ) {
+                (_, true, true) => "  EXHAUSTED: no free port (tcp_tw_reuse applies)",
+                (_, true, false) => "  EXHAUSTED: no free port (tcp_tw_reuse does not apply)",
+                (true, _, true) => "  HIGH (tcp_tw_reuse applies)",
+                (true, _, false) => "  HIGH (tcp_tw_reuse does not apply)",
                 _ => "",
             }
         );
@@ -270,7 +292,7 @@ mod tests {
         render::{NsFigures, Rates},
         sock::{Comm, SockId},
         track::{
-            pressure::{Pool, PoolKey},
+            pressure::{Failures, Pool, PoolKey},
             timewait::{Source, TwOwner, TwStats},
             tracker::tests::tuple,
         },
@@ -311,6 +333,10 @@ mod tests {
                 projected: 2.125,
                 flagged: true,
                 reuse_applies: false,
+                failures: Failures {
+                    per_s: 2.0,
+                    no_local_port_per_s: 0.0,
+                },
             }],
             namespaces: vec![NsFigures {
                 netns: 1,
@@ -330,6 +356,7 @@ mod tests {
                 entered_per_s: 12.5,
                 exited_per_s: 1.0,
             }),
+            connect_failed: None,
             group_by,
             filtered: false,
         }
@@ -363,7 +390,7 @@ mod tests {
         );
         assert!(lines[3].contains("headroom 131069") && lines[3].contains("28232 ports"));
         assert!(
-            text.contains("127.0.0.1 -> 127.0.0.1:8080") && text.contains("212.5%  HIGH"),
+            text.contains("127.0.0.1 -> 127.0.0.1:8080") && text.contains("212.5%     2.0  HIGH"),
             "{text}"
         );
         let peer = lines.iter().position(|l| l.starts_with("PEER")).unwrap();
@@ -374,6 +401,22 @@ mod tests {
             "{text}"
         );
         assert!(lines[peer + 2].ends_with("42.0"), "{text}");
+
+        // Failed connects: counted by reason; a pool without free ports
+        // says so.
+        let mut f = frame(&entries, GroupBy::Peer, true);
+        f.connect_failed = Some([3, 1, 0, 0]);
+        f.pools[0].failures.no_local_port_per_s = 1.5;
+        let text = render(&f);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2],
+            "connect() failed 4 times so far: no_local_port 3, refused 1"
+        );
+        assert!(
+            text.contains("2.0  EXHAUSTED: no free port (tcp_tw_reuse does not apply)"),
+            "{text}"
+        );
     }
 
     /// Two namespaces with the same 4-tuples: separate rows, each named,

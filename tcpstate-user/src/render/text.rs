@@ -17,7 +17,7 @@ use crate::{
     sock::Owner,
     track::{
         timewait::{Entry, ExitReason, Source, TwSink},
-        tracker::{Close, Sink, Transition},
+        tracker::{Close, ConnectFailure, Sink, Transition},
     },
 };
 
@@ -103,6 +103,22 @@ impl<W: Write> Sink for Text<W> {
             c.kind.as_str(),
             if c.time_wait { ", TIME_WAIT here" } else { "" },
             lifetime
+        );
+        self.line(&line);
+    }
+
+    fn connect_failed(&mut self, f: &ConnectFailure) {
+        let errno = f
+            .reason
+            .errno()
+            .map_or(String::new(), |e| format!(" ({e})"));
+        let waited = f
+            .waited_ns
+            .map_or(String::new(), |n| format!(", after {:.3} ms", ms(n)));
+        let line = format!(
+            "{:>25} connect failed: {}{errno}{waited}",
+            "",
+            f.reason.as_str()
         );
         self.line(&line);
     }

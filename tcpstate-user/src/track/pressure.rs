@@ -59,6 +59,18 @@ pub struct Pool {
     pub flagged: bool,
     /// `tcp_tw_reuse` lets connect() take over this pool's TIME_WAIT ports.
     pub reuse_applies: bool,
+    /// Its failed `connect()`s, lately.
+    pub failures: Failures,
+}
+
+/// Failed `connect()`s per second of one pool, lately.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Failures {
+    /// For any reason.
+    pub per_s: f64,
+    /// Of them, for want of a free local port (`EADDRNOTAVAIL`): the pool
+    /// is exhausted.
+    pub no_local_port_per_s: f64,
 }
 
 /// What the computation needs besides the entries.
@@ -67,6 +79,8 @@ pub struct Inputs<'a> {
     pub listeners: &'a Listeners,
     /// Client-role TIME_WAIT entries per second, per pool, lately.
     pub rates: &'a FxHashMap<PoolKey, f64>,
+    /// Failed `connect()`s per pool, lately.
+    pub failures: &'a FxHashMap<PoolKey, Failures>,
     /// Each namespace's limits; a namespace missing here gets `fallback`.
     pub limits: &'a FxHashMap<u32, Limits>,
     pub fallback: Limits,
@@ -111,18 +125,21 @@ pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Ve
             counts.entry(PoolKey::of(&ks.id)).or_default().1 += 1;
         }
     }
-    for key in i.rates.keys() {
+    for key in i.rates.keys().chain(i.failures.keys()) {
         counts.entry(*key).or_default();
     }
     let mut pools: Vec<Pool> = counts
         .into_iter()
-        .filter(|(key, (tw, _))| *tw > 0 || i.rates.contains_key(key))
+        .filter(|(key, (tw, _))| {
+            *tw > 0 || i.rates.contains_key(key) || i.failures.contains_key(key)
+        })
         .map(|(key, (time_wait, established))| {
             let limits = i.limits.get(&key.netns).copied().unwrap_or(i.fallback);
             let range = f64::from(limits.range_size.max(1));
             let rate = i.rates.get(&key).copied().unwrap_or(0.0);
             let used = (time_wait + established) as f64 / range;
             let projected = rate * i.tw_len_s / range;
+            let failures = i.failures.get(&key).copied().unwrap_or_default();
             Pool {
                 key,
                 range_size: limits.range_size,
@@ -131,9 +148,10 @@ pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Ve
                 rate,
                 used,
                 projected,
-                flagged: used.max(projected) > i.threshold,
+                flagged: used.max(projected) > i.threshold || failures.no_local_port_per_s > 0.0,
                 reuse_applies: limits.tw_reuse == 1
                     || (limits.tw_reuse == 2 && key.raddr.is_loopback()),
+                failures,
             }
         })
         .collect();
@@ -188,6 +206,7 @@ mod tests {
             established: &established,
             listeners: &Listeners::default(),
             rates: &rates,
+            failures: &FxHashMap::default(),
             limits: &FxHashMap::default(),
             fallback: Limits {
                 range_size: 28232,
@@ -214,6 +233,7 @@ mod tests {
             established: &[],
             listeners: &Listeners::default(),
             rates: &FxHashMap::default(),
+            failures: &FxHashMap::default(),
             limits: &FxHashMap::default(),
             fallback: Limits {
                 range_size: 28232,
@@ -225,6 +245,32 @@ mod tests {
         let p = pools(entries.iter(), &inputs)[0];
         assert!(!p.flagged && !p.reuse_applies);
         assert_eq!(p.rate, 0.0);
+        // Refused connects are no pressure; failures for want of a port
+        // flag the pool whatever its figures, and list it even with no
+        // TIME_WAIT.
+        let refused = Failures {
+            per_s: 2.0,
+            no_local_port_per_s: 0.0,
+        };
+        let exhausted = Failures {
+            per_s: 3.0,
+            no_local_port_per_s: 1.0,
+        };
+        let key = PoolKey::of(&entries[0].id);
+        let other = PoolKey { rport: 80, ..key };
+        let failures = [(key, refused), (other, exhausted)].into_iter().collect();
+        let pools = pools(
+            entries.iter(),
+            &Inputs {
+                failures: &failures,
+                ..inputs
+            },
+        );
+        let of = |k: PoolKey| pools.iter().find(|p| p.key == k).unwrap();
+        assert!(!of(key).flagged);
+        assert_eq!(of(key).failures, refused);
+        assert!(of(other).flagged);
+        assert_eq!(of(other).time_wait, 0);
     }
 
     #[test]
@@ -266,6 +312,7 @@ mod tests {
             established: &[],
             listeners: &Listeners::default(),
             rates: &FxHashMap::default(),
+            failures: &FxHashMap::default(),
             limits: &limits,
             fallback: Limits {
                 range_size: 28232,

@@ -1,6 +1,7 @@
 //! The connection tracker: turns the raw transition stream into annotated
 //! transitions and one `close` record per connection (role, closer, kind,
-//! lifetime, whether this end entered TIME_WAIT).
+//! lifetime, whether this end entered TIME_WAIT), or, for a `connect()`
+//! that never established, one `connect_failed` record saying why.
 //!
 //! Pure logic over [`Event`]s, with no kernel access: the classification
 //! rests on the facts in the design notes:
@@ -11,7 +12,12 @@
 //!   TIME_WAIT mini-socket;
 //! - a received RST is reported before the `CLOSE`; a sent RST may come just
 //!   before or just after it, so a close that went through no FIN states is
-//!   held for a short grace period waiting for its `tcp_send_reset`.
+//!   held for a short grace period waiting for its `tcp_send_reset`;
+//! - a client socket that goes `SYN_SENT -> CLOSE` never established: with
+//!   local port 0, `connect()` found no free local port (`inet_hash_connect`
+//!   failed after the state was set); after a received RST, the peer
+//!   refused; after at least one unanswered SYN (the first retransmission
+//!   is due 1 s in), nobody answered.
 
 use std::collections::{VecDeque, hash_map::Entry};
 
@@ -118,6 +124,7 @@ pub enum Note {
     RstSent,
     Abort,
     ListenerClosed,
+    ConnectFailed(FailReason),
 }
 
 impl Note {
@@ -138,6 +145,10 @@ impl Note {
             Note::RstSent => "rst sent",
             Note::Abort => "abort",
             Note::ListenerClosed => "listener closed",
+            Note::ConnectFailed(FailReason::NoLocalPort) => "connect failed: no local port",
+            Note::ConnectFailed(FailReason::Refused) => "connect failed: refused",
+            Note::ConnectFailed(FailReason::Timeout) => "connect failed: timeout",
+            Note::ConnectFailed(FailReason::Other) => "connect failed",
         }
     }
 
@@ -151,6 +162,78 @@ impl Note {
             CloseKind::Unknown => Note::None,
         }
     }
+}
+
+/// Why a `connect()` never established.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum FailReason {
+    /// No free local port toward that destination: `EADDRNOTAVAIL`.
+    NoLocalPort,
+    /// The peer answered the SYN with an RST: `ECONNREFUSED`.
+    Refused,
+    /// No answer to the SYN and its retransmissions, until the kernel
+    /// (`ETIMEDOUT`) or the application gave up.
+    Timeout,
+    /// Anything else: an ICMP error, or the application closed the socket
+    /// within the first second.
+    Other,
+}
+
+impl FailReason {
+    pub const ALL: [FailReason; 4] = [
+        FailReason::NoLocalPort,
+        FailReason::Refused,
+        FailReason::Timeout,
+        FailReason::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::NoLocalPort => "no_local_port",
+            FailReason::Refused => "refused",
+            FailReason::Timeout => "timeout",
+            FailReason::Other => "other",
+        }
+    }
+
+    /// The error `connect()` returned, where the reason implies it (a
+    /// timeout may have been the application's own).
+    pub fn errno(self) -> Option<&'static str> {
+        match self {
+            FailReason::NoLocalPort => Some("EADDRNOTAVAIL"),
+            FailReason::Refused => Some("ECONNREFUSED"),
+            FailReason::Timeout | FailReason::Other => None,
+        }
+    }
+
+    /// Classifies a client's `SYN_SENT -> CLOSE`.
+    fn of(lport: u16, reset_received: bool, waited_ns: Option<u64>) -> FailReason {
+        /// The first SYN retransmission (initial RTO, RFC 6298).
+        const FIRST_RETRANSMIT_NS: u64 = 1_000_000_000;
+        if lport == 0 {
+            FailReason::NoLocalPort
+        } else if reset_received {
+            FailReason::Refused
+        } else if waited_ns.is_some_and(|w| w >= FIRST_RETRANSMIT_NS) {
+            FailReason::Timeout
+        } else {
+            FailReason::Other
+        }
+    }
+}
+
+/// A `connect()` that never established.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct ConnectFailure {
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    /// The destination and namespace; the local port is 0 for
+    /// [`FailReason::NoLocalPort`].
+    pub id: SockId,
+    pub reason: FailReason,
+    /// Time spent in `SYN_SENT`, when its start was seen.
+    pub waited_ns: Option<u64>,
+    pub owner: Option<Owner>,
 }
 
 /// One state transition, annotated.
@@ -187,6 +270,7 @@ pub struct Close {
 pub trait Sink {
     fn transition(&mut self, t: &Transition);
     fn close(&mut self, c: &Close);
+    fn connect_failed(&mut self, f: &ConnectFailure);
 }
 
 /// Counters of what the tracker saw and what its cap dropped.
@@ -195,6 +279,8 @@ pub struct Stats {
     pub transitions: u64,
     pub resets: u64,
     pub closes: u64,
+    /// `connect()`s that never established (no `close` for them).
+    pub connect_failures: u64,
     /// New connections not tracked because the table was full.
     pub untracked: u64,
     /// Connections whose end tracing never saw: their socket address began
@@ -466,6 +552,22 @@ impl Tracker {
             .conns
             .remove(&ev.skaddr)
             .unwrap_or_else(|| Conn::new(ev.id));
+        if old == State::SYN_SENT {
+            let waited_ns = t.in_old_ns;
+            let reason = FailReason::of(ev.id.tuple.lport, conn.reset_received, waited_ns);
+            self.stats.connect_failures += 1;
+            t.note = Note::ConnectFailed(reason);
+            sink.transition(&t);
+            sink.connect_failed(&ConnectFailure {
+                ts_ns: ev.ts_ns,
+                skaddr: ev.skaddr,
+                id: ev.id,
+                reason,
+                waited_ns,
+                owner: conn.owner,
+            });
+            return;
+        }
         self.stats.closes += 1;
         let graceful_end = matches!(old, State::FIN_WAIT2 | State::CLOSING | State::LAST_ACK);
         let kind = if conn.reset_received {
@@ -531,6 +633,7 @@ pub(crate) mod tests {
     pub(crate) struct Collect {
         pub transitions: Vec<Transition>,
         pub closes: Vec<Close>,
+        pub failures: Vec<ConnectFailure>,
     }
 
     impl Sink for Collect {
@@ -539,6 +642,9 @@ pub(crate) mod tests {
         }
         fn close(&mut self, c: &Close) {
             self.closes.push(*c);
+        }
+        fn connect_failed(&mut self, f: &ConnectFailure) {
+            self.failures.push(*f);
         }
     }
 
@@ -980,5 +1086,58 @@ pub(crate) mod tests {
             tracker.on_event(ev, &mut out);
         }
         assert_eq!(tracker.stats().unfinished, 1);
+    }
+
+    #[test]
+    fn connects_that_never_establish_are_failures_not_closes() {
+        let me = Some(owner(9));
+        // No local port: the state is set before the port search fails.
+        let no_port =
+            Sock::new(40, 0, 80)
+                .go(S::CLOSE, S::SYN_SENT, me)
+                .go(S::SYN_SENT, S::CLOSE, me);
+        // Refused: the RST is reported before the CLOSE.
+        let refused = Sock::new(41, 40001, 81)
+            .go(S::CLOSE, S::SYN_SENT, me)
+            .reset(false)
+            .go(S::SYN_SENT, S::CLOSE, None);
+        // No answer for 3 s (two SYNs unanswered).
+        let mut timeout = Sock::new(42, 40002, 82).go(S::CLOSE, S::SYN_SENT, me);
+        timeout.ts += 3_000_000_000;
+        let timeout = timeout.go(S::SYN_SENT, S::CLOSE, None);
+        // Given up by the application at once.
+        let other =
+            Sock::new(43, 40003, 83)
+                .go(S::CLOSE, S::SYN_SENT, me)
+                .go(S::SYN_SENT, S::CLOSE, me);
+        let mut tracker = Tracker::default();
+        let mut out = Collect::default();
+        for sock in [&no_port, &refused, &timeout, &other] {
+            for ev in &sock.events {
+                tracker.on_event(ev, &mut out);
+            }
+        }
+        tracker.finish(&mut out);
+        assert!(out.closes.is_empty(), "{:?}", out.closes);
+        let reasons: Vec<_> = out.failures.iter().map(|f| f.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                FailReason::NoLocalPort,
+                FailReason::Refused,
+                FailReason::Timeout,
+                FailReason::Other
+            ]
+        );
+        assert!(out.failures.iter().all(|f| f.owner == me));
+        assert_eq!(out.failures[0].id.tuple.rport, 80);
+        assert_eq!(out.failures[2].waited_ns, Some(3_001_000_000));
+        assert_eq!(FailReason::NoLocalPort.errno(), Some("EADDRNOTAVAIL"));
+        assert_eq!(FailReason::Timeout.errno(), None);
+        let stats = tracker.stats();
+        assert_eq!((stats.connect_failures, stats.closes), (4, 0));
+        let last = out.transitions.last().unwrap();
+        assert_eq!(last.note, Note::ConnectFailed(FailReason::Other));
+        assert_eq!(tracker.live(), 0);
     }
 }
