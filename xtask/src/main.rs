@@ -6,14 +6,21 @@
 //! - `test`: formatting, lints, unit tests, the fuzz targets for a bounded
 //!   time (see `fuzz.rs`), and the integration tests that load the real
 //!   programs into the real kernel.
+//! - `dist`: the static binary, tarball and `.deb` that ship (see
+//!   `dist.rs`).
 //! - `bench`: the tracker's criterion benchmark and the end-to-end
 //!   connection-storm benchmark (see `bench.rs`).
+//! - `test-kernels`: the kernel integration tests in QEMU guests booted on
+//!   several Debian kernels (see `kernels/`).
 //!
 //! Every command bootstraps first; bootstrapping is idempotent and takes
 //! well under a second when everything is in place.
 
+mod artifacts;
 mod bench;
+mod dist;
 mod fuzz;
+mod kernels;
 mod toolchain;
 
 use std::{
@@ -47,8 +54,14 @@ enum Cmd {
     /// Run every check and test: fmt, clippy, unit tests, fuzzing, kernel
     /// integration tests.
     Test,
+    /// Build what ships: the static binary, a tarball with the man page
+    /// and completions, a .deb (in target/dist).
+    Dist,
     /// Run the benchmarks: tracker throughput and the connection storm.
     Bench(bench::Args),
+    /// Run the kernel integration tests in QEMU guests on several Debian
+    /// kernels (`TCPSTATE_KERNELS=5.10,6.1` selects series).
+    TestKernels,
 }
 
 fn main() {
@@ -66,9 +79,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Cmd::Bootstrap => Ok(()),
-        Cmd::Build => build(&env).map(drop),
+        Cmd::Build => artifacts::tcpstate(&env).map(drop),
         Cmd::Run { args } => {
-            let bin = build(&env)?;
+            let bin = artifacts::tcpstate(&env)?;
             let status = Command::new(&bin)
                 .args(&args)
                 .status()
@@ -76,10 +89,12 @@ fn run(cli: Cli) -> Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test => test(&env),
+        Cmd::Dist => dist::build(&env).map(drop),
         Cmd::Bench(args) => {
-            let bin = build(&env)?;
+            let bin = artifacts::tcpstate(&env)?;
             bench::run(&env, &bin, &args)
         }
+        Cmd::TestKernels => kernels::run(&env),
     }
 }
 
@@ -89,19 +104,6 @@ pub fn root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
-}
-
-/// Builds the release binary; returns its path.
-fn build(env: &toolchain::Env) -> Result<PathBuf> {
-    env.cargo(&["build", "--release", "--package", "tcpstate", "--bins"])?;
-    env.cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "tcpstate-tests",
-        "--bins",
-    ])?;
-    Ok(root().join("target/release/tcpstate"))
 }
 
 fn test(env: &toolchain::Env) -> Result<()> {
@@ -133,24 +135,14 @@ fn test(env: &toolchain::Env) -> Result<()> {
         ])
     })?;
     timed("fuzzing", || fuzz::run(env))?;
-    let bin = timed("release build", || build(env))?;
+    let bin = timed("release build and dist", || dist::build(env))?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the integration tests load eBPF programs: run `cargo xtask test` as root");
     }
+    let tests = timed("kernel test build", || artifacts::kernel_tests(env))?;
     timed("kernel integration tests", || {
-        env.cargo_with(
-            &[
-                "test",
-                "--release",
-                "--package",
-                "tcpstate-tests",
-                "--tests",
-                "--",
-                "--test-threads=1",
-            ],
-            &[("TCPSTATE_BIN", bin.as_os_str())],
-        )
+        artifacts::run_kernel_tests(&tests, &bin)
     })?;
     eprintln!("xtask: all checks passed in {:.0?}", started.elapsed());
     Ok(())

@@ -34,14 +34,20 @@ impl Env {
     }
 
     pub fn cargo_with(&self, args: &[&str], vars: &[(&str, &OsStr)]) -> Result<()> {
-        let mut cmd = Command::new(&self.cargo);
-        cmd.args(args)
-            .current_dir(crate::root())
-            .env("PATH", &self.path);
+        let mut cmd = self.cargo_command();
+        cmd.args(args);
         for (k, v) in vars {
             cmd.env(k, v);
         }
         run(&mut cmd)
+    }
+
+    /// `cargo` in the workspace, with bpf-linker on PATH; the caller adds
+    /// the arguments.
+    pub fn cargo_command(&self) -> Command {
+        let mut cmd = Command::new(&self.cargo);
+        cmd.current_dir(crate::root()).env("PATH", &self.path);
+        cmd
     }
 
     /// `cargo` of the nightly toolchain (`rustup run nightly cargo`), in the
@@ -99,7 +105,8 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+/// Runs a command; its stdout, trimmed.
+pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
@@ -111,7 +118,7 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn cache_dir() -> Result<PathBuf> {
+pub(crate) fn cache_dir() -> Result<PathBuf> {
     let base = match env::var_os("XDG_CACHE_HOME") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => PathBuf::from(env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?)
