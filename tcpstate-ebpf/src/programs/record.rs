@@ -72,6 +72,27 @@ fn filter_family(family: u8, laddr: &Addr, raddr: &Addr) -> u8 {
     }
 }
 
+/// Whether transition `old -> new` of a socket with these addresses and
+/// ports is reported. Before Linux 6.15 the kernel reports an accepted
+/// socket's `LISTEN -> SYN_RECV` before giving it its own addresses: it
+/// carries its listener's tuple (no remote port), which says nothing of the
+/// remote end or, for a dual-stack listener, of the family. Only the local
+/// port filters it then; userspace completes it from the socket's next
+/// record and applies the other filters.
+fn wanted(old: u8, new: u8, family: u8, addrs: (&Addr, &Addr), ports: (u16, u16)) -> bool {
+    let (lport, rport) = ports;
+    if old == tcp::LISTEN && new == tcp::SYN_RECV && rport == 0 {
+        let families = if family == AF_INET {
+            FAMILY_V4
+        } else {
+            FAMILY_V4 | FAMILY_V6
+        };
+        return conf!(families) & families != 0
+            && (conf!(lport_filter) == 0 || port_allowed(&LPORTS, lport));
+    }
+    passes(filter_family(family, addrs.0, addrs.1), lport, rport)
+}
+
 /// Whether a socket of `family` (as [`filter_family`] sees it) with these
 /// ports is reported.
 fn passes(family: u8, lport: u16, rport: u16) -> bool {
@@ -214,13 +235,15 @@ pub fn from_record(ctx: &TracePointContext) -> Result<Option<Change>, i32> {
         (conf!(set_state.saddr), conf!(set_state.daddr)),
         (conf!(set_state.saddr_v6), conf!(set_state.daddr_v6)),
     )?;
-    if !passes(filter_family(family, &laddr, &raddr), lport, rport) {
+    let old = rec.get::<i32>(conf!(set_state.oldstate))? as u8;
+    let new = rec.get::<i32>(conf!(set_state.newstate))? as u8;
+    if !wanted(old, new, family, (&laddr, &raddr), (lport, rport)) {
         return Ok(None);
     }
     Ok(Some(Change {
         sk: rec.get(conf!(set_state.skaddr))?,
-        old: rec.get::<i32>(conf!(set_state.oldstate))? as u8,
-        new: rec.get::<i32>(conf!(set_state.newstate))? as u8,
+        old,
+        new,
         family,
         lport,
         rport,
@@ -244,7 +267,7 @@ pub fn from_sock(sk: u64, old: u8, new: u8) -> Result<Option<Change>, i32> {
         (conf!(sock.saddr), conf!(sock.daddr)),
         (conf!(sock.saddr_v6), conf!(sock.daddr_v6)),
     )?;
-    if !passes(filter_family(family, &laddr, &raddr), lport, rport) {
+    if !wanted(old, new, family, (&laddr, &raddr), (lport, rport)) {
         return Ok(None);
     }
     Ok(Some(Change {

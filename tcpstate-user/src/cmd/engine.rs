@@ -23,9 +23,15 @@ use crate::{
         sockdiag::{KernelSocket, Listeners},
         sysctl::Facts,
     },
-    kernel::{counters::Lost, decode, loader, loader::Kernel, privileges},
+    kernel::{
+        counters::Lost,
+        decode::{self, Kind},
+        loader::{self, Kernel},
+        privileges,
+    },
     messages::{note, warning},
     render::{Losses, Printer, Summary},
+    sock::State,
     track::{
         order::{Reorder, WINDOW_NS},
         timewait::{self, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
@@ -97,6 +103,9 @@ pub struct Engine {
     pub events: u64,
     /// Reconciliation passes done.
     pub reconciliations: u64,
+    /// The kernel's family and port filters, for the records it cannot
+    /// filter itself (see [`Engine::process`]); `None` when tracing is off.
+    pub kernel_filter: Option<loader::Settings>,
 }
 
 /// Routes the tracker's output through the TIME_WAIT table to the view.
@@ -138,6 +147,7 @@ impl Engine {
             facts: FxHashMap::default(),
             events: 0,
             reconciliations: 0,
+            kernel_filter: None,
         }
     }
 
@@ -186,6 +196,19 @@ impl Engine {
     /// One record through the tracker and the table, after the expiries
     /// due before it: the output stays in time order.
     fn process<V: View>(&mut self, ev: &decode::Event, view: &mut V) {
+        // An accepted socket's first transition passes the kernel with its
+        // listener's tuple before Linux 6.15 (see `order`): it is filtered
+        // here, with its own tuple.
+        let accept = Kind::Transition {
+            old: State::LISTEN,
+            new: State::SYN_RECV,
+        };
+        if ev.kind == accept
+            && let Some(filter) = &self.kernel_filter
+            && !filter.passes(&ev.id.tuple)
+        {
+            return;
+        }
         self.table.expire(ev.ts_ns, view);
         self.tracker.on_event(
             ev,
@@ -270,6 +293,7 @@ fn start(common: &Common, reconciling: bool) -> Result<(loader::Probe, Engine)> 
         privileges::check_namespace_access()?;
     }
     let mut engine = Engine::new(common.tw_len.as_nanos() as u64, reconciling);
+    engine.kernel_filter = Some(scope.settings.clone());
     if reconciling {
         let seed =
             snapshot::dump(&scope, None).context("reading the kernel's TIME_WAIT sockets")?;

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     kernel::loader,
     messages::warning,
-    sock::{Family, SockId, State},
+    sock::{SockId, State},
     track::timewait::Ranges,
 };
 
@@ -54,15 +54,7 @@ pub struct Scope {
 
 impl Scope {
     fn matches(&self, id: &SockId) -> bool {
-        let (s, t) = (&self.settings, &id.tuple);
-        let family_bit = match t.family {
-            Family::V4 => tcpstate_ebpf::FAMILY_V4,
-            Family::V6 => tcpstate_ebpf::FAMILY_V6,
-        };
-        s.families & family_bit != 0
-            && (s.lports.is_empty() || s.lports.contains(&t.lport))
-            && (s.rports.is_empty() || s.rports.contains(&t.rport))
-            && (self.netns.is_empty() || self.netns.contains(&id.netns))
+        self.settings.passes(&id.tuple) && (self.netns.is_empty() || self.netns.contains(&id.netns))
     }
 }
 

@@ -12,12 +12,15 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use tcpstate_ebpf::{
-    Config, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_RPORTS, MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN,
-    PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN, SetStateOffsets,
+    Config, FAMILY_V4, FAMILY_V6, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_RPORTS, MAP_COUNTERS,
+    MAP_EVENTS, PORT_BITMAP_LEN, PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN, SetStateOffsets,
 };
 
 use super::{btf, guard, privileges, tracefs};
-use crate::messages::warning;
+use crate::{
+    messages::warning,
+    sock::{Family, Tuple},
+};
 
 /// What the kernel side should report.
 #[derive(Clone, Debug)]
@@ -32,6 +35,22 @@ pub struct Settings {
     pub ring_bytes: u32,
     /// Wake userspace once this many bytes are waiting (0: every event).
     pub wakeup_bytes: u32,
+}
+
+impl Settings {
+    /// Whether the kernel's family and port filters pass a socket with this
+    /// tuple (an IPv4-mapped one is IPv4), as userspace applies them to
+    /// what the kernel cannot filter: its tables, and a socket still
+    /// carrying its listener's tuple.
+    pub fn passes(&self, t: &Tuple) -> bool {
+        let family_bit = match t.family {
+            Family::V4 => FAMILY_V4,
+            Family::V6 => FAMILY_V6,
+        };
+        self.families & family_bit != 0
+            && (self.lports.is_empty() || self.lports.contains(&t.lport))
+            && (self.rports.is_empty() || self.rports.contains(&t.rport))
+    }
 }
 
 /// Default ring buffer: 16 MiB, about 170,000 records.

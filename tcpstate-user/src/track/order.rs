@@ -5,10 +5,31 @@
 //! oldest first; within one timestamp, in arrival order. Per socket the
 //! kernel's order is already the timestamp order, so classification is
 //! unchanged.
+//!
+//! While held, a record can still learn from a later one of its socket:
+//! before Linux 6.15 an accepted socket's `LISTEN -> SYN_RECV` carries its
+//! listener's tuple (no remote end yet), and its next record, a few
+//! microseconds later, carries its own. The held record leaves with that.
 
 use std::{cmp::Reverse, collections::BinaryHeap};
 
-use crate::kernel::decode::Event;
+use rustc_hash::FxHashMap;
+
+use crate::{
+    kernel::decode::{Event, Kind},
+    sock::{SockId, State},
+};
+
+/// Whether `event` is an accepted socket's first transition reported with
+/// its listener's tuple (the remote port, never 0 on a connection, is).
+pub fn has_listener_tuple(event: &Event) -> bool {
+    event.kind
+        == Kind::Transition {
+            old: State::LISTEN,
+            new: State::SYN_RECV,
+        }
+        && event.id.tuple.rport == 0
+}
 
 /// How long a record waits for older ones that arrive after it.
 pub const WINDOW_NS: u64 = 2_000_000;
@@ -47,11 +68,22 @@ pub struct Reorder {
     seq: u64,
     /// The newest timestamp seen.
     newest_ns: u64,
+    /// Held records with their listener's tuple, by socket, and the tuple
+    /// a later record of the socket gave.
+    incomplete: FxHashMap<u64, Option<SockId>>,
 }
 
 impl Reorder {
     /// Holds one record.
     pub fn push(&mut self, event: Event) {
+        if has_listener_tuple(&event) {
+            self.incomplete.insert(event.skaddr, None);
+        } else if !self.incomplete.is_empty()
+            && matches!(event.kind, Kind::Transition { .. })
+            && let Some(slot @ None) = self.incomplete.get_mut(&event.skaddr)
+        {
+            *slot = Some(event.id);
+        }
         self.newest_ns = self.newest_ns.max(event.ts_ns);
         self.seq += 1;
         self.held.push(Reverse(Held {
@@ -72,7 +104,13 @@ impl Reorder {
         if self.held.peek()?.0.ts_ns > horizon_ns {
             return None;
         }
-        self.held.pop().map(|Reverse(h)| h.event)
+        let mut event = self.held.pop()?.0.event;
+        if has_listener_tuple(&event)
+            && let Some(id) = self.incomplete.remove(&event.skaddr).flatten()
+        {
+            event.id = id;
+        }
+        Some(event)
     }
 
     /// Records held.
@@ -88,11 +126,7 @@ impl Reorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        kernel::decode::Kind,
-        sock::{SockId, State},
-        track::tracker::tests::tuple,
-    };
+    use crate::track::tracker::tests::tuple;
 
     fn event(ts_ns: u64, skaddr: u64) -> Event {
         Event {
@@ -127,5 +161,39 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.pop_until(u64::MAX).map(|e| e.skaddr), Some(4));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_listener_tuple_leaves_with_the_sockets_own() {
+        let accepted = |ts_ns, skaddr, rport| Event {
+            kind: Kind::Transition {
+                old: State::LISTEN,
+                new: State::SYN_RECV,
+            },
+            id: SockId {
+                netns: 1,
+                tuple: tuple(80, rport),
+            },
+            ..event(ts_ns, skaddr)
+        };
+        let mut r = Reorder::default();
+        r.push(accepted(1_000, 7, 0));
+        // Another socket's record tells nothing about socket 7.
+        r.push(event(1_001, 8));
+        let mut own = event(1_002, 7);
+        own.id.tuple = tuple(80, 41000);
+        r.push(own);
+        // Socket 9's next record comes too late: it leaves as it came.
+        r.push(accepted(1_003, 9, 0));
+        let first = r.pop_until(1_000).unwrap();
+        assert_eq!(first.id.tuple.rport, 41000, "completed");
+        assert!(!has_listener_tuple(&first));
+        assert_eq!(first.kind, accepted(0, 0, 0).kind, "still the accept");
+        let rest: Vec<_> = std::iter::from_fn(|| r.pop_until(u64::MAX)).collect();
+        assert_eq!(rest.len(), 3);
+        assert!(has_listener_tuple(&rest[2]), "nothing completed socket 9");
+        // After 6.15 the first transition has its own tuple already.
+        assert!(!has_listener_tuple(&accepted(0, 1, 5000)));
+        assert!(r.incomplete.is_empty());
     }
 }
