@@ -537,3 +537,69 @@ fn connects_that_never_establish_are_failures_with_their_reason() {
     assert_eq!(held, held_count, "{objects:?}");
     assert_eq!(summary(&objects)["lost"], 0);
 }
+
+/// A kernel port filter never changes a connection's classification: the
+/// close records of the connections a filter matches are those of an
+/// unfiltered run, for FIN and RST closes on IPv4 and IPv6, from the
+/// server's side (`--lport`) and the client's (`--rport`).
+#[test]
+fn port_filters_keep_the_classification_of_what_they_match() {
+    require_root();
+    let listeners = [
+        tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        tcp::listen(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    ];
+    let ports: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port().to_string())
+        .collect();
+    let ports = ports.join(",");
+    let all = Tracer::start(&["watch", "--json"]);
+    let by_lport = Tracer::start(&["watch", "--json", "--lport", &ports]);
+    let by_rport = Tracer::start(&["watch", "--json", "--rport", &ports]);
+    for listener in &listeners {
+        for pattern in [
+            Pattern::ClientFirst,
+            Pattern::ServerFirst,
+            Pattern::ClientReset,
+        ] {
+            tcp::connect(listener, pattern);
+        }
+    }
+    let (all, by_lport, by_rport) = (all.stop(), by_lport.stop(), by_rport.stop());
+    let server_ports: Vec<Value> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port().into())
+        .collect();
+    let closes = |objects: &[Value], end: &str| -> Vec<String> {
+        let mut found: Vec<String> = of_type(objects, "close")
+            .into_iter()
+            .filter(|c| server_ports.contains(&c[end]))
+            .map(|c| {
+                format!(
+                    "{} {}:{}->{} {} {} {} tw={} lifetime={}",
+                    c["family"],
+                    c["lport"],
+                    c["rport"],
+                    c["role"],
+                    c["closer"],
+                    c["kind"],
+                    c["comm"],
+                    c["time_wait"],
+                    c["lifetime_ms"].is_number()
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let server_side = closes(&all, "lport");
+    assert_eq!(server_side.len(), 6, "{server_side:#?}");
+    assert_eq!(closes(&by_lport, "lport"), server_side);
+    let client_side = closes(&all, "rport");
+    assert_eq!(client_side.len(), 6, "{client_side:#?}");
+    assert_eq!(closes(&by_rport, "rport"), client_side);
+    for objects in [&all, &by_lport, &by_rport] {
+        assert_eq!(summary(objects)["lost"], 0);
+    }
+}
