@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use tcpstate_ebpf::{FAMILY_V4, FAMILY_V6};
 
-use crate::{host::snapshot::Scope, kernel::loader, track::filter::Filter};
+use crate::{
+    host::{netns, snapshot::Scope},
+    kernel::loader,
+    track::filter::Filter,
+};
 
 /// Every TCP state transition, every TIME_WAIT socket, and who closed each
 /// connection, live from the kernel.
@@ -139,8 +143,10 @@ pub struct Common {
     /// Owner command name(s), as in /proc/PID/comm.
     #[arg(long, value_name = "COMM[,COMM..]", value_delimiter = ',')]
     pub comm: Vec<String>,
-    /// Network namespace inode(s), as in `readlink /proc/PID/ns/net`.
-    #[arg(long, value_name = "INODE[,INODE..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_netns)]
+    /// Network namespace(s): an inode as `readlink /proc/PID/ns/net` gives
+    /// it (4026531840 or net:[4026531840]), an `ip netns` name, or a path
+    /// such as /proc/PID/ns/net.
+    #[arg(long, value_name = "NETNS[,NETNS..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_netns)]
     pub netns: Vec<u32>,
     /// Stop after this many seconds (0.001 to one year).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_duration)]
@@ -259,13 +265,23 @@ fn parse_netns(s: &str) -> Result<u32, String> {
         .strip_prefix("net:[")
         .and_then(|r| r.strip_suffix(']'))
         .unwrap_or(s);
-    match digits.parse::<u32>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!(
-            "{} is not a network namespace inode: use the number from `readlink /proc/PID/ns/net`",
-            quoted(s)
-        )),
+    if let Ok(n) = digits.parse::<u32>()
+        && n > 0
+    {
+        return Ok(n);
     }
+    let path = if s.contains('/') {
+        std::path::PathBuf::from(s)
+    } else {
+        std::path::Path::new(netns::NAMED).join(s)
+    };
+    netns::ns_inode(&path).map_err(|e| {
+        format!(
+            "{} is no network namespace ({e:#}): use an inode as `readlink /proc/PID/ns/net` \
+             gives it, an `ip netns` name or a namespace path",
+            quoted(s)
+        )
+    })
 }
 
 /// A value as an error message quotes it: long ones cut (a 120 KB value
@@ -503,10 +519,20 @@ mod tests {
     }
 
     #[test]
-    fn netns_accepts_readlink_form() {
+    fn netns_accepts_inodes_names_and_paths() {
         assert_eq!(
             common(&["watch", "--netns", "net:[4026531840]"]).netns,
             [4026531840]
+        );
+        let own = netns::current_netns().unwrap();
+        assert_eq!(
+            common(&["watch", "--netns", "/proc/self/ns/net"]).netns,
+            [own]
+        );
+        let err = parse(&["watch", "--netns", "no-such-netns-name"]).unwrap_err();
+        assert!(
+            err.to_string().contains("/run/netns/no-such-netns-name"),
+            "{err}"
         );
     }
 }

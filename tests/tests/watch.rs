@@ -450,8 +450,8 @@ fn connects_that_never_establish_are_failures_with_their_reason() {
         here,
     ]);
 
-    let netns = ns.inode().to_string();
-    let tracer = Tracer::start(&["watch", "--json", "--netns", &netns]);
+    // By its `ip netns` name.
+    let tracer = Tracer::start(&["watch", "--json", "--netns", &ns.name]);
     let (server_port, closed_port, held_count) = ns.run(|| {
         // Fixed ports outside the range (a fresh namespace has nothing on
         // them): a port bound with 0 would come from the range itself.

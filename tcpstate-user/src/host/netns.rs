@@ -24,6 +24,9 @@ const THREADS: usize = 4;
 /// The calling thread's network namespace.
 pub const CURRENT_NETNS: &str = "/proc/thread-self/ns/net";
 
+/// Where `ip netns` keeps the namespaces it names.
+pub const NAMED: &str = "/run/netns";
+
 /// Every distinct network namespace on the host, as its inode and a path to
 /// open it, from `/proc/*/ns/net` and `/run/netns/*`; sorted by inode.
 pub fn namespaces() -> Result<Vec<(u32, PathBuf)>> {
@@ -40,10 +43,10 @@ pub fn namespaces() -> Result<Vec<(u32, PathBuf)>> {
             found.entry(inode).or_insert(path);
         }
     }
-    match fs::read_dir("/run/netns") {
+    match fs::read_dir(NAMED) {
         Ok(entries) => {
             for entry in entries {
-                let path = entry.context("listing /run/netns")?.path();
+                let path = entry.with_context(|| format!("listing {NAMED}"))?.path();
                 // A name whose namespace is not mounted is a plain file.
                 let is_ns = statfs(&path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC);
                 if is_ns && let Ok(inode) = ns_inode(&path) {
@@ -53,7 +56,7 @@ pub fn namespaces() -> Result<Vec<(u32, PathBuf)>> {
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).context("listing /run/netns"),
+        Err(e) => return Err(e).with_context(|| format!("listing {NAMED}")),
     }
     Ok(found.into_iter().collect())
 }
@@ -65,7 +68,7 @@ pub fn names() -> rustc_hash::FxHashMap<u32, String> {
     if let Ok(host) = ns_inode(Path::new("/proc/1/ns/net")) {
         names.insert(host, "host".to_string());
     }
-    if let Ok(entries) = fs::read_dir("/run/netns") {
+    if let Ok(entries) = fs::read_dir(NAMED) {
         for entry in entries.flatten() {
             let path = entry.path();
             let is_ns = statfs(&path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC);
