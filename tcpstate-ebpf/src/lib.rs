@@ -193,7 +193,8 @@ pub struct Config {
     pub lport_filter: u8,
     /// Non-zero: only ports set in `RPORTS` pass.
     pub rport_filter: u8,
-    pub _pad: [u8; 1],
+    /// Non-zero: only sockets with a port set in `PORTS` at either end pass.
+    pub port_filter: u8,
     /// Wake the consumer once this many bytes are waiting in the ring buffer;
     /// below that, userspace polls on a short timer.
     pub wakeup_bytes: u64,
@@ -238,6 +239,8 @@ pub const GLOBAL_CONFIG: &str = "CONFIG";
 pub const GLOBAL_LPORTS: &str = "LPORTS";
 /// Name of the remote-port bitmap global.
 pub const GLOBAL_RPORTS: &str = "RPORTS";
+/// Name of the either-end port bitmap global.
+pub const GLOBAL_PORTS: &str = "PORTS";
 
 /// The classic tracepoint programs, by name, with the tracepoint each
 /// attaches to.

@@ -1,7 +1,7 @@
 //! The command line: subcommands, options, and their validation into the
 //! settings the rest of the program uses.
 
-use std::time::Duration;
+use std::{ops::RangeInclusive, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
@@ -124,13 +124,18 @@ pub struct Common {
     /// IPv6 only.
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
-    /// Local ports to report (filtered in the kernel), e.g. 80,443.
-    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_port)]
-    pub lport: Vec<u16>,
+    /// Local ports to report (filtered in the kernel), e.g. 80,443 or
+    /// 8000-8100.
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_ports)]
+    pub lport: Vec<RangeInclusive<u16>>,
     /// Remote ports to report (filtered in the kernel; with --lport, both
     /// must match).
-    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_port)]
-    pub rport: Vec<u16>,
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_ports)]
+    pub rport: Vec<RangeInclusive<u16>>,
+    /// Ports to report at either end (filtered in the kernel): a service's
+    /// connections from both sides.
+    #[arg(long, value_name = "PORT[,PORT..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_ports)]
+    pub port: Vec<RangeInclusive<u16>>,
     /// Local address or CIDR block, e.g. 10.0.0.0/8 or ::1.
     #[arg(long, value_name = "CIDR[,CIDR..]", value_delimiter = ',', value_parser = parse_cidr)]
     pub laddr: Vec<IpNet>,
@@ -199,8 +204,9 @@ impl Common {
         };
         loader::Settings {
             families,
-            lports: self.lport.clone(),
-            rports: self.rport.clone(),
+            lports: expand(&self.lport),
+            rports: expand(&self.rport),
+            ports: expand(&self.port),
             ring_bytes: self.ring_mib << 20,
             wakeup_bytes: self.wakeup_bytes.unwrap_or((self.ring_mib << 20) / 16),
         }
@@ -226,14 +232,31 @@ impl Common {
     }
 }
 
-fn parse_port(s: &str) -> Result<u16, String> {
-    match s.trim().parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!(
-            "{} is not a port: use a number from 1 to 65535",
+/// A port or an inclusive range of them (`8000-8100`).
+fn parse_ports(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let port = |p: &str| match p.trim().parse::<u16>() {
+        Ok(0) | Err(_) => None,
+        Ok(p) => Some(p),
+    };
+    let range = match s.split_once('-') {
+        Some((low, high)) => port(low).zip(port(high)).map(|(l, h)| l..=h),
+        None => port(s).map(|p| p..=p),
+    };
+    match range {
+        Some(r) if !r.is_empty() => Ok(r),
+        _ => Err(format!(
+            "{} is not a port or port range: use numbers from 1 to 65535, e.g. 443 or 8000-8100",
             quoted(s)
         )),
-        Ok(p) => Ok(p),
     }
+}
+
+/// Every port of `ranges`, sorted, once each.
+fn expand(ranges: &[RangeInclusive<u16>]) -> Vec<u16> {
+    let mut ports: Vec<u16> = ranges.iter().cloned().flatten().collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
@@ -446,6 +469,13 @@ mod tests {
         assert_eq!(s.families, FAMILY_V4);
         assert_eq!(s.lports, [80, 443]);
         assert_eq!(s.rports, [5432]);
+        assert!(s.ports.is_empty());
+        let s = common(&["watch", "--port", "8002-8004,443,8003", "--lport", "7-7"]).settings();
+        assert_eq!(s.ports, [443, 8002, 8003, 8004]);
+        assert_eq!(s.lports, [7]);
+        for bad in ["8100-8000", "0-5", "1-", "-", "80-90-100", "1-65536"] {
+            assert!(parse(&["watch", "--port", bad]).is_err(), "{bad}");
+        }
         assert_eq!(
             common(&["watch"]).settings().families,
             FAMILY_V4 | FAMILY_V6

@@ -541,7 +541,7 @@ fn connects_that_never_establish_are_failures_with_their_reason() {
 /// A kernel port filter never changes a connection's classification: the
 /// close records of the connections a filter matches are those of an
 /// unfiltered run, for FIN and RST closes on IPv4 and IPv6, from the
-/// server's side (`--lport`) and the client's (`--rport`).
+/// server's side (`--lport`), the client's (`--rport`) and both (`--port`).
 #[test]
 fn port_filters_keep_the_classification_of_what_they_match() {
     require_root();
@@ -557,6 +557,7 @@ fn port_filters_keep_the_classification_of_what_they_match() {
     let all = Tracer::start(&["watch", "--json"]);
     let by_lport = Tracer::start(&["watch", "--json", "--lport", &ports]);
     let by_rport = Tracer::start(&["watch", "--json", "--rport", &ports]);
+    let by_port = Tracer::start(&["watch", "--json", "--port", &ports]);
     for listener in &listeners {
         for pattern in [
             Pattern::ClientFirst,
@@ -566,7 +567,8 @@ fn port_filters_keep_the_classification_of_what_they_match() {
             tcp::connect(listener, pattern);
         }
     }
-    let (all, by_lport, by_rport) = (all.stop(), by_lport.stop(), by_rport.stop());
+    let (all, by_lport, by_rport, by_port) =
+        (all.stop(), by_lport.stop(), by_rport.stop(), by_port.stop());
     let server_ports: Vec<Value> = listeners
         .iter()
         .map(|l| l.local_addr().unwrap().port().into())
@@ -599,7 +601,11 @@ fn port_filters_keep_the_classification_of_what_they_match() {
     let client_side = closes(&all, "rport");
     assert_eq!(client_side.len(), 6, "{client_side:#?}");
     assert_eq!(closes(&by_rport, "rport"), client_side);
-    for objects in [&all, &by_lport, &by_rport] {
+    // Either end: both sides, and nothing else.
+    assert_eq!(closes(&by_port, "lport"), server_side);
+    assert_eq!(closes(&by_port, "rport"), client_side);
+    assert_eq!(of_type(&by_port, "close").len(), 12);
+    for objects in [&all, &by_lport, &by_rport, &by_port] {
         assert_eq!(summary(objects)["lost"], 0);
     }
 }

@@ -49,6 +49,8 @@ static CONFIG: Config = Config::ZERO;
 static LPORTS: [u8; PORT_BITMAP_LEN] = [0; PORT_BITMAP_LEN];
 #[unsafe(no_mangle)]
 static RPORTS: [u8; PORT_BITMAP_LEN] = [0; PORT_BITMAP_LEN];
+#[unsafe(no_mangle)]
+static PORTS: [u8; PORT_BITMAP_LEN] = [0; PORT_BITMAP_LEN];
 
 /// The record stream. Its size is set by the loader.
 #[map]

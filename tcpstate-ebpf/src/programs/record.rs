@@ -16,7 +16,7 @@ use tcpstate_ebpf::{
     counter, flags, kind, tcp,
 };
 
-use super::{EVENTS, LPORTS, RECORD, RPORTS, SOCKS, count, port_allowed};
+use super::{EVENTS, LPORTS, PORTS, RECORD, RPORTS, SOCKS, count, port_allowed};
 
 /// What the programs remember about one live socket.
 #[repr(C)]
@@ -77,8 +77,10 @@ fn filter_family(family: u8, laddr: &Addr, raddr: &Addr) -> u8 {
 /// socket's `LISTEN -> SYN_RECV` before giving it its own addresses: it
 /// carries its listener's tuple (no remote port), which says nothing of the
 /// remote end or, for a dual-stack listener, of the family. Only the local
-/// port filters it then; userspace completes it from the socket's next
-/// record and applies the other filters.
+/// port filters it then (`--port` cannot: the other end is unknown);
+/// userspace completes it from the socket's next record and applies the
+/// other filters. Inlined: BPF calls take at most five arguments.
+#[inline(always)]
 fn wanted(old: u8, new: u8, family: u8, addrs: (&Addr, &Addr), ports: (u16, u16)) -> bool {
     let (lport, rport) = ports;
     if old == tcp::LISTEN && new == tcp::SYN_RECV && rport == 0 {
@@ -104,6 +106,7 @@ fn passes(family: u8, lport: u16, rport: u16) -> bool {
     conf!(families) & bit != 0
         && (conf!(lport_filter) == 0 || port_allowed(&LPORTS, lport))
         && (conf!(rport_filter) == 0 || port_allowed(&RPORTS, rport))
+        && (conf!(port_filter) == 0 || port_allowed(&PORTS, lport) || port_allowed(&PORTS, rport))
 }
 
 /// Reads a value at `base + off` from kernel memory.

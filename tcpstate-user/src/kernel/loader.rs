@@ -12,8 +12,9 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use tcpstate_ebpf::{
-    Config, FAMILY_V4, FAMILY_V6, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_RPORTS, MAP_COUNTERS,
-    MAP_EVENTS, PORT_BITMAP_LEN, PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN, SetStateOffsets,
+    Config, FAMILY_V4, FAMILY_V6, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_PORTS, GLOBAL_RPORTS,
+    MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN, PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN,
+    SetStateOffsets,
 };
 
 use super::{btf, guard, privileges, tracefs};
@@ -31,6 +32,8 @@ pub struct Settings {
     pub lports: Vec<u16>,
     /// Remote ports to report; empty: all.
     pub rports: Vec<u16>,
+    /// Ports of which one end must have one; empty: all.
+    pub ports: Vec<u16>,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
     /// Wake userspace once this many bytes are waiting (0: every event).
@@ -50,6 +53,9 @@ impl Settings {
         self.families & family_bit != 0
             && (self.lports.is_empty() || self.lports.contains(&t.lport))
             && (self.rports.is_empty() || self.rports.contains(&t.rport))
+            && (self.ports.is_empty()
+                || self.ports.contains(&t.lport)
+                || self.ports.contains(&t.rport))
     }
 }
 
@@ -102,7 +108,7 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         families: settings.families,
         lport_filter: u8::from(!settings.lports.is_empty()),
         rport_filter: u8::from(!settings.rports.is_empty()),
-        _pad: [0; 1],
+        port_filter: u8::from(!settings.ports.is_empty()),
         wakeup_bytes: u64::from(settings.wakeup_bytes),
         guard: guard::offsets(&vmlinux).unwrap_or_else(|e| {
             warning!(
@@ -122,11 +128,13 @@ pub fn load(settings: &Settings) -> Result<Probe> {
     }
     let lports = port_bitmap(&settings.lports);
     let rports = port_bitmap(&settings.rports);
+    let ports = port_bitmap(&settings.ports);
 
     let mut ebpf = EbpfLoader::new()
         .override_global(GLOBAL_CONFIG, &config, true)
         .override_global(GLOBAL_LPORTS, &lports, true)
         .override_global(GLOBAL_RPORTS, &rports, true)
+        .override_global(GLOBAL_PORTS, &ports, true)
         .map_max_entries(MAP_EVENTS, settings.ring_bytes)
         .load(aya::include_bytes_aligned!(concat!(
             env!("OUT_DIR"),
