@@ -58,6 +58,8 @@ fn revision() -> String {
         return "unknown".into();
     };
     let dir = std::path::Path::new(&dir);
+    // And the sources, for `-dirty`.
+    println!("cargo:rerun-if-changed=src");
     let mut watched = vec![dir.join("HEAD"), dir.join("index"), dir.join("packed-refs")];
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
         watched.push(dir.join(branch));

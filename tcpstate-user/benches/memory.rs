@@ -82,6 +82,7 @@ fn main() {
             closer: Closer::Local,
             kind: CloseKind::Fin,
             time_wait: true,
+            tw_refused: false,
             lifetime_ns: Some(1),
             owner,
         };

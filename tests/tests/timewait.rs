@@ -733,3 +733,46 @@ fn a_filter_that_matches_nothing_shows_zero_everywhere() {
         assert!(t["pools"].as_array().unwrap().is_empty(), "{t}");
     }
 }
+
+/// With `tcp_max_tw_buckets` full in a namespace the kernel makes no
+/// TIME_WAIT socket for a close: tcpstate reports such closes as refused,
+/// not as TIME_WAIT, and their number equals the namespace's
+/// `TCPTimeWaitOverflow` delta; what is in TIME_WAIT equals `ss`.
+#[test]
+fn closes_the_kernel_refuses_a_time_wait_socket_are_not_time_wait() {
+    require_root();
+    let ns = namespace("overflow");
+    set_sysctl(&ns, "net.ipv4.tcp_max_tw_buckets", "5");
+    set_sysctl(&ns, "net.ipv4.tcp_tw_reuse", "0");
+    let overflow_before = kernel::nstat(&ns, "TcpExtTCPTimeWaitOverflow");
+    let netns = ns.inode().to_string();
+    let tracer = Tracer::start(&["watch", "--json", "--netns", &netns]);
+    ns.run(|| {
+        let listener = tcp::listen(V4);
+        for _ in 0..20 {
+            tcp::connect(&listener, Pattern::ClientFirst);
+        }
+    });
+    let objects = tracer.stop();
+    let refused_by_kernel = kernel::nstat(&ns, "TcpExtTCPTimeWaitOverflow") - overflow_before;
+    assert_eq!(refused_by_kernel, 15, "5 buckets, 20 closes");
+    let closes = of_type(&objects, "close");
+    let client_closes: Vec<_> = closes.iter().filter(|c| c["role"] == "client").collect();
+    assert_eq!(client_closes.len(), 20);
+    let refused = client_closes
+        .iter()
+        .filter(|c| c["tw_refused"] == true)
+        .count();
+    let in_tw = client_closes
+        .iter()
+        .filter(|c| c["time_wait"] == true)
+        .count();
+    assert_eq!(refused as u64, refused_by_kernel, "{client_closes:#?}");
+    assert_eq!(in_tw, 5, "{client_closes:#?}");
+    let entered: HashSet<Tuple> = of_type(&objects, "timewait_enter")
+        .iter()
+        .map(|e| tuple_of(e))
+        .collect();
+    let kernel: HashSet<Tuple> = kernel::time_wait(&ns).iter().map(KernelTw::tuple).collect();
+    assert_eq!(entered, kernel);
+}

@@ -35,7 +35,7 @@ use crate::{
     track::{
         order::{Reorder, WINDOW_NS},
         timewait::{self, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
-        tracker::{Close, ConnectFailure, Sink, Tracker, Transition},
+        tracker::{Close, ConnectFailure, Note, Sink, Tracker, Transition},
     },
 };
 
@@ -111,18 +111,46 @@ pub struct Engine {
 /// Routes the tracker's output through the TIME_WAIT table to the view.
 struct Stage<'a, V> {
     table: &'a mut Table,
+    facts: &'a FxHashMap<u32, Facts>,
     view: &'a mut V,
+}
+
+impl<V> Stage<'_, V> {
+    /// Whether namespace `netns` has no TIME_WAIT bucket left: the kernel
+    /// refuses a TIME_WAIT socket once it has `tcp_max_tw_buckets` of them,
+    /// and the table holds what the kernel holds (exact when no kernel
+    /// filter hides some of them; unknown when its settings were never
+    /// read).
+    fn buckets_full(&self, netns: u32) -> bool {
+        self.facts
+            .get(&netns)
+            .is_some_and(|f| self.table.in_netns(netns) as u64 >= f.max_tw_buckets)
+    }
 }
 
 impl<V: View> Sink for Stage<'_, V> {
     fn transition(&mut self, t: &Transition) {
-        self.view.transition(t);
+        if t.note == Note::TimeWait && self.buckets_full(t.id.netns) {
+            let t = Transition {
+                note: Note::TimeWaitRefused,
+                ..*t
+            };
+            self.view.transition(&t);
+        } else {
+            self.view.transition(t);
+        }
         self.table.on_transition(t, self.view);
     }
 
     fn close(&mut self, c: &Close) {
-        self.view.close(c);
-        self.table.on_close(c, self.view);
+        let refused = c.time_wait && self.buckets_full(c.id.netns);
+        let c = Close {
+            time_wait: c.time_wait && !refused,
+            tw_refused: refused,
+            ..*c
+        };
+        self.view.close(&c);
+        self.table.on_close(&c, self.view);
     }
 
     fn connect_failed(&mut self, f: &ConnectFailure) {
@@ -214,6 +242,7 @@ impl Engine {
             ev,
             &mut Stage {
                 table: &mut self.table,
+                facts: &self.facts,
                 view,
             },
         );
@@ -237,6 +266,7 @@ impl Engine {
             horizon,
             &mut Stage {
                 table: &mut self.table,
+                facts: &self.facts,
                 view,
             },
         );
@@ -428,6 +458,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     engine.release(u64::MAX, view);
     let mut sink = Stage {
         table: &mut engine.table,
+        facts: &engine.facts,
         view,
     };
     engine.tracker.finish(&mut sink);

@@ -49,6 +49,8 @@ struct TwView<P> {
     /// refresh (any reason, no local port), and by reason since the start.
     failed: FxHashMap<PoolKey, [u64; 2]>,
     failed_total: [u64; 4],
+    /// Closes refused a TIME_WAIT socket, per namespace, since the start.
+    refused: FxHashMap<u32, u64>,
     last_refresh: Instant,
     /// Refreshes left (`--count`).
     remaining: Option<u64>,
@@ -56,7 +58,11 @@ struct TwView<P> {
 
 impl<P> Sink for TwView<P> {
     fn transition(&mut self, _: &Transition) {}
-    fn close(&mut self, _: &Close) {}
+    fn close(&mut self, c: &Close) {
+        if c.tw_refused && self.filter.matches(&c.id, c.owner.as_ref()) {
+            *self.refused.entry(c.id.netns).or_default() += 1;
+        }
+    }
     fn connect_failed(&mut self, f: &ConnectFailure) {
         if !self.filter.matches(&f.id, f.owner.as_ref()) {
             return;
@@ -146,6 +152,9 @@ impl<P: Printer> View for TwView<P> {
             frame.stats.missed = self.missed;
         }
         frame.connect_failed = Some(self.failed_total);
+        for ns in &mut frame.namespaces {
+            ns.tw_refused = Some(self.refused.get(&ns.netns).copied().unwrap_or(0));
+        }
         self.printer.timewait(&frame);
         if let Some(n) = &mut self.remaining {
             *n = n.saturating_sub(1);
@@ -242,6 +251,7 @@ fn namespaces(engine: &Engine, entries: &[&Entry]) -> Vec<NsFigures> {
         name: names.get(&netns).cloned(),
         facts,
         time_wait: time_wait.get(&netns).copied().unwrap_or(0),
+        tw_refused: None,
     };
     own.map(|ns| figures(ns, Some(Facts::read())))
         .into_iter()
@@ -290,6 +300,7 @@ async fn timewait<P: Printer>(
         missed: 0,
         failed: FxHashMap::default(),
         failed_total: [0; 4],
+        refused: FxHashMap::default(),
         last_refresh: Instant::now(),
         remaining: args.count,
     };

@@ -104,6 +104,7 @@ fields! {
         closer: &'static str,
         kind: &'static str,
         time_wait: bool,
+        tw_refused: bool,
         lifetime_ms: Option<f64>,
         pid: Option<u32>,
         comm: Option<Cow<'a, str>>,
@@ -212,6 +213,7 @@ struct NamespaceJson {
     tcp_timewait_overflow: Option<u64>,
     port_range: Option<(u16, u16)>,
     tcp_tw_reuse: Option<u8>,
+    tw_refused: Option<u64>,
 }
 
 /// One pool of `timewait --once --json`.
@@ -344,6 +346,7 @@ impl<W: Write> Json<W> {
                     tcp_timewait_overflow: n.facts.map(|f| f.tw_overflow),
                     port_range: n.facts.map(|f| f.port_range),
                     tcp_tw_reuse: n.facts.map(|f| f.tw_reuse),
+                    tw_refused: n.tw_refused,
                 })
                 .collect(),
             pools: pools(f),
@@ -416,6 +419,7 @@ impl<W: Write> Sink for Json<W> {
                     closer: c.closer.as_str(),
                     kind: c.kind.as_str(),
                     time_wait: c.time_wait,
+                    tw_refused: c.tw_refused,
                     lifetime_ms: c.lifetime_ns.map(ms),
                     pid: c.owner.map(|o| o.pid),
                     comm: comm_of(&c.owner),
@@ -592,6 +596,7 @@ mod tests {
             closer: Closer::Local,
             kind: CloseKind::Fin,
             time_wait: true,
+            tw_refused: false,
             lifetime_ns: Some(1_532_000_000),
             owner: None,
         };
@@ -652,6 +657,7 @@ mod tests {
             closer: Closer::Simultaneous,
             kind: CloseKind::RstReceived,
             time_wait: false,
+            tw_refused: false,
             lifetime_ns: None,
             owner: Some(owner(1)),
         };
@@ -719,7 +725,7 @@ mod tests {
         let want = [
             r#"{"type":"transition","ts":"2025-11-24T16:00:00.001500Z","family":"ipv4","laddr":"127.0.0.1","lport":9098,"raddr":"127.0.0.1","rport":41566,"netns":4026531840,"old":"ESTABLISHED","new":"FIN_WAIT1","in_old_ms":12.3,"pid":1234,"comm":"test","skaddr":"0xffff888102e24a00"}"#,
             r#"{"type":"transition","ts":"2025-11-24T16:00:00.001500Z","family":"ipv6","laddr":"2001:db8::1","lport":443,"raddr":"::1","rport":1,"netns":0,"old":"ESTABLISHED","new":"FIN_WAIT1","in_old_ms":null,"pid":4294967295,"comm":"a\"b\\cé","skaddr":"0x0"}"#,
-            r#"{"type":"close","ts":"2025-11-24T16:00:00.002000Z","family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.1","rport":40000,"netns":7,"role":"client","closer":"simultaneous","kind":"rst_received","time_wait":false,"lifetime_ms":null,"pid":1,"comm":"test"}"#,
+            r#"{"type":"close","ts":"2025-11-24T16:00:00.002000Z","family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.1","rport":40000,"netns":7,"role":"client","closer":"simultaneous","kind":"rst_received","time_wait":false,"tw_refused":false,"lifetime_ms":null,"pid":1,"comm":"test"}"#,
             r#"{"type":"connect_failed","ts":"2025-11-24T16:00:00.002500Z","family":"ipv4","laddr":"127.0.0.1","lport":0,"raddr":"127.0.0.1","rport":8080,"netns":7,"reason":"no_local_port","errno":"EADDRNOTAVAIL","waited_ms":0.012,"pid":3,"comm":"test"}"#,
             r#"{"type":"connect_failed","ts":"2025-11-24T16:00:00.002500Z","family":"ipv4","laddr":"127.0.0.1","lport":0,"raddr":"127.0.0.1","rport":8080,"netns":7,"reason":"timeout","errno":null,"waited_ms":null,"pid":null,"comm":null}"#,
             r#"{"type":"timewait_enter","ts":"2025-11-24T16:16:39.999999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","expires_at":"2025-11-24T16:17:40.000000Z","pid":null,"comm":null,"source":"kernel"}"#,

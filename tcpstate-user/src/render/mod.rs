@@ -116,6 +116,9 @@ pub struct NsFigures {
     pub facts: Option<Facts>,
     /// Its TIME_WAIT sockets, every one (its bucket limit counts them all).
     pub time_wait: usize,
+    /// Closes traced there whose TIME_WAIT socket the kernel refused (its
+    /// buckets were full), since the start; `None` without tracing.
+    pub tw_refused: Option<u64>,
 }
 
 impl NsFigures {

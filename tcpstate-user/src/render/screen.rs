@@ -132,8 +132,12 @@ fn limits(ns: &NsFigures) -> String {
             ns.time_wait
         );
     };
+    let refused = match ns.tw_refused {
+        Some(n) if n > 0 => format!(" ({n} while traced)"),
+        _ => String::new(),
+    };
     format!(
-        "tcp_max_tw_buckets {} (headroom {}), TCPTimeWaitOverflow {}, ip_local_port_range {}-{} ({} ports), tcp_tw_reuse {}",
+        "tcp_max_tw_buckets {} (headroom {}), TCPTimeWaitOverflow {}{refused}, ip_local_port_range {}-{} ({} ports), tcp_tw_reuse {}",
         facts.max_tw_buckets,
         ns.headroom().unwrap_or_default(),
         facts.tw_overflow,
@@ -348,6 +352,7 @@ mod tests {
                     tw_overflow: 3,
                 }),
                 time_wait: 3,
+                tw_refused: Some(0),
             }],
             stats: TwStats::default(),
             reconciliations: 4,
@@ -431,6 +436,7 @@ mod tests {
         pod.facts.as_mut().unwrap().port_range = (40000, 40999);
         pod.facts.as_mut().unwrap().max_tw_buckets = 100;
         pod.time_wait = 90;
+        pod.tw_refused = Some(7);
         f.namespaces.push(pod);
         let mut other = f.pools[0];
         other.key.netns = 2;
@@ -439,6 +445,10 @@ mod tests {
         let text = render(&f);
         assert!(
             text.contains("host: tcp_max_tw_buckets 131072 (headroom 131069)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("TCPTimeWaitOverflow 3 (7 while traced), ip_local_port_range 40000"),
             "{text}"
         );
         assert!(

@@ -101,7 +101,11 @@ impl<W: Write> Sink for Text<W> {
             c.role.as_str(),
             c.closer.as_str(),
             c.kind.as_str(),
-            if c.time_wait { ", TIME_WAIT here" } else { "" },
+            match (c.time_wait, c.tw_refused) {
+                (true, _) => ", TIME_WAIT here",
+                (false, true) => ", TIME_WAIT refused (tcp_max_tw_buckets full)",
+                (false, false) => "",
+            },
             lifetime
         );
         self.line(&line);

@@ -158,6 +158,8 @@ pub struct Table {
     /// bring it back as missed by tracing.
     ended: FxHashMap<SockId, u64>,
     max_entries: usize,
+    /// Entries per network namespace.
+    per_netns: FxHashMap<u32, usize>,
     stats: TwStats,
 }
 
@@ -176,8 +178,14 @@ impl Table {
             grace_ns,
             ended: FxHashMap::default(),
             max_entries,
+            per_netns: FxHashMap::default(),
             stats: TwStats::default(),
         }
+    }
+
+    /// Entries in network namespace `netns`.
+    pub fn in_netns(&self, netns: u32) -> usize {
+        self.per_netns.get(&netns).copied().unwrap_or(0)
     }
 
     pub fn stats(&self) -> TwStats {
@@ -258,6 +266,7 @@ impl Table {
                 .map_or(0, |e| hasher.hash_one(e.id))
         });
         self.schedule(slot);
+        *self.per_netns.entry(entry.id.netns).or_default() += 1;
         true
     }
 
@@ -271,6 +280,12 @@ impl Table {
             found.remove();
         }
         self.free.push(slot);
+        if let Some(n) = self.per_netns.get_mut(&entry.id.netns) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_netns.remove(&entry.id.netns);
+            }
+        }
         if self.grace_ns > 0 {
             self.ended.insert(entry.id, at_ns);
         }
@@ -514,6 +529,7 @@ mod tests {
             closer: Closer::Local,
             kind: CloseKind::Fin,
             time_wait,
+            tw_refused: false,
             lifetime_ns: Some(1),
             owner: Some(Owner {
                 pid: 7,

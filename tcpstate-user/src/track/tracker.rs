@@ -119,6 +119,7 @@ pub enum Note {
     CloseAfterShutdown,
     SimultaneousClose,
     TimeWait,
+    TimeWaitRefused,
     Closed,
     RstReceived,
     RstSent,
@@ -140,6 +141,7 @@ impl Note {
             Note::CloseAfterShutdown => "close after shutdown",
             Note::SimultaneousClose => "simultaneous close",
             Note::TimeWait => "enters TIME_WAIT",
+            Note::TimeWaitRefused => "TIME_WAIT refused (tcp_max_tw_buckets full)",
             Note::Closed => "closed",
             Note::RstReceived => "rst received",
             Note::RstSent => "rst sent",
@@ -261,6 +263,11 @@ pub struct Close {
     pub kind: CloseKind,
     /// This end entered TIME_WAIT.
     pub time_wait: bool,
+    /// This end would have entered TIME_WAIT, but its namespace's
+    /// `tcp_max_tw_buckets` were all taken: the kernel made no TIME_WAIT
+    /// socket (`TCPTimeWaitOverflow`). Set downstream, where the table's
+    /// size is known.
+    pub tw_refused: bool,
     /// From SYN_SENT / SYN_RECV to CLOSE, when the start was seen.
     pub lifetime_ns: Option<u64>,
     pub owner: Option<Owner>,
@@ -539,6 +546,7 @@ impl Tracker {
                 closer: previous.closer,
                 kind: CloseKind::Unknown,
                 time_wait: false,
+                tw_refused: false,
                 lifetime_ns: None,
                 owner: previous_owner,
             });
@@ -587,6 +595,7 @@ impl Tracker {
             closer: conn.closer,
             kind: kind.unwrap_or(CloseKind::Abort),
             time_wait: false,
+            tw_refused: false,
             lifetime_ns: conn.opened_ns.map(|o| ev.ts_ns.saturating_sub(o)),
             owner: conn.owner,
         };
