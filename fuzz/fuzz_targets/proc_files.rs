@@ -11,6 +11,8 @@ use tcpstate::{
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let _ = sysctl::parse_range(&text);
+    let _ = sysctl::reserved_in(&text, (1, 65535));
+    let _ = sysctl::reserved_in(&text, (32768, 60999));
     let _ = sysctl::netstat_value(&text, "TcpExt", "TCPTimeWaitOverflow");
     let _ = sysctl::netstat_value(&text, "IpExt", "InNoRoutes");
     // Group and counter names taken from the input too, split at the first

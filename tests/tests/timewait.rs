@@ -575,6 +575,7 @@ fn each_namespace_is_judged_by_its_own_settings() {
     let narrow = namespace("narrow");
     let wide = namespace("wide");
     set_sysctl(&narrow, "net.ipv4.ip_local_port_range", "40000 40999");
+    set_sysctl(&narrow, "net.ipv4.ip_local_reserved_ports", "40990-40999");
     set_sysctl(&narrow, "net.ipv4.tcp_tw_reuse", "0");
     set_sysctl(&wide, "net.ipv4.ip_local_port_range", "20000 59999");
     set_sysctl(&wide, "net.ipv4.tcp_tw_reuse", "1");
@@ -596,7 +597,12 @@ fn each_namespace_is_judged_by_its_own_settings() {
     ]));
     let totals = of_type(&objects, "timewait_summary");
     let totals = totals.last().expect("a timewait_summary");
-    for (ns, ports, reuse, used) in [(&narrow, 1000, 0, 0.3), (&wide, 40000, 1, 0.0075)] {
+    // The narrow range: 990 usable ports (10 reserved), 300 held by
+    // TIME_WAIT; the wide one reuses TIME_WAIT ports, so all are left.
+    for (ns, ports, reuse, used, left) in [
+        (&narrow, 990, 0, 300.0 / 990.0, 690),
+        (&wide, 40000, 1, 0.0075, 40000),
+    ] {
         let inode = ns.inode();
         let pool = totals["pools"]
             .as_array()
@@ -613,6 +619,7 @@ fn each_namespace_is_judged_by_its_own_settings() {
             "used {got}, expected {used}: {pool}"
         );
         assert_eq!(pool["tw_reuse_applies"], reuse == 1, "{pool}");
+        assert_eq!(pool["ports_left"], left, "{pool}");
         let figures = totals["namespaces"]
             .as_array()
             .unwrap()

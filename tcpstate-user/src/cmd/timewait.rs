@@ -265,8 +265,9 @@ fn namespaces(engine: &Engine, entries: &[&Entry]) -> Vec<NsFigures> {
 
 fn limits_of(f: &Facts) -> Limits {
     Limits {
-        range_size: f.range_size(),
+        range_size: f.usable_ports(),
         tw_reuse: f.tw_reuse,
+        timestamps: f.timestamps != 0,
     }
 }
 

@@ -212,7 +212,10 @@ struct NamespaceJson {
     tcp_max_tw_buckets_headroom: Option<i64>,
     tcp_timewait_overflow: Option<u64>,
     port_range: Option<(u16, u16)>,
+    reserved_ports: Option<u32>,
     tcp_tw_reuse: Option<u8>,
+    tcp_timestamps: Option<u8>,
+    tw_recycled: Option<u64>,
     tw_refused: Option<u64>,
 }
 
@@ -241,6 +244,7 @@ struct PoolJson {
     projected: f64,
     flagged: bool,
     tw_reuse_applies: bool,
+    ports_left: u64,
     connect_failed_per_s: f64,
     no_local_port_per_s: f64,
 }
@@ -345,7 +349,10 @@ impl<W: Write> Json<W> {
                     tcp_max_tw_buckets_headroom: n.headroom(),
                     tcp_timewait_overflow: n.facts.map(|f| f.tw_overflow),
                     port_range: n.facts.map(|f| f.port_range),
+                    reserved_ports: n.facts.map(|f| f.reserved),
                     tcp_tw_reuse: n.facts.map(|f| f.tw_reuse),
+                    tcp_timestamps: n.facts.map(|f| f.timestamps),
+                    tw_recycled: n.facts.map(|f| f.tw_recycled),
                     tw_refused: n.tw_refused,
                 })
                 .collect(),
@@ -377,6 +384,7 @@ fn pools(f: &Frame<'_>) -> Vec<PoolJson> {
             projected: p.projected,
             flagged: p.flagged,
             tw_reuse_applies: p.reuse_applies,
+            ports_left: p.left,
             connect_failed_per_s: p.failures.per_s,
             no_local_port_per_s: p.failures.no_local_port_per_s,
         })

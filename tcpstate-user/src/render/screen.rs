@@ -137,18 +137,28 @@ fn limits(ns: &NsFigures) -> String {
         _ => String::new(),
     };
     format!(
-        "tcp_max_tw_buckets {} (headroom {}), TCPTimeWaitOverflow {}{refused}, ip_local_port_range {}-{} ({} ports), tcp_tw_reuse {}",
+        "tcp_max_tw_buckets {} (headroom {}), TCPTimeWaitOverflow {}{refused}, ip_local_port_range {}-{} ({} ports{}), tcp_tw_reuse {}{}, TWRecycled {}",
         facts.max_tw_buckets,
         ns.headroom().unwrap_or_default(),
         facts.tw_overflow,
         facts.port_range.0,
         facts.port_range.1,
-        facts.range_size(),
+        facts.usable_ports(),
+        match facts.reserved {
+            0 => String::new(),
+            n => format!(", {n} reserved"),
+        },
         match facts.tw_reuse {
             0 => "0 (off)",
             1 => "1 (on)",
             _ => "2 (loopback only)",
-        }
+        },
+        if facts.timestamps == 0 && facts.tw_reuse != 0 {
+            " (no effect: tcp_timestamps 0)"
+        } else {
+            ""
+        },
+        facts.tw_recycled
     )
 }
 
@@ -158,10 +168,11 @@ fn pools(out: &mut String, f: &Frame<'_>) {
     }
     let _ = writeln!(
         out,
-        "\n{:<48} {:>9} {:>6} {:>7} {:>9} {:>10} {:>7}",
+        "\n{:<48} {:>9} {:>6} {:>6} {:>7} {:>9} {:>10} {:>7}",
         "EPHEMERAL PORT POOL (local -> remote)",
         "TIME_WAIT",
         "ESTAB",
+        "LEFT",
         "USED",
         "RATE/s",
         "PROJECTED",
@@ -176,10 +187,11 @@ fn pools(out: &mut String, f: &Frame<'_>) {
         };
         let _ = writeln!(
             out,
-            "{:<48} {:>9} {:>6} {:>6.1}% {:>9.1} {:>9.1}% {:>7.1}{}",
+            "{:<48} {:>9} {:>6} {:>6} {:>6.1}% {:>9.1} {:>9.1}% {:>7.1}{}",
             fit(&pool, 48),
             p.time_wait,
             p.established,
+            p.left,
             p.used * 100.0,
             p.rate,
             p.projected * 100.0,
@@ -337,6 +349,7 @@ mod tests {
                 projected: 2.125,
                 flagged: true,
                 reuse_applies: false,
+                left: 28229,
                 failures: Failures {
                     per_s: 2.0,
                     no_local_port_per_s: 0.0,
@@ -346,6 +359,9 @@ mod tests {
                 netns: 1,
                 name: Some("host".into()),
                 facts: Some(Facts {
+                    reserved: 0,
+                    timestamps: 1,
+                    tw_recycled: 12,
                     port_range: (32768, 60999),
                     tw_reuse: 0,
                     max_tw_buckets: 131072,
@@ -394,6 +410,11 @@ mod tests {
             "{text}"
         );
         assert!(lines[3].contains("headroom 131069") && lines[3].contains("28232 ports"));
+        assert!(
+            lines[3].ends_with("tcp_tw_reuse 0 (off), TWRecycled 12"),
+            "{text}"
+        );
+        assert!(text.contains("     1  28229   60.0%"), "{text}");
         assert!(
             text.contains("127.0.0.1 -> 127.0.0.1:8080") && text.contains("212.5%     2.0  HIGH"),
             "{text}"

@@ -37,16 +37,20 @@ impl PoolKey {
 /// What bounds a namespace's pools: its own settings.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Limits {
-    /// Ports in its `ip_local_port_range`.
+    /// Ports `connect()` can pick: its `ip_local_port_range` without its
+    /// `ip_local_reserved_ports`.
     pub range_size: u32,
     /// Its `net.ipv4.tcp_tw_reuse`: 0 off, 1 on, 2 loopback only.
     pub tw_reuse: u8,
+    /// Its `net.ipv4.tcp_timestamps` are on: `tcp_tw_reuse` needs them.
+    pub timestamps: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct Pool {
     pub key: PoolKey,
-    /// The ports its namespace's range offers.
+    /// The ports its namespace's range offers `connect()` (reserved ones
+    /// left out).
     pub range_size: u32,
     pub time_wait: u64,
     pub established: u64,
@@ -59,6 +63,12 @@ pub struct Pool {
     pub flagged: bool,
     /// `tcp_tw_reuse` lets connect() take over this pool's TIME_WAIT ports.
     pub reuse_applies: bool,
+    /// Ports `connect()` can still get toward this destination: the
+    /// usable ones not held by an established connection nor, unless reuse
+    /// applies, by a TIME_WAIT socket. With reuse, `connect()` tries the
+    /// ports of one parity first and takes TIME_WAIT ones over there, so
+    /// TIME_WAIT levels off near half the range while ports are left.
+    pub left: u64,
     /// Its failed `connect()`s, lately.
     pub failures: Failures,
 }
@@ -140,6 +150,9 @@ pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Ve
             let used = (time_wait + established) as f64 / range;
             let projected = rate * i.tw_len_s / range;
             let failures = i.failures.get(&key).copied().unwrap_or_default();
+            let reuse_applies = limits.timestamps
+                && (limits.tw_reuse == 1 || (limits.tw_reuse == 2 && key.raddr.is_loopback()));
+            let held = established + if reuse_applies { 0 } else { time_wait };
             Pool {
                 key,
                 range_size: limits.range_size,
@@ -149,8 +162,8 @@ pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Ve
                 used,
                 projected,
                 flagged: used.max(projected) > i.threshold || failures.no_local_port_per_s > 0.0,
-                reuse_applies: limits.tw_reuse == 1
-                    || (limits.tw_reuse == 2 && key.raddr.is_loopback()),
+                reuse_applies,
+                left: u64::from(limits.range_size).saturating_sub(held),
                 failures,
             }
         })
@@ -211,6 +224,7 @@ mod tests {
             fallback: Limits {
                 range_size: 28232,
                 tw_reuse: 2,
+                timestamps: true,
             },
             tw_len_s: 60.0,
             threshold: 0.5,
@@ -224,6 +238,19 @@ mod tests {
         assert!((p.projected - 30_000.0 / 28232.0).abs() < 1e-12);
         assert!(p.flagged, "projection above the range");
         assert!(p.reuse_applies, "loopback peer with tcp_tw_reuse=2");
+        // Reuse takes TIME_WAIT ports over: only the established one holds.
+        assert_eq!(p.left, 28231);
+        // Without timestamps tcp_tw_reuse does nothing.
+        let no_timestamps = Inputs {
+            fallback: Limits {
+                timestamps: false,
+                ..inputs.fallback
+            },
+            ..inputs
+        };
+        let p = super::pools(entries.iter(), &no_timestamps)[0];
+        assert!(!p.reuse_applies);
+        assert_eq!(p.left, 28232 - 14_001);
     }
 
     #[test]
@@ -238,6 +265,7 @@ mod tests {
             fallback: Limits {
                 range_size: 28232,
                 tw_reuse: 0,
+                timestamps: true,
             },
             tw_len_s: 60.0,
             threshold: 0.5,
@@ -304,6 +332,7 @@ mod tests {
             Limits {
                 range_size: 1000,
                 tw_reuse: 0,
+                timestamps: true,
             },
         )]
         .into_iter()
@@ -317,6 +346,7 @@ mod tests {
             fallback: Limits {
                 range_size: 28232,
                 tw_reuse: 2,
+                timestamps: true,
             },
             tw_len_s: 60.0,
             threshold: 0.5,
@@ -326,5 +356,6 @@ mod tests {
         assert!((p.used - 0.7).abs() < 1e-12);
         assert!(p.flagged, "700 of 1,000 ports");
         assert!(!p.reuse_applies, "tcp_tw_reuse 0 in that namespace");
+        assert_eq!(p.left, 300);
     }
 }
