@@ -75,9 +75,18 @@ static RECORD: PerCpuArray<Copied> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131072, 0);
 
+/// `PORT_BITMAP_LEN - 1`; see [`port_allowed`].
+static PORT_INDEX_MASK: usize = PORT_BITMAP_LEN - 1;
+
 /// Whether `port` is set in a port bitmap global.
 fn port_allowed(bitmap: &[u8; PORT_BITMAP_LEN], port: u16) -> bool {
-    let byte = unsafe { read_volatile(addr_of!(bitmap[(port >> 3) as usize])) };
+    // Masked although a u16 cannot exceed it: older verifiers (Linux 5.10,
+    // 6.1) lose a spilled port's bounds and refuse the access otherwise.
+    // The mask is read from read-only data, whose value the verifier knows
+    // and the compiler does not (it would drop a mask it can prove idle).
+    let mask = unsafe { read_volatile(addr_of!(PORT_INDEX_MASK)) };
+    let index = (port as usize >> 3) & mask;
+    let byte = unsafe { read_volatile(addr_of!(bitmap[index])) };
     byte & (1 << (port & 7)) != 0
 }
 

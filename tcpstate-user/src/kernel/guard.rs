@@ -76,7 +76,9 @@ pub fn data_symbol(kallsyms: &str, name: &str) -> Result<u64> {
         else {
             continue;
         };
-        if symbol != name || !matches!(kind, "d" | "D" | "b" | "B") {
+        // Per-CPU variables are absolute symbols (`A`) where the per-CPU
+        // area is zero-based (x86_64 before Linux 6.15).
+        if symbol != name || !matches!(kind, "d" | "D" | "b" | "B" | "a" | "A") {
             continue;
         }
         match u64::from_str_radix(address, 16) {
@@ -119,7 +121,7 @@ mod tests {
         let text = "\
 ffffffff81000000 T _text
 000000000002a0e8 T bpf_prog_active
-000000000002b0e8 D bpf_prog_active
+000000000002b0e8 A bpf_prog_active
 0000000000031000 d tcp_memory_per_cpu_fw_alloc
 ffffffffc0a01000 t helper\t[veth]
 ";
