@@ -89,8 +89,10 @@ fn mounts_tracefs_when_it_is_not_mounted() {
     // one keep the host's tracefs.
     let script = r#"set -e
         while umount /sys/kernel/tracing 2>/dev/null; do :; done
-        # Nor through debugfs, where tcpstate would find it too.
-        umount -R /sys/kernel/debug 2>/dev/null || true
+        # Nor through debugfs, where tcpstate would find it too (one
+        # mount at a time: busybox's umount has no -R).
+        while umount /sys/kernel/debug/tracing 2>/dev/null; do :; done
+        while umount /sys/kernel/debug 2>/dev/null; do :; done
         if [ -e /sys/kernel/tracing/events ]; then echo "tracefs still mounted" >&2; exit 90; fi
         "$1" watch --json --duration 0.5 >/dev/null
         if [ ! -d /sys/kernel/tracing/events ]; then echo "tracefs not mounted" >&2; exit 91; fi"#;

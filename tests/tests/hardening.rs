@@ -279,6 +279,9 @@ fn the_documented_capabilities_are_enough_and_each_missing_one_is_named() {
     assert!(out.status.success(), "{}: {stderr}", out.status);
     assert!(stderr.contains("tcpstate: tracing"), "{stderr}");
 
+    // Without CAP_SYS_ADMIN, attaching needs kernel.perf_event_paranoid
+    // at 2 or below; Debian's kernels default to 3, where the error says so.
+    let paranoid = Paranoid::set("2");
     let out = with_caps(
         "+bpf,+perfmon,+dac_read_search",
         &["watch", "--duration", "0.5", "--reconcile", "0"],
@@ -289,6 +292,20 @@ fn the_documented_capabilities_are_enough_and_each_missing_one_is_named() {
         "--reconcile 0: {}: {stderr}",
         out.status
     );
+    drop(paranoid);
+    let paranoid = Paranoid::set("3");
+    let out = with_caps(
+        "+bpf,+perfmon,+dac_read_search",
+        &["watch", "--duration", "0.5", "--reconcile", "0"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("kernel.perf_event_paranoid is 3"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    drop(paranoid);
 
     for (caps, needle) in [
         ("+bpf,+perfmon,+sys_admin", "CAP_DAC_READ_SEARCH"),
@@ -304,6 +321,25 @@ fn the_documented_capabilities_are_enough_and_each_missing_one_is_named() {
             "{caps}: {needle} not named: {stderr}"
         );
         assert!(!stderr.contains("not mounted"), "{caps}: {stderr}");
+    }
+}
+
+/// `kernel.perf_event_paranoid` set for a while, restored on drop.
+struct Paranoid(String);
+
+impl Paranoid {
+    const PATH: &str = "/proc/sys/kernel/perf_event_paranoid";
+
+    fn set(level: &str) -> Paranoid {
+        let before = std::fs::read_to_string(Self::PATH).expect("reading perf_event_paranoid");
+        std::fs::write(Self::PATH, level).expect("setting perf_event_paranoid");
+        Paranoid(before)
+    }
+}
+
+impl Drop for Paranoid {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.0.trim());
     }
 }
 

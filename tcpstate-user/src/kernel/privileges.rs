@@ -21,13 +21,30 @@ fn effective_capabilities() -> Result<u64> {
         .ok_or_else(|| anyhow!("no CapEff line in /proc/self/status"))
 }
 
+const PERF_EVENT_PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
+
 /// Fails with a clear message unless this process may load and attach
 /// tracing programs (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN).
 pub fn check_tracing() -> Result<()> {
+    let eff = effective_capabilities()?;
     require(
-        missing_capabilities(effective_capabilities()?),
+        missing_capabilities(eff),
         "needed to load and attach eBPF programs",
-    )
+    )?;
+    // Debian's and Ubuntu's kernels add a level 3 at which only
+    // CAP_SYS_ADMIN may open perf events, which a classic tracepoint
+    // attachment is; they default to it.
+    let paranoid = fs::read_to_string(PERF_EVENT_PARANOID)
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    match paranoid {
+        Some(level) if level > 2 && eff & (1 << CAP_SYS_ADMIN) == 0 => bail!(
+            "kernel.perf_event_paranoid is {level}: above 2 (a Debian and Ubuntu kernel \
+             restriction) only CAP_SYS_ADMIN may attach tracepoints: run tcpstate as root, \
+             grant it CAP_SYS_ADMIN, or set kernel.perf_event_paranoid=2"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Fails with a clear message unless this process may enter other network
