@@ -72,7 +72,7 @@ pub struct TimewaitArgs {
     pub common: Common,
     /// Print the kernel's current TIME_WAIT sockets once and exit (no
     /// tracing: the live view's options do not apply).
-    #[arg(long, conflicts_with_all = ["interval", "count", "duration", "reconcile", "ring_mib", "wakeup_bytes"])]
+    #[arg(long, conflicts_with_all = ["interval", "count", "duration", "reconcile", "ring_mib", "wakeup_bytes", "reorder_window"])]
     pub once: bool,
     /// Refresh the live view every SECS (0.05 to 3600).
     #[arg(long, value_name = "SECS", default_value = "1", allow_negative_numbers = true, value_parser = parse_interval)]
@@ -165,6 +165,11 @@ pub struct Common {
     /// time).
     #[arg(long, value_name = "SECS", default_value = "5", allow_negative_numbers = true, value_parser = parse_reconcile)]
     pub reconcile: Duration,
+    /// Hold records this long, 0 to 1, for older ones from other CPUs, so
+    /// that output is in time order; raise it on VMs whose CPUs stall
+    /// (steal time).
+    #[arg(long, value_name = "SECS", default_value = "0.002", allow_negative_numbers = true, value_parser = parse_reorder)]
+    pub reorder_window: Duration,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = loader::DEFAULT_RING_BYTES >> 20, allow_negative_numbers = true, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
@@ -350,6 +355,13 @@ fn parse_reconcile(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     secs_in(s, 0.1, 3600.0, "a reconciliation interval (or 0 for none)")
+}
+
+fn parse_reorder(s: &str) -> Result<Duration, String> {
+    if s.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    secs_in(s, 0.000_001, 1.0, "a reorder window")
 }
 
 fn parse_bytes(s: &str) -> Result<u32, String> {

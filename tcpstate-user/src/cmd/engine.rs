@@ -33,7 +33,7 @@ use crate::{
     render::{Losses, Printer, Summary},
     sock::State,
     track::{
-        order::{Reorder, WINDOW_NS},
+        order::Reorder,
         timewait::{self, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
         tracker::{Close, ConnectFailure, Note, Sink, Tracker, Transition},
     },
@@ -260,7 +260,7 @@ impl Engine {
     /// Time-driven work up to the reorder window's horizon: records that
     /// waited long enough, held closes, expiries.
     fn tick<V: View>(&mut self, now_ns: u64, view: &mut V) {
-        let horizon = now_ns.saturating_sub(WINDOW_NS);
+        let horizon = now_ns.saturating_sub(self.reorder.window_ns());
         self.release(horizon, view);
         self.tracker.flush(
             horizon,
@@ -324,6 +324,7 @@ fn start(common: &Common, reconciling: bool) -> Result<(loader::Probe, Engine)> 
     }
     let mut engine = Engine::new(common.tw_len.as_nanos() as u64, reconciling);
     engine.kernel_filter = Some(scope.settings.clone());
+    engine.reorder = Reorder::new(common.reorder_window.as_nanos() as u64);
     if reconciling {
         let seed =
             snapshot::dump(&scope, None).context("reading the kernel's TIME_WAIT sockets")?;

@@ -31,7 +31,8 @@ pub fn has_listener_tuple(event: &Event) -> bool {
         && event.id.tuple.rport == 0
 }
 
-/// How long a record waits for older ones that arrive after it.
+/// How long a record waits for older ones that arrive after it, unless
+/// told otherwise (`--reorder-window`).
 pub const WINDOW_NS: u64 = 2_000_000;
 
 /// A held record, ordered by timestamp, then arrival.
@@ -62,8 +63,8 @@ impl Ord for Held {
 }
 
 /// The reorder window.
-#[derive(Default)]
 pub struct Reorder {
+    window_ns: u64,
     held: BinaryHeap<Reverse<Held>>,
     seq: u64,
     /// The newest timestamp seen.
@@ -73,7 +74,28 @@ pub struct Reorder {
     incomplete: FxHashMap<u64, Option<SockId>>,
 }
 
+impl Default for Reorder {
+    fn default() -> Self {
+        Reorder::new(WINDOW_NS)
+    }
+}
+
 impl Reorder {
+    pub fn new(window_ns: u64) -> Reorder {
+        Reorder {
+            window_ns,
+            held: BinaryHeap::new(),
+            seq: 0,
+            newest_ns: 0,
+            incomplete: FxHashMap::default(),
+        }
+    }
+
+    /// How long records are held.
+    pub fn window_ns(&self) -> u64 {
+        self.window_ns
+    }
+
     /// Holds one record.
     pub fn push(&mut self, event: Event) {
         if has_listener_tuple(&event) {
@@ -96,7 +118,7 @@ impl Reorder {
     /// The oldest record, if it has waited out the window behind the newest
     /// one seen.
     pub fn pop_settled(&mut self) -> Option<Event> {
-        self.pop_until(self.newest_ns.saturating_sub(WINDOW_NS))
+        self.pop_until(self.newest_ns.saturating_sub(self.window_ns))
     }
 
     /// The oldest record stamped at or before `horizon_ns`.
