@@ -9,7 +9,10 @@
 //! While held, a record can still learn from a later one of its socket:
 //! before Linux 6.15 an accepted socket's `LISTEN -> SYN_RECV` carries its
 //! listener's tuple (no remote end yet), and its next record, a few
-//! microseconds later, carries its own. The held record leaves with that.
+//! microseconds later, carries its own. The held record leaves with that,
+//! and waits for it up to [`COMPLETION_WAIT_NS`] (holding what is behind
+//! it, to keep the order): long enough for a stalled CPU, short enough
+//! when the next record never comes (a kernel filter dropped it).
 
 use std::{cmp::Reverse, collections::BinaryHeap};
 
@@ -19,6 +22,10 @@ use crate::{
     kernel::decode::{Event, Kind},
     sock::{SockId, State},
 };
+
+/// How long a record with its listener's tuple waits for its socket's next
+/// record.
+pub const COMPLETION_WAIT_NS: u64 = 50_000_000;
 
 /// Whether `event` is an accepted socket's first transition reported with
 /// its listener's tuple (the remote port, never 0 on a connection, is).
@@ -121,9 +128,19 @@ impl Reorder {
         self.pop_until(self.newest_ns.saturating_sub(self.window_ns))
     }
 
-    /// The oldest record stamped at or before `horizon_ns`.
+    /// The oldest record stamped at or before `horizon_ns` (`u64::MAX`:
+    /// every record, at the end).
     pub fn pop_until(&mut self, horizon_ns: u64) -> Option<Event> {
-        if self.held.peek()?.0.ts_ns > horizon_ns {
+        let oldest = &self.held.peek()?.0.event;
+        if oldest.ts_ns > horizon_ns {
+            return None;
+        }
+        let now_ns = horizon_ns.saturating_add(self.window_ns);
+        let waiting = horizon_ns != u64::MAX
+            && has_listener_tuple(oldest)
+            && self.incomplete.get(&oldest.skaddr) == Some(&None)
+            && oldest.ts_ns.saturating_add(COMPLETION_WAIT_NS) > now_ns;
+        if waiting {
             return None;
         }
         let mut event = self.held.pop()?.0.event;
@@ -205,15 +222,22 @@ mod tests {
         let mut own = event(1_002, 7);
         own.id.tuple = tuple(80, 41000);
         r.push(own);
-        // Socket 9's next record comes too late: it leaves as it came.
+        // Socket 9's next record never comes: it waits, holding what is
+        // behind it, then leaves as it came.
         r.push(accepted(1_003, 9, 0));
+        r.push(event(1_004, 10));
         let first = r.pop_until(1_000).unwrap();
         assert_eq!(first.id.tuple.rport, 41000, "completed");
         assert!(!has_listener_tuple(&first));
         assert_eq!(first.kind, accepted(0, 0, 0).kind, "still the accept");
-        let rest: Vec<_> = std::iter::from_fn(|| r.pop_until(u64::MAX)).collect();
-        assert_eq!(rest.len(), 3);
-        assert!(has_listener_tuple(&rest[2]), "nothing completed socket 9");
+        let settled: Vec<_> = std::iter::from_fn(|| r.pop_until(1_000_000)).collect();
+        assert_eq!(settled.len(), 2, "sockets 8 and 7, then 9 waits");
+        assert!(r.pop_until(1_000_000).is_none(), "socket 9 still waits");
+        let later = 1_003 + COMPLETION_WAIT_NS;
+        let rest: Vec<_> = std::iter::from_fn(|| r.pop_until(later)).collect();
+        assert_eq!(rest.len(), 2);
+        assert!(has_listener_tuple(&rest[0]), "nothing completed socket 9");
+        assert_eq!(rest[1].skaddr, 10);
         // After 6.15 the first transition has its own tuple already.
         assert!(!has_listener_tuple(&accepted(0, 1, 5000)));
         assert!(r.incomplete.is_empty());
