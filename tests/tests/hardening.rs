@@ -254,8 +254,17 @@ fn sighup_ends_a_run_like_sigterm() {
     assert_eq!(summary["lost"], 0, "{summary}");
 }
 
-/// Runs `tcpstate ARGS` as user nobody with exactly `caps`.
+/// Runs `tcpstate ARGS` as user nobody with exactly `caps`, and with
+/// RLIMIT_MEMLOCK unlimited where this process may raise it, as a service
+/// manager would start it (before Linux 5.11 BPF maps count against it).
 fn with_caps(caps: &str, args: &[&str]) -> std::process::Output {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a plain system call on a value that lives through it; the
+    // child inherits the limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
     Command::new("setpriv")
         .args([
             "--reuid=65534",

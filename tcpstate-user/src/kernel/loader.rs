@@ -140,6 +140,7 @@ pub fn load(settings: &Settings) -> Result<Probe> {
             env!("OUT_DIR"),
             "/tcpstate"
         )))
+        .map_err(|e| memlock_hint(anyhow::Error::new(e)))
         .context("loading the eBPF programs")?;
     let logger = EbpfLogger::init(&mut ebpf).context("setting up eBPF diagnostics")?;
 
@@ -184,6 +185,28 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         logger,
         kernel: Kernel { ebpf, counters },
     })
+}
+
+/// `err` with what to do when it is the locked-memory limit: before Linux
+/// 5.11 BPF maps count against RLIMIT_MEMLOCK, which aya raises only with
+/// CAP_SYS_RESOURCE.
+fn memlock_hint(err: anyhow::Error) -> anyhow::Error {
+    let denied = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            || e.to_string().contains("Operation not permitted")
+    });
+    let limited = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+        .is_ok_and(|(soft, _)| soft != nix::sys::resource::RLIM_INFINITY);
+    if denied && limited {
+        err.context(
+            "this kernel may charge BPF maps to RLIMIT_MEMLOCK (before Linux 5.11): run with \
+             it unlimited (`ulimit -l unlimited`, systemd LimitMEMLOCK=infinity) or grant \
+             CAP_SYS_RESOURCE",
+        )
+    } else {
+        err
+    }
 }
 
 /// The BPF ring buffer (Linux 5.8 and later) carries every record: probed
