@@ -17,7 +17,7 @@ use serde_json::Value;
 use tcpstate_tests::{
     kernel::{self, KernelTw, Tuple, set_sysctl},
     netns::NetNs,
-    require_root, storm,
+    require_root, slowdown, storm,
     tcp::{self, Conn, Pattern},
     tracer::{self, Tracer, of_type, summary},
 };
@@ -696,8 +696,17 @@ fn once_estimates_the_entry_rate_from_the_kernels_timers() {
 fn a_filter_that_matches_nothing_shows_zero_everywhere() {
     require_root();
     let ns = namespace("filtered");
+    // Four refreshes that outlast the second start and the traffic.
+    let interval = format!("{}", 0.5 * f64::from(slowdown()));
     let args = |filter: &[&'static str]| {
-        let mut a = vec!["timewait", "--json", "--interval", "0.5", "--count", "4"];
+        let mut a = vec![
+            "timewait",
+            "--json",
+            "--interval",
+            &interval,
+            "--count",
+            "4",
+        ];
         a.extend_from_slice(filter);
         a
     };

@@ -4,8 +4,9 @@
 //!   (nightly's `rust-src`, `bpf-linker` built on the nightly's own LLVM).
 //! - `build`, `run -- ARGS`: build the tool (programs included) and run it.
 //! - `test`: formatting, lints, unit tests, the fuzz targets for a bounded
-//!   time (see `fuzz.rs`), and the integration tests that load the real
-//!   programs into the real kernel.
+//!   time (see `fuzz.rs`), the shipped binary (`dist`), and the
+//!   integration tests that load the real programs into the real kernel:
+//!   this machine's, then each kernel of the matrix (`test-kernels`).
 //! - `dist`: the static binary, tarball and `.deb` that ship (see
 //!   `dist.rs`).
 //! - `bench`: the tracker's criterion benchmark and the end-to-end
@@ -59,8 +60,9 @@ enum Cmd {
     Dist,
     /// Run the benchmarks: tracker throughput and the connection storm.
     Bench(bench::Args),
-    /// Run the kernel integration tests in QEMU guests on several Debian
-    /// kernels (`TCPSTATE_KERNELS=5.10,6.1` selects series).
+    /// Run the kernel integration tests with the shipped binary in QEMU
+    /// guests on several Debian kernels (`TCPSTATE_KERNELS=5.10,6.1`
+    /// selects series).
     TestKernels,
 }
 
@@ -94,7 +96,10 @@ fn run(cli: Cli) -> Result<()> {
             let bin = artifacts::tcpstate(&env)?;
             bench::run(&env, &bin, &args)
         }
-        Cmd::TestKernels => kernels::run(&env),
+        Cmd::TestKernels => {
+            let bin = dist::build(&env)?;
+            kernels::run(&bin, &artifacts::kernel_tests(&env)?)
+        }
     }
 }
 
@@ -144,6 +149,7 @@ fn test(env: &toolchain::Env) -> Result<()> {
     timed("kernel integration tests", || {
         artifacts::run_kernel_tests(&tests, &bin)
     })?;
+    timed("kernel matrix", || kernels::run(&bin, &tests))?;
     eprintln!("xtask: all checks passed in {:.0?}", started.elapsed());
     Ok(())
 }
