@@ -76,9 +76,13 @@ pub struct Reorder {
     seq: u64,
     /// The newest timestamp seen.
     newest_ns: u64,
-    /// Held records with their listener's tuple, by socket, and the tuple
-    /// a later record of the socket gave.
-    incomplete: FxHashMap<u64, Option<SockId>>,
+    /// Held records with their listener's tuple still waiting for their
+    /// socket's next record: the arrival number of each, by socket.
+    awaiting: FxHashMap<u64, u64>,
+    /// Held records with their listener's tuple whose socket's next record
+    /// came: its tuple, by the held record's arrival number (a socket's
+    /// address can begin a new life while its last accept is still held).
+    completed: FxHashMap<u64, SockId>,
 }
 
 impl Default for Reorder {
@@ -94,7 +98,8 @@ impl Reorder {
             held: BinaryHeap::new(),
             seq: 0,
             newest_ns: 0,
-            incomplete: FxHashMap::default(),
+            awaiting: FxHashMap::default(),
+            completed: FxHashMap::default(),
         }
     }
 
@@ -105,16 +110,16 @@ impl Reorder {
 
     /// Holds one record.
     pub fn push(&mut self, event: Event) {
+        self.seq += 1;
         if has_listener_tuple(&event) {
-            self.incomplete.insert(event.skaddr, None);
-        } else if !self.incomplete.is_empty()
+            self.awaiting.insert(event.skaddr, self.seq);
+        } else if !self.awaiting.is_empty()
             && matches!(event.kind, Kind::Transition { .. })
-            && let Some(slot @ None) = self.incomplete.get_mut(&event.skaddr)
+            && let Some(accept) = self.awaiting.remove(&event.skaddr)
         {
-            *slot = Some(event.id);
+            self.completed.insert(accept, event.id);
         }
         self.newest_ns = self.newest_ns.max(event.ts_ns);
-        self.seq += 1;
         self.held.push(Reverse(Held {
             ts_ns: event.ts_ns,
             seq: self.seq,
@@ -131,22 +136,22 @@ impl Reorder {
     /// The oldest record stamped at or before `horizon_ns` (`u64::MAX`:
     /// every record, at the end).
     pub fn pop_until(&mut self, horizon_ns: u64) -> Option<Event> {
-        let oldest = &self.held.peek()?.0.event;
+        let oldest = &self.held.peek()?.0;
         if oldest.ts_ns > horizon_ns {
             return None;
         }
         let now_ns = horizon_ns.saturating_add(self.window_ns);
-        let waiting = horizon_ns != u64::MAX
-            && has_listener_tuple(oldest)
-            && self.incomplete.get(&oldest.skaddr) == Some(&None)
-            && oldest.ts_ns.saturating_add(COMPLETION_WAIT_NS) > now_ns;
-        if waiting {
+        let awaiting = self.awaiting.get(&oldest.event.skaddr) == Some(&oldest.seq);
+        if awaiting
+            && horizon_ns != u64::MAX
+            && oldest.ts_ns.saturating_add(COMPLETION_WAIT_NS) > now_ns
+        {
             return None;
         }
-        let mut event = self.held.pop()?.0.event;
-        if has_listener_tuple(&event)
-            && let Some(id) = self.incomplete.remove(&event.skaddr).flatten()
-        {
+        let Held { seq, mut event, .. } = self.held.pop()?.0;
+        if awaiting {
+            self.awaiting.remove(&event.skaddr);
+        } else if let Some(id) = self.completed.remove(&seq) {
             event.id = id;
         }
         Some(event)
@@ -222,6 +227,13 @@ mod tests {
         let mut own = event(1_002, 7);
         own.id.tuple = tuple(80, 41000);
         r.push(own);
+        // Socket 7's address begins a new life while its first accept is
+        // still held: each accept gets its own life's tuple.
+        r.push(event(1_002, 7));
+        r.push(accepted(1_002, 7, 0));
+        let mut second = event(1_002, 7);
+        second.id.tuple = tuple(80, 42000);
+        r.push(second);
         // Socket 9's next record never comes: it waits, holding what is
         // behind it, then leaves as it came.
         r.push(accepted(1_003, 9, 0));
@@ -231,7 +243,8 @@ mod tests {
         assert!(!has_listener_tuple(&first));
         assert_eq!(first.kind, accepted(0, 0, 0).kind, "still the accept");
         let settled: Vec<_> = std::iter::from_fn(|| r.pop_until(1_000_000)).collect();
-        assert_eq!(settled.len(), 2, "sockets 8 and 7, then 9 waits");
+        assert_eq!(settled.len(), 5, "sockets 8 and 7, then 9 waits");
+        assert_eq!(settled[3].id.tuple.rport, 42000, "the second life's accept");
         assert!(r.pop_until(1_000_000).is_none(), "socket 9 still waits");
         let later = 1_003 + COMPLETION_WAIT_NS;
         let rest: Vec<_> = std::iter::from_fn(|| r.pop_until(later)).collect();
@@ -240,6 +253,6 @@ mod tests {
         assert_eq!(rest[1].skaddr, 10);
         // After 6.15 the first transition has its own tuple already.
         assert!(!has_listener_tuple(&accepted(0, 1, 5000)));
-        assert!(r.incomplete.is_empty());
+        assert!(r.awaiting.is_empty() && r.completed.is_empty());
     }
 }
