@@ -33,7 +33,7 @@ use crate::{
     render::{Losses, Printer, Summary},
     sock::State,
     track::{
-        order::Reorder,
+        order::{self, Reorder},
         timewait::{self, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
         tracker::{Close, ConnectFailure, Note, Sink, Tracker, Transition},
     },
@@ -226,14 +226,17 @@ impl Engine {
     fn process<V: View>(&mut self, ev: &decode::Event, view: &mut V) {
         // An accepted socket's first transition passes the kernel with its
         // listener's tuple before Linux 6.15 (see `order`): it is filtered
-        // here, with its own tuple.
+        // here, with its own tuple. One left without it had its next
+        // records dropped by the kernel's filter, unless that filter looks
+        // at the local port only.
         let accept = Kind::Transition {
             old: State::LISTEN,
             new: State::SYN_RECV,
         };
         if ev.kind == accept
             && let Some(filter) = &self.kernel_filter
-            && !filter.passes(&ev.id.tuple)
+            && (!filter.passes(&ev.id.tuple)
+                || (order::has_listener_tuple(ev) && filter.filters_remote_or_family()))
         {
             return;
         }

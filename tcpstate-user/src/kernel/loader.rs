@@ -41,6 +41,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Whether the kernel filters by anything but the local port: an
+    /// accept still carrying its listener's tuple cannot be judged then.
+    pub fn filters_remote_or_family(&self) -> bool {
+        self.families != FAMILY_V4 | FAMILY_V6 || !self.rports.is_empty() || !self.ports.is_empty()
+    }
+
     /// Whether the kernel's family and port filters pass a socket with this
     /// tuple (an IPv4-mapped one is IPv4), as userspace applies them to
     /// what the kernel cannot filter: its tables, and a socket still

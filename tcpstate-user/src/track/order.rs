@@ -114,9 +114,12 @@ impl Reorder {
         if has_listener_tuple(&event) {
             self.awaiting.insert(event.skaddr, self.seq);
         } else if !self.awaiting.is_empty()
-            && matches!(event.kind, Kind::Transition { .. })
+            && let Kind::Transition { old, .. } = event.kind
             && let Some(accept) = self.awaiting.remove(&event.skaddr)
+            && old == State::SYN_RECV
         {
+            // The same life's next transition; any other begins a new life
+            // of the address (a kernel filter dropped the accept's end).
             self.completed.insert(accept, event.id);
         }
         self.newest_ns = self.newest_ns.max(event.ts_ns);
@@ -220,20 +223,33 @@ mod tests {
             },
             ..event(ts_ns, skaddr)
         };
+        // The accept's end: SYN_RECV -> ESTABLISHED, with the own tuple.
+        let established = |ts_ns, skaddr, rport| Event {
+            kind: Kind::Transition {
+                old: State::SYN_RECV,
+                new: State::ESTABLISHED,
+            },
+            ..accepted(ts_ns, skaddr, rport)
+        };
         let mut r = Reorder::default();
         r.push(accepted(1_000, 7, 0));
         // Another socket's record tells nothing about socket 7.
         r.push(event(1_001, 8));
-        let mut own = event(1_002, 7);
-        own.id.tuple = tuple(80, 41000);
-        r.push(own);
+        r.push(established(1_002, 7, 41000));
         // Socket 7's address begins a new life while its first accept is
         // still held: each accept gets its own life's tuple.
         r.push(event(1_002, 7));
         r.push(accepted(1_002, 7, 0));
-        let mut second = event(1_002, 7);
-        second.id.tuple = tuple(80, 42000);
-        r.push(second);
+        r.push(established(1_002, 7, 42000));
+        // Socket 11's next life begins before its accept's end was seen (a
+        // kernel filter dropped it): that life's tuple is not the accept's.
+        r.push(accepted(1_002, 11, 0));
+        let mut connect = event(1_002, 11);
+        connect.kind = Kind::Transition {
+            old: State::CLOSE,
+            new: State::SYN_SENT,
+        };
+        r.push(connect);
         // Socket 9's next record never comes: it waits, holding what is
         // behind it, then leaves as it came.
         r.push(accepted(1_003, 9, 0));
@@ -243,8 +259,12 @@ mod tests {
         assert!(!has_listener_tuple(&first));
         assert_eq!(first.kind, accepted(0, 0, 0).kind, "still the accept");
         let settled: Vec<_> = std::iter::from_fn(|| r.pop_until(1_000_000)).collect();
-        assert_eq!(settled.len(), 5, "sockets 8 and 7, then 9 waits");
+        assert_eq!(settled.len(), 7, "sockets 8, 7 and 11, then 9 waits");
         assert_eq!(settled[3].id.tuple.rport, 42000, "the second life's accept");
+        assert!(
+            has_listener_tuple(&settled[5]),
+            "socket 11's accept: not completed"
+        );
         assert!(r.pop_until(1_000_000).is_none(), "socket 9 still waits");
         let later = 1_003 + COMPLETION_WAIT_NS;
         let rest: Vec<_> = std::iter::from_fn(|| r.pop_until(later)).collect();
