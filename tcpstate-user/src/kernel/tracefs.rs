@@ -108,11 +108,16 @@ impl Format {
     /// Reads the format of `group:name` from the tracefs at `root`.
     pub fn read(root: &Path, group: &str, name: &str) -> Result<Format> {
         let path = root.join("events").join(group).join(name).join("format");
-        let text = fs::read_to_string(&path).map_err(|e| {
-            anyhow!(
+        let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => anyhow!(
+                "{} cannot be read by this process ({e}): tracefs is root's only: run \
+                 tcpstate as root, or grant it CAP_DAC_READ_SEARCH",
+                path.display()
+            ),
+            _ => anyhow!(
                 "tracepoint {group}:{name} not found ({}: {e}): this kernel does not provide it",
                 path.display()
-            )
+            ),
         })?;
         Format::parse(&format!("{group}:{name}"), &text)
     }
