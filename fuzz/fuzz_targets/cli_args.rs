@@ -4,7 +4,7 @@
 
 use clap::Parser as _;
 use libfuzzer_sys::fuzz_target;
-use tcpstate::cli::{Cli, Command};
+use tcpstate::cli::Cli;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -15,10 +15,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = cli.validate();
-    let common = match &cli.command {
-        Command::Watch(w) => &w.common,
-        Command::Timewait(t) => &t.common,
-    };
-    let _ = common.settings();
-    let _ = common.filter();
+    if let Some(common) = cli.command.common() {
+        let _ = common.settings();
+        let _ = common.filter();
+    }
 });
