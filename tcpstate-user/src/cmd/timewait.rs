@@ -190,7 +190,10 @@ fn frame<'a>(
         .entries()
         .filter(|e| filter.matches_entry(e))
         .collect();
-    let namespaces = namespaces(engine, &entries);
+    // Namespaces whose pools are busy count as in view even with no entry
+    // yet (an exhausted pool fails before any TIME_WAIT builds up).
+    let active = activity.rates.keys().chain(activity.failures.keys());
+    let namespaces = namespaces(engine, &entries, active.map(|k| k.netns));
     let limits: FxHashMap<u32, Limits> = namespaces
         .iter()
         .filter_map(|n| Some((n.netns, limits_of(&n.facts?))))
@@ -230,8 +233,12 @@ fn frame<'a>(
 }
 
 /// The figures of tcpstate's own namespace (read now), then of those of
-/// the entries in view, most TIME_WAIT first (as last read inside each).
-fn namespaces(engine: &Engine, entries: &[&Entry]) -> Vec<NsFigures> {
+/// the entries in view and of the busy pools, most TIME_WAIT first (as last read inside each).
+fn namespaces(
+    engine: &Engine,
+    entries: &[&Entry],
+    active: impl Iterator<Item = u32>,
+) -> Vec<NsFigures> {
     let own = netns::current_netns().ok();
     let names = netns::names();
     let mut time_wait: FxHashMap<u32, usize> = FxHashMap::default();
@@ -241,6 +248,7 @@ fn namespaces(engine: &Engine, entries: &[&Entry]) -> Vec<NsFigures> {
     let mut in_view: Vec<u32> = entries
         .iter()
         .map(|e| e.id.netns)
+        .chain(active)
         .filter(|&ns| Some(ns) != own)
         .collect::<rustc_hash::FxHashSet<u32>>()
         .into_iter()
