@@ -792,3 +792,41 @@ fn closes_the_kernel_refuses_a_time_wait_socket_are_not_time_wait() {
     let kernel: HashSet<Tuple> = kernel::time_wait(&ns).iter().map(KernelTw::tuple).collect();
     assert_eq!(entered, kernel);
 }
+
+/// A pool that runs out of ports before any TIME_WAIT builds up is judged
+/// by its own namespace's range: failures flag it, sized with 4 ports.
+#[test]
+fn an_exhausted_pool_without_time_wait_is_judged_by_its_namespace() {
+    require_root();
+    let ns = namespace("exhausted");
+    set_sysctl(&ns, "net.ipv4.ip_local_port_range", "40000 40003");
+    let interval = format!("{}", 0.5 * f64::from(slowdown()));
+    let tracer = Tracer::start(&[
+        "timewait",
+        "--json",
+        "--netns",
+        &ns.name,
+        "--interval",
+        &interval,
+        "--count",
+        "3",
+    ]);
+    ns.run(|| {
+        let _listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 8080)).unwrap();
+        let mut held = Vec::new();
+        while let Ok(conn) = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, 8080)) {
+            held.push(conn);
+            assert!(held.len() <= 4, "more connections than ports");
+        }
+        thread::sleep(Duration::from_millis(500) * slowdown());
+    });
+    let objects = tracer.finish();
+    let pool = of_type(&objects, "timewait_summary")
+        .iter()
+        .flat_map(|t| t["pools"].as_array().unwrap().clone())
+        .find(|p| p["rport"] == 8080 && p["no_local_port_per_s"].as_f64() > Some(0.0))
+        .unwrap_or_else(|| panic!("no exhausted pool: {objects:?}"));
+    assert_eq!(pool["ports"], 4, "{pool}");
+    assert_eq!(pool["flagged"], true, "{pool}");
+    assert_eq!(pool["netns_name"], ns.name.as_str(), "{pool}");
+}
