@@ -92,6 +92,11 @@ impl Tracer {
         Tracer { child, stdout }
     }
 
+    /// Its process, to signal.
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
     /// Stops it with SIGINT (as Ctrl-C would), waits for it to exit 0,
     /// and returns every JSON object it printed.
     pub fn stop(self) -> Vec<Value> {
@@ -102,20 +107,26 @@ impl Tracer {
     pub fn stop_with(self, signal: nix::sys::signal::Signal) -> Vec<Value> {
         // Let the last events reach the ring buffer and be polled.
         thread::sleep(Duration::from_millis(200));
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
-            .expect("signalling tcpstate");
+        nix::sys::signal::kill(self.pid(), signal).expect("signalling tcpstate");
         self.finish()
     }
 
     /// Waits for it to exit by itself (`--count`, `--duration`, `--once`).
-    pub fn finish(mut self) -> Vec<Value> {
+    pub fn finish(self) -> Vec<Value> {
+        self.finish_at().0
+    }
+
+    /// [`Tracer::finish`], and when it exited.
+    pub fn finish_at(mut self) -> (Vec<Value>, std::time::Instant) {
         let status = self.child.wait().expect("waiting for tcpstate");
+        let exited = std::time::Instant::now();
         assert!(status.success(), "tcpstate exited with {status}");
         let lines = self.stdout.join().expect("stdout reader");
-        lines
+        let objects = lines
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-            .collect()
+            .collect();
+        (objects, exited)
     }
 }
 

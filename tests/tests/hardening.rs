@@ -209,6 +209,45 @@ fn sigterm_ends_a_run_within_a_second_whatever_the_reader_does() {
 }
 
 #[test]
+fn a_backlog_in_the_ring_buffer_does_not_hold_up_the_end_and_is_counted() {
+    use nix::sys::signal::{Signal, kill};
+    require_root();
+    let ns = NetNs::new("tcpstate-test-backlog");
+    let tracer = Tracer::start(&["watch", "--json", "--ring-mib", "256"]);
+    // Stopped, tcpstate reads nothing while the kernel fills its ring
+    // buffer with more than it can process in a second (about 1.5 million
+    // records here; a slower guest is slower at both ends).
+    kill(tracer.pid(), Signal::SIGSTOP).unwrap();
+    let conns = 150_000 / u64::from(slowdown());
+    ns.run(|| {
+        storm::run(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            conns,
+            2,
+        )
+    })
+    .expect("storm");
+    kill(tracer.pid(), Signal::SIGTERM).unwrap();
+    let sent = Instant::now();
+    kill(tracer.pid(), Signal::SIGCONT).unwrap();
+    let (objects, exited) = tracer.finish_at();
+    let took = exited - sent;
+    assert!(
+        took < Duration::from_secs(1) * slowdown(),
+        "SIGTERM with a backlog took {took:?}"
+    );
+    let summary = summary(&objects);
+    let by_reason = &summary["lost_by_reason"];
+    let unread = by_reason["unread"].as_u64().unwrap();
+    assert!(unread > 0, "the backlog was read in time: {summary}");
+    assert_eq!(by_reason["ring_full"], 0, "{summary}");
+    // What was read and what was left add up to what the storm made: at
+    // least one record per connection and side.
+    let events = summary["events"].as_u64().unwrap();
+    assert!(events + unread >= 2 * conns, "{summary}");
+}
+
+#[test]
 fn duration_ends_a_run_whatever_the_reader_does() {
     require_root();
     let ns = NetNs::new("tcpstate-test-stalled-duration");

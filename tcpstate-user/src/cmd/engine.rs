@@ -45,9 +45,18 @@ use super::output;
 /// it (the kernel wakes it only once a batch is waiting).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Records read in one go before the loop looks at signals and timers
-/// again (about 6 MiB of records, a few milliseconds of work).
-const DRAIN_BATCH: usize = 1 << 16;
+/// How long one drain may go on before the loop looks at signals and
+/// timers again, however many records wait: the loop answers a signal in
+/// time even on a host too slow to keep up.
+const DRAIN_SLICE: Duration = Duration::from_millis(20);
+
+/// How long the last drain, after a signal or `--duration`, may take: the
+/// run ends within a second whatever the backlog, and the records it had
+/// no time for are counted as lost.
+const EXIT_DRAIN: Duration = Duration::from_millis(250);
+
+/// Records read between looks at the clock.
+const DRAIN_STEP: usize = 256;
 
 /// What a command does with the stream.
 pub trait View: Sink + TwSink {
@@ -101,6 +110,9 @@ pub struct Engine {
     pub facts: FxHashMap<u32, Facts>,
     /// Records read from the kernel.
     pub events: u64,
+    /// Records left in the ring buffer when the run ended: the last drain
+    /// ran out of time.
+    pub unread: u64,
     /// Reconciliation passes done.
     pub reconciliations: u64,
     /// The kernel's family and port filters, for the records it cannot
@@ -174,6 +186,7 @@ impl Engine {
             established: Vec::new(),
             facts: FxHashMap::default(),
             events: 0,
+            unread: 0,
             reconciliations: 0,
             kernel_filter: None,
         }
@@ -196,29 +209,56 @@ impl Engine {
         self.reconciliations += 1;
     }
 
-    /// Reads waiting records into the reorder window, at most
-    /// [`DRAIN_BATCH`] of them so that the loop gets back to signals and
-    /// timers under any load, and passes on those that have settled; true
-    /// when the ring buffer is empty.
-    fn drain<V: View>(&mut self, ring: &mut RingBuf<MapData>, view: &mut V) -> bool {
-        let mut empty = false;
-        for _ in 0..DRAIN_BATCH {
-            let Some(item) = ring.next() else {
-                empty = true;
-                break;
-            };
-            self.events += 1;
-            match decode::decode(&item) {
-                Ok(ev) => self.reorder.push(ev),
-                Err(e) => warning!("skipping a malformed record: {e}"),
+    /// Reads waiting records into the reorder window and passes on those
+    /// that have settled, until the ring buffer is empty (true) or
+    /// `deadline` has passed, so that the loop gets back to signals and
+    /// timers under any load.
+    fn drain<V: View>(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        view: &mut V,
+        deadline: std::time::Instant,
+    ) -> bool {
+        loop {
+            for _ in 0..DRAIN_STEP {
+                let Some(item) = ring.next() else {
+                    self.process_settled(view);
+                    return true;
+                };
+                self.events += 1;
+                match decode::decode(&item) {
+                    Ok(ev) => self.reorder.push(ev),
+                    Err(e) => warning!("skipping a malformed record: {e}"),
+                }
+            }
+            self.process_settled(view);
+            if std::time::Instant::now() >= deadline {
+                return false;
             }
         }
+    }
+
+    /// [`Engine::drain`] for one [`DRAIN_SLICE`].
+    fn drain_slice<V: View>(&mut self, ring: &mut RingBuf<MapData>, view: &mut V) -> bool {
+        self.drain(ring, view, std::time::Instant::now() + DRAIN_SLICE)
+    }
+
+    /// The last drain, once the programs are detached: what [`EXIT_DRAIN`]
+    /// leaves no time for is counted in [`Engine::unread`].
+    fn drain_last<V: View>(&mut self, ring: &mut RingBuf<MapData>, view: &mut V) {
+        if !self.drain(ring, view, std::time::Instant::now() + EXIT_DRAIN) {
+            while ring.next().is_some() {
+                self.unread += 1;
+            }
+        }
+    }
+
+    fn process_settled<V: View>(&mut self, view: &mut V) {
         while !view.done()
             && let Some(ev) = self.reorder.pop_settled()
         {
             self.process(&ev, view);
         }
-        empty
     }
 
     /// One record through the tracker and the table, after the expiries
@@ -368,6 +408,7 @@ fn combine(lost: Lost, engine: &Engine, output: &output::Stats) -> (Losses, u64)
             nested: lost.nested,
             inferred: engine.tracker.stats().unfinished.saturating_sub(counted),
             output: output.dropped(),
+            unread: engine.unread,
         },
         lost.rescued,
     )
@@ -407,39 +448,37 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     let mut refresh = pacing.refresh.map(interval);
     let mut reconcile = pacing.reconcile.map(interval);
     let mut pending_dump: Option<tokio::task::JoinHandle<Result<Dump>>> = None;
+    // A dump taken, to apply once everything traced before it is read.
+    let mut taken_dump: Option<Dump> = None;
     let mut lost = LostWatch::default();
 
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer")?;
-                // Ready until it is empty: a full batch leaves it so.
-                if engine.drain(guard.get_inner_mut(), view) {
+                // Ready until it is empty: a full slice leaves it so.
+                if engine.drain_slice(guard.get_inner_mut(), view) {
                     guard.clear_ready();
                 }
             }
             _ = poll.tick() => {
-                engine.drain(events.get_mut(), view);
+                engine.drain_slice(events.get_mut(), view);
                 engine.tick(clock::monotonic_ns(), view);
                 lost.check(losses(&kernel, &engine, &pacing.output)?.0);
             }
             _ = tick(&mut refresh) => {
-                engine.drain(events.get_mut(), view);
+                engine.drain_slice(events.get_mut(), view);
                 view.refresh(&engine, losses(&kernel, &engine, &pacing.output)?.0, clock::monotonic_ns());
             }
-            _ = tick(&mut reconcile), if pending_dump.is_none() => {
+            _ = tick(&mut reconcile), if pending_dump.is_none() && taken_dump.is_none() => {
                 // Drain first: what is already traced is not "missed".
-                engine.drain(events.get_mut(), view);
+                engine.drain_slice(events.get_mut(), view);
                 let (scope, only) = (scope.clone(), engine.table.namespaces());
                 pending_dump = Some(tokio::task::spawn_blocking(move || snapshot::dump(&scope, Some(&only))));
             }
             done = async { pending_dump.as_mut().expect("guarded").await }, if pending_dump.is_some() => {
                 pending_dump = None;
-                let dump = done.context("reconciliation task")?.context("reconciling with the kernel")?;
-                // Everything tracing saw first: what it saw is not "missed".
-                engine.drain(events.get_mut(), view);
-                engine.release(u64::MAX, view);
-                engine.apply(dump, false, view);
+                taken_dump = Some(done.context("reconciliation task")?.context("reconciling with the kernel")?);
             }
             guard = logs.readable_mut() => {
                 let mut guard = guard.context("polling eBPF diagnostics")?;
@@ -448,6 +487,15 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             }
             _ = signals.recv() => break,
             _ = &mut until_stop => break,
+        }
+        // Everything tracing saw first: what it saw is not "missed". A
+        // backlog postpones the dump to a later turn of the loop.
+        if taken_dump.is_some()
+            && engine.drain_slice(events.get_mut(), view)
+            && let Some(dump) = taken_dump.take()
+        {
+            engine.release(u64::MAX, view);
+            engine.apply(dump, false, view);
         }
         view.flush();
         if view.error().is_some() || view.done() {
@@ -458,7 +506,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     // Detach first, so that nothing arrives after the final drain.
     let kernel_lost = kernel.lost()?;
     drop(kernel);
-    while !engine.drain(events.get_mut(), view) {}
+    engine.drain_last(events.get_mut(), view);
     engine.release(u64::MAX, view);
     let mut sink = Stage {
         table: &mut engine.table,

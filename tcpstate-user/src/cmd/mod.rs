@@ -15,7 +15,7 @@ use crate::messages::warning;
 
 /// How long the writer thread may take, at the end, to write what is
 /// queued: a stalled reader must not hold the exit up.
-const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+const OUTPUT_GRACE: Duration = Duration::from_millis(250);
 
 /// Whether standard output is a terminal (the live screen then redraws in
 /// place).

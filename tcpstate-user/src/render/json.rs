@@ -723,6 +723,7 @@ mod tests {
                     nested: 2,
                     inferred: 5,
                     output: 3,
+                    unread: 6,
                 },
                 duration_ms: 0.5,
                 untracked: 2,
@@ -742,7 +743,7 @@ mod tests {
             r#"{"type":"timewait_exit","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"reason":"expired","lived_ms":60000.0}"#,
             r#"{"type":"timewait_entry","ts":"2025-11-24T16:16:40.000999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":null,"comm":null,"entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":59999.0,"source":"kernel"}"#,
             r#"{"type":"timewait_entry","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":0,"comm":"x","entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":0.0,"source":"traced"}"#,
-            r#"{"type":"summary","events":3,"lost":11,"lost_by_reason":{"ring_full":1,"nested":2,"inferred":5,"output":3},"duration_ms":0.5,"untracked":2,"unfinished":3,"rescued":4}"#,
+            r#"{"type":"summary","events":3,"lost":17,"lost_by_reason":{"ring_full":1,"nested":2,"inferred":5,"output":3,"unread":6},"duration_ms":0.5,"untracked":2,"unfinished":3,"rescued":4}"#,
         ];
         assert_eq!(out.lines().collect::<Vec<_>>(), want);
     }

@@ -64,11 +64,14 @@ pub struct Losses {
     /// Lines of output dropped because the reader of standard output did
     /// not keep up.
     pub output: u64,
+    /// Records still in the ring buffer when the run had to end: it ends
+    /// within a second of a signal or `--duration`, whatever the backlog.
+    pub unread: u64,
 }
 
 impl Losses {
     pub fn total(&self) -> u64 {
-        self.ring_full + self.nested + self.inferred + self.output
+        self.ring_full + self.nested + self.inferred + self.output + self.unread
     }
 }
 

@@ -184,12 +184,16 @@ impl<W: Write> Printer for Text<W> {
             if n == 0 { String::new() } else { text(n) }
         };
         note!(
-            "{} events, {} lost, {:.1} s{}{}{}{}",
+            "{} events, {} lost, {:.1} s{}{}{}{}{}",
             s.events,
             s.lost.total(),
             s.duration_ms / 1000.0,
             optional(s.lost.output, &|n| format!(
                 " (of which {n} lines of output the reader of standard output did not take)"
+            )),
+            optional(s.lost.unread, &|n| format!(
+                " (of which {n} records still in the ring buffer: the run ended before \
+                 reading them)"
             )),
             optional(s.rescued, &|n| format!(
                 " ({n} skipped by the kernel for nested runs, recorded by the rescue programs)"
@@ -217,7 +221,10 @@ mod tests {
     use super::*;
     use crate::{
         messages::captured,
-        render::tests::{clock, transition},
+        render::{
+            Losses,
+            tests::{clock, transition},
+        },
         sock::Comm,
     };
 
@@ -288,16 +295,27 @@ mod tests {
             rescued: 2,
             ..Summary::default()
         };
+        let behind = Summary {
+            lost: Losses {
+                unread: 7,
+                ..Losses::default()
+            },
+            ..summary
+        };
         let out = render(|r| {
             r.summary(&summary);
             r.summary(&Summary::default());
+            r.summary(&behind);
         });
         assert_eq!(out, "");
         assert_eq!(
             captured::take(),
             [
                 "tcpstate: 20 events, 0 lost, 1.5 s (2 skipped by the kernel for nested runs, \
-              recorded by the rescue programs)\n"
+              recorded by the rescue programs)\n",
+                "tcpstate: 20 events, 7 lost, 1.5 s (of which 7 records still in the ring buffer: \
+                 the run ended before reading them) (2 skipped by the kernel for nested runs, \
+                 recorded by the rescue programs)\n"
             ]
         );
     }
