@@ -36,6 +36,10 @@ pub enum Command {
     /// Live table of TIME_WAIT sockets: who closed, which process, time
     /// left; totals and ephemeral-port pressure.
     Timewait(TimewaitArgs),
+    /// What is wrong with TIME_WAIT and local ports here, where, and what to
+    /// change: traces for --duration (default 10 s), or reads a recording
+    /// (--input). Exit status: 0 healthy, 3 a warning, 4 critical.
+    Diagnose(DiagnoseArgs),
     /// Write the man page or a shell completion script to stdout, from
     /// these definitions (for packaging).
     #[command(hide = true)]
@@ -51,6 +55,7 @@ impl Command {
         match self {
             Command::Watch(w) => Some(&w.common),
             Command::Timewait(t) => Some(&t.common),
+            Command::Diagnose(d) => Some(&d.common),
             Command::Generate { .. } => None,
         }
     }
@@ -83,10 +88,32 @@ pub struct TimewaitArgs {
     /// How to group the entries in the live view.
     #[arg(long, value_enum, default_value_t = GroupBy::Peer)]
     pub group_by: GroupBy,
+    #[command(flatten)]
+    pub pressure: Pressure,
+}
+
+/// When a pool of local ports counts as pressed.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct Pressure {
     /// Flag an ephemeral-port pool once TIME_WAIT + established use, or the
     /// steady-state projection, exceed this fraction of the port range.
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.5, allow_negative_numbers = true, value_parser = parse_fraction)]
-    pub pressure_threshold: f64,
+    #[arg(long = "pressure-threshold", value_name = "FRACTION", default_value_t = 0.5, allow_negative_numbers = true, value_parser = parse_fraction)]
+    pub threshold: f64,
+}
+
+/// How long `diagnose` traces without `--duration`.
+pub const DIAGNOSE_DURATION: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Analyse a recording instead of tracing: the JSON Lines that
+    /// `tcpstate watch --json` writes (`-`: standard input).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["duration", "reconcile", "ring_mib", "wakeup_bytes", "reorder_window", "lport", "rport", "port", "laddr", "raddr", "pid", "comm", "netns", "ipv4", "ipv6"])]
+    pub input: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub pressure: Pressure,
 }
 
 /// Grouping of the live TIME_WAIT view.

@@ -3,7 +3,8 @@
 //!
 //! Data flows one way: [`kernel`] (the programs, the ring buffer, decoding)
 //! -> [`track`] (classification, the TIME_WAIT table, filters, pressure;
-//! pure) -> [`render`] (text, JSON Lines). [`host`] supplies what the
+//! pure) -> [`diagnose`] (findings and fixes; pure) -> [`render`] (text,
+//! JSON Lines). [`host`] supplies what the
 //! kernel's tables and /proc say (sock_diag, namespaces, owners, sysctls),
 //! [`cmd`] runs the loop and the subcommands, [`cli`] parses the command
 //! line, [`messages`] is the one writer of stderr, and [`sock`] is the
@@ -11,6 +12,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod diagnose;
 pub mod host;
 pub mod kernel;
 pub mod messages;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tcpstate::{
     cli::{Cli, Command},
-    cmd, messages,
+    cmd,
+    diagnose::findings::Severity,
+    messages,
 };
 
 fn main() -> ExitCode {
@@ -26,11 +28,13 @@ fn main() -> ExitCode {
         return usage_error(&msg);
     }
     let result = match &cli.command {
-        Command::Generate { what } => cmd::generate::run(*what, &mut std::io::stdout().lock()),
+        Command::Generate { what } => {
+            cmd::generate::run(*what, &mut std::io::stdout().lock()).map(|()| ExitCode::SUCCESS)
+        }
         command => trace(command),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             messages::error(format_args!("{e:#}"));
             ExitCode::FAILURE
@@ -39,7 +43,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs a tracing command to its end.
-fn trace(command: &Command) -> anyhow::Result<()> {
+fn trace(command: &Command) -> anyhow::Result<ExitCode> {
     // The eBPF programs' diagnostics arrive through aya-log.
     env_logger::Builder::new()
         .filter_level(log::LevelFilter::Warn)
@@ -51,15 +55,28 @@ fn trace(command: &Command) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))?;
     let result = runtime.block_on(async {
         match command {
-            Command::Watch(args) => cmd::watch::run(args).await,
-            Command::Timewait(args) => cmd::timewait::run(args).await,
-            Command::Generate { what } => cmd::generate::run(*what, &mut std::io::stdout()),
+            Command::Watch(args) => cmd::watch::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Timewait(args) => cmd::timewait::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Diagnose(args) => cmd::diagnose::run(args).await.map(verdict),
+            Command::Generate { what } => {
+                cmd::generate::run(*what, &mut std::io::stdout()).map(|()| ExitCode::SUCCESS)
+            }
         }
     });
     // A start-up cut short by a signal may still be loading or dumping on a
     // blocking thread: do not wait for it.
     runtime.shutdown_background();
     result
+}
+
+/// `diagnose`'s exit status: 0 healthy (or information only), 3 a
+/// warning, 4 critical; never 1 (an error) or 2 (a usage error).
+fn verdict(worst: Severity) -> ExitCode {
+    match worst {
+        Severity::Info => ExitCode::SUCCESS,
+        Severity::Warning => ExitCode::from(3),
+        Severity::Critical => ExitCode::from(4),
+    }
 }
 
 /// An invalid command line: one line, exit status 2.

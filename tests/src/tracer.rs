@@ -60,8 +60,15 @@ pub struct Tracer {
 impl Tracer {
     /// Starts `tcpstate ARGS` and waits until its programs are attached.
     pub fn start(args: &[&str]) -> Tracer {
-        let mut child = Command::new(bin())
-            .args(args)
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        Tracer::start_command(cmd)
+    }
+
+    /// [`Tracer::start`] of a command set up by the caller (its
+    /// scheduling, say).
+    pub fn start_command(mut cmd: Command) -> Tracer {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use crate::{
     cli::Common,
     host::{
-        clock, owners,
+        clock, netns, owners,
         snapshot::{self, Dump},
         sockdiag::{KernelSocket, Listeners},
         sysctl::Facts,
@@ -30,7 +30,7 @@ use crate::{
         privileges,
     },
     messages::{note, warning},
-    render::{Losses, Printer, Summary},
+    render::{Losses, NsFigures, Printer, Summary},
     sock::State,
     track::{
         order::{self, Reorder},
@@ -64,6 +64,10 @@ pub trait View: Sink + TwSink {
 
     fn printer(&self) -> &Self::P;
     fn printer_mut(&mut self) -> &mut Self::P;
+
+    /// Called once tracing has begun, after the kernel's tables seeded the
+    /// engine.
+    fn started(&mut self, _engine: &Engine) {}
 
     /// Called every `refresh` interval (if any).
     fn refresh(&mut self, _engine: &Engine, _lost: Losses, _now_ns: u64) {}
@@ -190,6 +194,25 @@ impl Engine {
             reconciliations: 0,
             kernel_filter: None,
         }
+    }
+
+    /// Every namespace whose settings were read, in inode order, with its
+    /// TIME_WAIT sockets now.
+    pub fn known_namespaces(&self) -> Vec<NsFigures> {
+        let names = netns::names();
+        let mut known: Vec<NsFigures> = self
+            .facts
+            .iter()
+            .map(|(&netns, &facts)| NsFigures {
+                netns,
+                name: names.get(&netns).cloned(),
+                facts: Some(facts),
+                time_wait: self.table.in_netns(netns),
+                tw_refused: None,
+            })
+            .collect();
+        known.sort_by_key(|n| n.netns);
+        known
     }
 
     /// Applies a dump: the first one seeds the table.
@@ -440,6 +463,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     tokio::pin!(until_stop);
     let scope = common.scope();
     note!("tracing TCP state transitions (Ctrl-C to stop)");
+    view.started(&engine);
 
     let mut events = readable(probe.events).context("polling the ring buffer")?;
     let mut logs = readable(probe.logger).context("polling eBPF diagnostics")?;
@@ -453,12 +477,17 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     let mut lost = LostWatch::default();
 
     loop {
+        // Records still waiting after a slice: the loop must still give
+        // the runtime its turn (below).
+        let mut behind = false;
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer")?;
                 // Ready until it is empty: a full slice leaves it so.
                 if engine.drain_slice(guard.get_inner_mut(), view) {
                     guard.clear_ready();
+                } else {
+                    behind = true;
                 }
             }
             _ = poll.tick() => {
@@ -501,8 +530,17 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
         if view.error().is_some() || view.done() {
             break;
         }
+        if behind {
+            // Signals and timers reach the select only through the
+            // runtime's driver, which runs when this task yields: with the
+            // ring buffer never empty (a host too busy for tcpstate to keep
+            // up) it would otherwise wait for the backlog to end.
+            tokio::task::yield_now().await;
+        }
     }
 
+    // The run's length: until it was told to stop.
+    let duration = started.elapsed();
     // Detach first, so that nothing arrives after the final drain.
     let kernel_lost = kernel.lost()?;
     drop(kernel);
@@ -515,7 +553,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     };
     engine.tracker.finish(&mut sink);
     let (lost, rescued) = combine(kernel_lost, &engine, &pacing.output);
-    view.finish(&engine, lost, rescued, started.elapsed());
+    view.finish(&engine, lost, rescued, duration);
     output_result(view.error())
 }
 

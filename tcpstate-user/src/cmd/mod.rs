@@ -1,6 +1,7 @@
 //! The commands: the event loop they share, standard output through its
 //! writer thread, and one module per subcommand.
 
+pub mod diagnose;
 pub mod engine;
 pub mod generate;
 pub mod output;

@@ -199,7 +199,7 @@ fn frame<'a>(
         .filter_map(|n| Some((n.netns, limits_of(&n.facts?))))
         .collect();
     let pools = pressure::pools(
-        entries.iter().copied(),
+        entries.iter().map(|e| (&e.id, e.role)),
         &pressure::Inputs {
             established: &engine.established,
             listeners: &engine.listeners,
@@ -292,7 +292,7 @@ async fn timewait<P: Printer>(
     super::warn_unmatchable(common);
     let settings = Settings {
         group_by: args.group_by,
-        threshold: args.pressure_threshold,
+        threshold: args.pressure.threshold,
         tw_len_s: common.tw_len.as_secs_f64(),
     };
     if args.once {

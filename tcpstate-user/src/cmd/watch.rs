@@ -4,12 +4,12 @@
 use anyhow::Result;
 
 use super::{
-    engine::{self, Pacing, View},
+    engine::{self, Engine, Pacing, View},
     output,
 };
 use crate::{
     cli::WatchArgs,
-    render::Printer,
+    render::{Host, Printer},
     track::{
         filter::Filter,
         timewait::{Entry, ExitReason, TwSink},
@@ -78,6 +78,20 @@ impl<P: Printer> View for Watch<P> {
 
     fn done(&self) -> bool {
         self.remaining == Some(0)
+    }
+
+    /// A recording's context: each namespace's settings (none without
+    /// reconciliation, which reads them).
+    fn started(&mut self, engine: &Engine) {
+        let namespaces = engine.known_namespaces();
+        if !namespaces.is_empty() {
+            self.printer.host(&Host {
+                now_ns: crate::host::clock::monotonic_ns(),
+                tw_len_ms: engine.table.tw_len_ns() as f64 / 1e6,
+                own_netns: crate::host::netns::current_netns().ok(),
+                namespaces: &namespaces,
+            });
+        }
     }
 }
 

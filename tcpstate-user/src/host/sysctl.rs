@@ -23,6 +23,9 @@ pub struct Facts {
     /// `TcpExt: TWRecycled`: TIME_WAIT sockets `connect()` took over
     /// (`tcp_tw_reuse`).
     pub tw_recycled: u64,
+    /// `net.ipv4.tcp_fin_timeout`, in seconds: it bounds FIN_WAIT2, not
+    /// TIME_WAIT (a common mistake to lower it for TIME_WAIT).
+    pub fin_timeout: u32,
 }
 
 impl Facts {
@@ -40,6 +43,7 @@ impl Facts {
             max_tw_buckets: sysctl("tcp_max_tw_buckets").trim().parse().unwrap_or(0),
             tw_overflow: counter("TCPTimeWaitOverflow"),
             tw_recycled: counter("TWRecycled"),
+            fin_timeout: sysctl("tcp_fin_timeout").trim().parse().unwrap_or(0),
         }
     }
 

@@ -8,11 +8,12 @@ use std::{borrow::Cow, collections::BTreeMap, io::Write, net::IpAddr};
 use serde::Serialize;
 
 use super::{
-    Frame, Losses, NsFigures, Out, Printer, Rates, Summary,
+    Frame, Host, Losses, NsFigures, Out, Printer, Rates, Report, Summary,
     encode::{self, Fields, Value, fields},
     time::{Ts, ms},
 };
 use crate::{
+    diagnose::findings::{self, Finding},
     host::clock::Clock,
     sock::{Owner, SockId},
     track::{
@@ -216,7 +217,135 @@ struct NamespaceJson {
     tcp_tw_reuse: Option<u8>,
     tcp_timestamps: Option<u8>,
     tw_recycled: Option<u64>,
+    tcp_fin_timeout: Option<u32>,
     tw_refused: Option<u64>,
+}
+
+impl NamespaceJson {
+    fn new(n: &NsFigures) -> NamespaceJson {
+        NamespaceJson {
+            netns: n.netns,
+            netns_name: n.name.clone(),
+            time_wait: n.time_wait,
+            tcp_max_tw_buckets: n.facts.map(|f| f.max_tw_buckets),
+            tcp_max_tw_buckets_headroom: n.headroom(),
+            tcp_timewait_overflow: n.facts.map(|f| f.tw_overflow),
+            port_range: n.facts.map(|f| f.port_range),
+            reserved_ports: n.facts.map(|f| f.reserved),
+            tcp_tw_reuse: n.facts.map(|f| f.tw_reuse),
+            tcp_timestamps: n.facts.map(|f| f.timestamps),
+            tw_recycled: n.facts.map(|f| f.tw_recycled),
+            tcp_fin_timeout: n.facts.map(|f| f.fin_timeout),
+            tw_refused: n.tw_refused,
+        }
+    }
+}
+
+/// The `host` object: a recording's context.
+#[derive(Serialize)]
+struct HostJson {
+    r#type: &'static str,
+    ts: Ts,
+    tw_len_ms: f64,
+    own_netns: Option<u32>,
+    namespaces: Vec<NamespaceJson>,
+}
+
+/// One `diagnose` finding.
+#[derive(Serialize)]
+struct FindingJson<'a> {
+    r#type: &'static str,
+    kind: &'static str,
+    severity: &'static str,
+    netns: Option<u32>,
+    netns_name: Option<&'a str>,
+    r#where: WhereJson<'a>,
+    what: &'a str,
+    evidence: EvidenceJson<'a>,
+    consequence: &'a str,
+    fixes: Vec<FixJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct WhereJson<'a> {
+    laddr: Option<IpAddr>,
+    lport: Option<u16>,
+    raddr: Option<IpAddr>,
+    rport: Option<u16>,
+    processes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct FixJson<'a> {
+    action: &'static str,
+    detail: &'a str,
+}
+
+/// The evidence as one object, in the finding's order.
+struct EvidenceJson<'a>(&'a [(&'static str, findings::Value)]);
+
+impl Serialize for EvidenceJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(name, v)| (name, EvidenceValue(v))))
+    }
+}
+
+struct EvidenceValue<'a>(&'a findings::Value);
+
+impl Serialize for EvidenceValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            findings::Value::Count(n) => s.serialize_u64(*n),
+            findings::Value::Real(x) | findings::Value::Share(x) => {
+                s.serialize_f64((x * 1000.0).round() / 1000.0)
+            }
+            findings::Value::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+/// The end of a `diagnose` report.
+#[derive(Serialize)]
+struct DiagnosisSummaryJson<'a> {
+    r#type: &'static str,
+    severity: &'static str,
+    findings: usize,
+    source: &'static str,
+    observed_ms: f64,
+    events: Option<u64>,
+    lost: u64,
+    gaps: &'a [String],
+}
+
+impl<'a> FindingJson<'a> {
+    fn new(f: &'a Finding) -> FindingJson<'a> {
+        let p = &f.place;
+        FindingJson {
+            r#type: "finding",
+            kind: f.kind.as_str(),
+            severity: f.severity.as_str(),
+            netns: p.netns,
+            netns_name: p.netns_name.as_deref(),
+            r#where: WhereJson {
+                laddr: p.laddr,
+                lport: p.lport,
+                raddr: p.raddr,
+                rport: p.rport,
+                processes: &p.processes,
+            },
+            what: &f.what,
+            evidence: EvidenceJson(&f.evidence),
+            consequence: &f.consequence,
+            fixes: f
+                .fixes
+                .iter()
+                .map(|x| FixJson {
+                    action: x.action,
+                    detail: &x.detail,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One pool of `timewait --once --json`.
@@ -338,24 +467,7 @@ impl<W: Write> Json<W> {
             connect_failed: f
                 .connect_failed
                 .map(|n| FailReason::ALL.iter().map(|r| r.as_str()).zip(n).collect()),
-            namespaces: f
-                .namespaces
-                .iter()
-                .map(|n| NamespaceJson {
-                    netns: n.netns,
-                    netns_name: n.name.clone(),
-                    time_wait: n.time_wait,
-                    tcp_max_tw_buckets: n.facts.map(|f| f.max_tw_buckets),
-                    tcp_max_tw_buckets_headroom: n.headroom(),
-                    tcp_timewait_overflow: n.facts.map(|f| f.tw_overflow),
-                    port_range: n.facts.map(|f| f.port_range),
-                    reserved_ports: n.facts.map(|f| f.reserved),
-                    tcp_tw_reuse: n.facts.map(|f| f.tw_reuse),
-                    tcp_timestamps: n.facts.map(|f| f.timestamps),
-                    tw_recycled: n.facts.map(|f| f.tw_recycled),
-                    tw_refused: n.tw_refused,
-                })
-                .collect(),
+            namespaces: f.namespaces.iter().map(NamespaceJson::new).collect(),
             pools: pools(f),
         };
         self.serde_line(&totals);
@@ -493,6 +605,35 @@ impl<W: Write> TwSink for Json<W> {
 }
 
 impl<W: Write> Printer for Json<W> {
+    fn host(&mut self, h: &Host<'_>) {
+        let ts = self.out.stamp(h.now_ns);
+        self.serde_line(&HostJson {
+            r#type: "host",
+            ts,
+            tw_len_ms: h.tw_len_ms,
+            own_netns: h.own_netns,
+            namespaces: h.namespaces.iter().map(NamespaceJson::new).collect(),
+        });
+    }
+
+    /// One `finding` per finding, then the report's `summary`.
+    fn report(&mut self, r: &Report<'_>) {
+        for f in r.findings {
+            self.serde_line(&FindingJson::new(f));
+        }
+        self.serde_line(&DiagnosisSummaryJson {
+            r#type: "summary",
+            severity: findings::worst(r.findings).as_str(),
+            findings: r.findings.len(),
+            source: r.source,
+            observed_ms: r.observed_s * 1000.0,
+            events: r.events,
+            lost: r.lost,
+            gaps: r.gaps,
+        });
+        self.out.flush();
+    }
+
     /// Live: one `timewait_summary` object. `--once`: one `timewait_entry`
     /// per socket, soonest expiry first, then one `pool` per pool.
     fn timewait(&mut self, frame: &Frame<'_>) {

@@ -10,6 +10,7 @@
 pub mod encode;
 pub mod escape;
 pub mod json;
+pub mod report;
 pub mod screen;
 pub mod text;
 pub mod time;
@@ -21,6 +22,7 @@ use std::{
 
 use crate::{
     cli::GroupBy,
+    diagnose::findings::Finding,
     host::{clock::Clock, sysctl::Facts},
     track::{
         pressure::Pool,
@@ -156,8 +158,36 @@ impl Frame<'_> {
     }
 }
 
+/// The context of a recording, written when tracing begins: each
+/// namespace's settings as read inside it.
+pub struct Host<'a> {
+    pub now_ns: u64,
+    pub tw_len_ms: f64,
+    /// tcpstate's own namespace.
+    pub own_netns: Option<u32>,
+    pub namespaces: &'a [NsFigures],
+}
+
+/// What `diagnose` concluded, and from what.
+pub struct Report<'a> {
+    /// Most severe first.
+    pub findings: &'a [Finding],
+    /// `live` or `recording`.
+    pub source: &'static str,
+    pub observed_s: f64,
+    /// Records read from the kernel (live only).
+    pub events: Option<u64>,
+    pub lost: u64,
+    /// What the evidence lacks, in words.
+    pub gaps: &'a [String],
+}
+
 /// One output format.
 pub trait Printer: Sink + TwSink {
+    /// The context a recording needs (JSON only: text has nothing to add).
+    fn host(&mut self, _host: &Host<'_>) {}
+    /// `diagnose`'s findings.
+    fn report(&mut self, report: &Report<'_>);
     /// One `timewait` refresh, or the `--once` table.
     fn timewait(&mut self, frame: &Frame<'_>);
     /// The run's totals, at the end.

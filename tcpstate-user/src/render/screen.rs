@@ -366,6 +366,7 @@ mod tests {
                     tw_reuse: 0,
                     max_tw_buckets: 131072,
                     tw_overflow: 3,
+                    fin_timeout: 60,
                 }),
                 time_wait: 3,
                 tw_refused: Some(0),

@@ -6,9 +6,9 @@
 use std::io::Write;
 
 use super::{
-    Frame, Out, Printer, Summary, endpoint,
+    Frame, Out, Printer, Report, Summary, endpoint,
     escape::{escape, fit},
-    screen,
+    report, screen,
     time::{ms, time_of_day},
 };
 use crate::{
@@ -162,6 +162,11 @@ impl<W: Write> TwSink for Text<W> {
 }
 
 impl<W: Write> Printer for Text<W> {
+    fn report(&mut self, r: &Report<'_>) {
+        self.out.write(report::render(r).as_bytes());
+        self.out.flush();
+    }
+
     fn timewait(&mut self, frame: &Frame<'_>) {
         let text = screen::render(frame);
         match frame.rates {

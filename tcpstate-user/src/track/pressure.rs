@@ -124,11 +124,12 @@ pub fn rates_from_ages<'a>(
         .collect()
 }
 
-/// The pools, most pressed first.
-pub fn pools<'a>(entries: impl Iterator<Item = &'a Entry>, i: &Inputs<'_>) -> Vec<Pool> {
+/// The pools, most pressed first, from the TIME_WAIT sockets (each one's
+/// socket and role).
+pub fn pools<'a>(time_wait: impl Iterator<Item = (&'a SockId, Role)>, i: &Inputs<'_>) -> Vec<Pool> {
     let mut counts: FxHashMap<PoolKey, (u64, u64)> = FxHashMap::default();
-    for e in entries.filter(|e| e.role == Role::Client) {
-        counts.entry(PoolKey::of(&e.id)).or_default().0 += 1;
+    for (id, _) in time_wait.filter(|(_, role)| *role == Role::Client) {
+        counts.entry(PoolKey::of(id)).or_default().0 += 1;
     }
     for ks in i.established {
         if !i.listeners.contains_key(&(ks.id.netns, ks.id.tuple.lport)) {
@@ -183,6 +184,10 @@ mod tests {
         },
     };
 
+    fn held(entries: &[Entry]) -> impl Iterator<Item = (&SockId, Role)> {
+        entries.iter().map(|e| (&e.id, e.role))
+    }
+
     fn entry(lport: u16, rport: u16, role: Role) -> Entry {
         Entry::new_for_test(
             SockId {
@@ -229,7 +234,7 @@ mod tests {
             tw_len_s: 60.0,
             threshold: 0.5,
         };
-        let pools = pools(entries.iter(), &inputs);
+        let pools = pools(held(&entries), &inputs);
         assert_eq!(pools.len(), 1, "server-role entries are not a client pool");
         let p = pools[0];
         assert_eq!((p.time_wait, p.established), (14_000, 1));
@@ -248,7 +253,7 @@ mod tests {
             },
             ..inputs
         };
-        let p = super::pools(entries.iter(), &no_timestamps)[0];
+        let p = super::pools(held(&entries), &no_timestamps)[0];
         assert!(!p.reuse_applies);
         assert_eq!(p.left, 28232 - 14_001);
     }
@@ -270,7 +275,7 @@ mod tests {
             tw_len_s: 60.0,
             threshold: 0.5,
         };
-        let p = pools(entries.iter(), &inputs)[0];
+        let p = pools(held(&entries), &inputs)[0];
         assert!(!p.flagged && !p.reuse_applies);
         assert_eq!(p.rate, 0.0);
         // Refused connects are no pressure; failures for want of a port
@@ -288,7 +293,7 @@ mod tests {
         let other = PoolKey { rport: 80, ..key };
         let failures = [(key, refused), (other, exhausted)].into_iter().collect();
         let pools = pools(
-            entries.iter(),
+            held(&entries),
             &Inputs {
                 failures: &failures,
                 ..inputs
@@ -351,7 +356,7 @@ mod tests {
             tw_len_s: 60.0,
             threshold: 0.5,
         };
-        let p = pools(entries.iter(), &inputs)[0];
+        let p = pools(held(&entries), &inputs)[0];
         assert_eq!(p.range_size, 1000);
         assert!((p.used - 0.7).abs() < 1e-12);
         assert!(p.flagged, "700 of 1,000 ports");

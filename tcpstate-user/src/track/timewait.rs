@@ -183,6 +183,11 @@ impl Table {
         }
     }
 
+    /// The TIME_WAIT length it assumes.
+    pub fn tw_len_ns(&self) -> u64 {
+        self.tw_len_ns
+    }
+
     /// Entries in network namespace `netns`.
     pub fn in_netns(&self, netns: u32) -> usize {
         self.per_netns.get(&netns).copied().unwrap_or(0)

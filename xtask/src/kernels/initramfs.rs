@@ -53,7 +53,7 @@ cd @CWD@
 for t in @TESTS@/*; do
     n=${t##*/}
     echo "init: running $n"
-    timeout 600 "$t" --test-threads=1 >/tmp/test-output 2>&1
+    timeout 600 "$t" --test-threads=1 @FILTER@ >/tmp/test-output 2>&1
     s=$?
     { echo "@BEGIN@$n"; cat /tmp/test-output; echo; echo "@END@$n $s"; } >/dev/ttyS1
 done
@@ -71,8 +71,10 @@ const SLOWDOWN: u32 = 10;
 const CWD: &str = "/project/tests";
 
 /// The base layer: busybox (from the extracted `busybox-static` package
-/// `busybox`) with its applets, `/init`, the host tools and libraries.
-pub fn base(busybox: &Path) -> Result<Vec<u8>> {
+/// `busybox`) with its applets, `/init` (which runs the tests whose names
+/// contain `filter`, every test when it is empty), the host tools and
+/// libraries.
+pub fn base(busybox: &Path, filter: &str) -> Result<Vec<u8>> {
     let mut archive = cpio::Archive::default();
     for dir in ["proc", "sys", "dev", "tmp", "run", "root", "etc", CWD] {
         archive.dir(dir);
@@ -84,6 +86,7 @@ pub fn base(busybox: &Path) -> Result<Vec<u8>> {
         .replace("@TESTS@", TESTS)
         .replace("@CWD@", CWD)
         .replace("@SLOWDOWN@", &SLOWDOWN.to_string())
+        .replace("@FILTER@", filter)
         .replace("@BEGIN@", results::BEGIN)
         .replace("@END@", results::END)
         .replace("@DONE@", results::DONE);

@@ -1,7 +1,8 @@
 //! `cargo xtask test-kernels`: the kernel integration tests, run inside
 //! QEMU guests booted on several Debian kernels (the newest of each series
 //! in `SERIES`, or those in `TCPSTATE_KERNELS`, e.g. `5.10,6.1`; `none`
-//! skips the matrix, saying so), two guests at a time.
+//! skips the matrix, saying so), two guests at a time. `TCPSTATE_KERNEL_TESTS`
+//! runs only the tests whose names contain it.
 //!
 //! Everything fetched (package indexes, kernels, QEMU, busybox) is cached
 //! under the tool's cache folder, in `kernels/`; a second run downloads
@@ -29,6 +30,8 @@ use crate::{artifacts, toolchain};
 const SERIES: &str = "5.10,6.1,6.12,6.18,7";
 /// The variable that selects other series.
 const SELECT: &str = "TCPSTATE_KERNELS";
+/// Names the tests to run (a part of their names), all when unset.
+const FILTER: &str = "TCPSTATE_KERNEL_TESTS";
 
 /// Fetches what is missing, runs the matrix with the shipped binary
 /// `tcpstate` and the kernel test executables `tests`, prints one line per
@@ -63,7 +66,7 @@ pub fn run(tcpstate: &Path, tests: &[PathBuf]) -> Result<()> {
         .map(|s| kernel::resolve(&archive, images.as_deref(), s))
         .collect::<Result<Vec<_>>>()?;
 
-    let base = initramfs::base(&busybox).context("building the initramfs")?;
+    let base = initramfs::base(&busybox, &test_filter()?).context("building the initramfs")?;
     let programs = initramfs::programs(tcpstate, tests, &cache.join("initramfs"))
         .context("building the initramfs")?;
     let mut guests = Vec::new();
@@ -88,6 +91,22 @@ pub fn run(tcpstate: &Path, tests: &[PathBuf]) -> Result<()> {
         bail!("the kernel tests failed on {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// `TCPSTATE_KERNEL_TESTS`, checked to be a part of a test name (it goes
+/// into the guest's shell script).
+fn test_filter() -> Result<String> {
+    let filter = std::env::var(FILTER).unwrap_or_default();
+    if !filter
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    {
+        bail!("{FILTER}={filter:?}: give a part of a test name (letters, digits, _ and :)");
+    }
+    if !filter.is_empty() {
+        eprintln!("xtask: {FILTER}={filter}: only the tests whose names contain it run");
+    }
+    Ok(filter)
 }
 
 /// The series to test: `TCPSTATE_KERNELS` or the default.
