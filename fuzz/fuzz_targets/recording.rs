@@ -13,12 +13,5 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let found = findings::diagnose(&ev, 0.5);
-    let _ = report::render(&Report {
-        findings: &found,
-        source: "recording",
-        observed_s: ev.window_s,
-        events: None,
-        lost: ev.lost,
-        gaps: &ev.gaps,
-    });
+    let _ = report::render(&Report::new(&found, &ev, "recording", None));
 });

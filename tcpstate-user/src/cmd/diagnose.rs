@@ -108,14 +108,8 @@ impl<P: Printer> View for Diagnosis<P> {
         ev.listeners = engine.listeners.clone();
         let found = findings::diagnose(ev, self.threshold);
         self.worst = findings::worst(&found);
-        self.printer.report(&Report {
-            findings: &found,
-            source: "live",
-            observed_s: ev.window_s,
-            events: Some(engine.events),
-            lost: ev.lost,
-            gaps: &ev.gaps,
-        });
+        self.printer
+            .report(&Report::new(&found, ev, "live", Some(engine.events)));
     }
 }
 
@@ -177,14 +171,7 @@ fn from_recording<P: Printer>(
     }
     .with_context(|| format!("reading the recording {}", path.display()))?;
     let found = findings::diagnose(&ev, args.pressure.threshold);
-    printer.report(&Report {
-        findings: &found,
-        source: "recording",
-        observed_s: ev.window_s,
-        events: None,
-        lost: ev.lost,
-        gaps: &ev.gaps,
-    });
+    printer.report(&Report::new(&found, &ev, "recording", None));
     engine::output_result(printer.error())?;
     Ok(findings::worst(&found))
 }

@@ -216,6 +216,17 @@ fn namespace(ev: &Evidence, netns: u32) -> Place {
     }
 }
 
+/// A pool's place: its namespace, local address and destination.
+fn pool_place(ev: &Evidence, key: PoolKey, processes: Vec<String>) -> Place {
+    Place {
+        laddr: Some(key.laddr),
+        raddr: Some(key.raddr),
+        rport: Some(key.rport),
+        processes,
+        ..namespace(ev, key.netns)
+    }
+}
+
 fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
@@ -343,13 +354,7 @@ fn port_finding(ev: &Evidence, pool: &Pool) -> Option<Finding> {
         kind,
         severity,
         what,
-        place: Place {
-            laddr: Some(key.laddr),
-            raddr: Some(key.raddr),
-            rport: Some(key.rport),
-            processes,
-            ..namespace(ev, key.netns)
-        },
+        place: pool_place(ev, key, processes),
         evidence,
         consequence,
         fixes,
@@ -667,13 +672,7 @@ fn destination_findings(ev: &Evidence, pressed: &[PoolKey]) -> Vec<Finding> {
         .into_iter()
         .filter_map(|(key, c)| {
             let to = crate::render::endpoint(key.raddr, key.rport);
-            let place = Place {
-                laddr: Some(key.laddr),
-                raddr: Some(key.raddr),
-                rport: Some(key.rport),
-                processes: top(&c.processes, 3),
-                ..namespace(ev, key.netns)
-            };
+            let place = pool_place(ev, *key, top(&c.processes, 3));
             if c.local_share() >= 0.5 && c.time_wait > 0 {
                 let processes = place.processes.clone();
                 Some(Finding {
@@ -826,13 +825,7 @@ fn failure_findings(ev: &Evidence) -> Vec<Finding> {
                     Severity::Info
                 },
                 what: format!("connect() toward {to} fails ({:.1}/s)", ev.per_s(other)),
-                place: Place {
-                    laddr: Some(key.laddr),
-                    raddr: Some(key.raddr),
-                    rport: Some(key.rport),
-                    processes: top(&f.processes, 3),
-                    ..namespace(ev, key.netns)
-                },
+                place: pool_place(ev, *key, top(&f.processes, 3)),
                 evidence: vec![
                     ("refused", Value::Count(refused)),
                     ("timeout", Value::Count(timeout)),

@@ -22,7 +22,7 @@ use std::{
 
 use crate::{
     cli::GroupBy,
-    diagnose::findings::Finding,
+    diagnose::{evidence::Evidence, findings::Finding},
     host::{clock::Clock, sysctl::Facts},
     track::{
         pressure::Pool,
@@ -180,6 +180,25 @@ pub struct Report<'a> {
     pub lost: u64,
     /// What the evidence lacks, in words.
     pub gaps: &'a [String],
+}
+
+impl<'a> Report<'a> {
+    /// The report of `findings`, drawn from `ev`.
+    pub fn new(
+        findings: &'a [Finding],
+        ev: &'a Evidence,
+        source: &'static str,
+        events: Option<u64>,
+    ) -> Report<'a> {
+        Report {
+            findings,
+            source,
+            observed_s: ev.window_s,
+            events,
+            lost: ev.lost,
+            gaps: &ev.gaps,
+        }
+    }
 }
 
 /// One output format.
