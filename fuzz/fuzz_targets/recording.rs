@@ -1,11 +1,11 @@
 //! A recording for `diagnose --input`: read into evidence, diagnosed, and
-//! the report laid out as text.
+//! the report laid out as text and as the HTML page with its charts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tcpstate::{
     diagnose::{findings, recording},
-    render::{Report, report},
+    render::{Report, html, report},
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -13,5 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let found = findings::diagnose(&ev, 0.5);
-    let _ = report::render(&Report::new(&found, &ev, "recording", None));
+    let r = Report::new(&found, &ev, "recording", None);
+    let _ = report::render(&r);
+    let _ = html::page(&r, &ev, &findings::pools(&ev, 0.5));
 });

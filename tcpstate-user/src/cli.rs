@@ -112,6 +112,9 @@ pub struct DiagnoseArgs {
     /// `tcpstate watch --json` writes (`-`: standard input).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["duration", "reconcile", "ring_mib", "wakeup_bytes", "reorder_window", "lport", "rport", "port", "laddr", "raddr", "pid", "comm", "netns", "ipv4", "ipv6"])]
     pub input: Option<std::path::PathBuf>,
+    /// Also write the report as one self-contained HTML page, with charts.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub pressure: Pressure,
 }

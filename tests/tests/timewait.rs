@@ -459,8 +459,9 @@ fn storm_time_wait_set_matches_the_kernel() {
         .run(|| storm::run("127.0.0.1:0".parse().unwrap(), 20_000, 2))
         .expect("storm");
     assert_eq!(report.failures, 0, "{report:?}");
-    // Let one reconciliation pass run after the last connection.
-    thread::sleep(Duration::from_millis(2500));
+    // Let a whole reconciliation pass (a dump begun after the last
+    // connection, and applied) run: it takes longer on a slower guest.
+    thread::sleep(Duration::from_millis(1000) + Duration::from_millis(1500) * slowdown());
     let objects = tracer.stop();
     let kernel: HashSet<Tuple> = kernel::time_wait(&ns).iter().map(KernelTw::tuple).collect();
 

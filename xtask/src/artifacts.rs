@@ -120,6 +120,19 @@ pub fn run_kernel_tests(tests: &[PathBuf], tcpstate: &std::path::Path) -> Result
     }
 }
 
+/// Tests that run on the host only: `report` opens a browser, which the
+/// kernel matrix's guests do not have.
+const HOST_ONLY: [&str; 1] = ["report"];
+
+/// The test executables the guests run: all but [`HOST_ONLY`].
+pub fn guest_tests(tests: &[PathBuf]) -> Vec<PathBuf> {
+    tests
+        .iter()
+        .filter(|t| !HOST_ONLY.contains(&name(t).as_str()))
+        .cloned()
+        .collect()
+}
+
 /// A test executable's name without cargo's hash (`watch-1f2e...` -> `watch`).
 pub fn name(test: &std::path::Path) -> String {
     let file = test.file_name().unwrap_or_default().to_string_lossy();

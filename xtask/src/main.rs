@@ -22,6 +22,7 @@ mod bench;
 mod dist;
 mod fuzz;
 mod kernels;
+mod packages;
 mod toolchain;
 
 use std::{
@@ -98,7 +99,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::TestKernels => {
             let bin = dist::build(&env)?;
-            kernels::run(&bin, &artifacts::kernel_tests(&env)?)
+            kernels::run(
+                &bin,
+                &artifacts::guest_tests(&artifacts::kernel_tests(&env)?),
+            )
         }
     }
 }
@@ -146,10 +150,13 @@ fn test(env: &toolchain::Env) -> Result<()> {
         bail!("the integration tests load eBPF programs: run `cargo xtask test` as root");
     }
     let tests = timed("kernel test build", || artifacts::kernel_tests(env))?;
+    timed("browser", packages::chromium)?;
     timed("kernel integration tests", || {
         artifacts::run_kernel_tests(&tests, &bin)
     })?;
-    timed("kernel matrix", || kernels::run(&bin, &tests))?;
+    timed("kernel matrix", || {
+        kernels::run(&bin, &artifacts::guest_tests(&tests))
+    })?;
     eprintln!("xtask: all checks passed in {:.0?}", started.elapsed());
     Ok(())
 }

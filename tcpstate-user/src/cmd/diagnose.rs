@@ -18,11 +18,11 @@ use crate::{
     cli::{DIAGNOSE_DURATION, DiagnoseArgs},
     diagnose::{
         evidence::{Evidence, Namespace},
-        findings::{self, Severity},
+        findings::{self, Finding, Severity},
         recording,
     },
     host::netns,
-    render::{Losses, Printer, Report},
+    render::{Losses, Printer, Report, html},
     track::{
         filter::Filter,
         timewait::{Entry, ExitReason, TwSink},
@@ -39,7 +39,11 @@ struct Diagnosis<P> {
     threshold: f64,
     /// When tracing began: rates count from there.
     tracing_since: Option<std::time::Instant>,
-    worst: Severity,
+    /// The same, in kernel monotonic time, for the TIME_WAIT timeline.
+    start_ns: u64,
+    /// What it found, once finished, and from how many records.
+    found: Vec<Finding>,
+    events: u64,
 }
 
 impl<P> Sink for Diagnosis<P> {
@@ -58,9 +62,26 @@ impl<P> Sink for Diagnosis<P> {
     }
 }
 
+impl<P> Diagnosis<P> {
+    fn since_start_s(&self, at_ns: u64) -> f64 {
+        at_ns.saturating_sub(self.start_ns) as f64 / 1e9
+    }
+}
+
 impl<P> TwSink for Diagnosis<P> {
-    fn tw_enter(&mut self, _: &Entry) {}
-    fn tw_exit(&mut self, _: &Entry, _: ExitReason, _: u64) {}
+    fn tw_enter(&mut self, e: &Entry) {
+        if self.filter.matches_entry(e) {
+            let at = self.since_start_s(e.entered_ns);
+            self.evidence.timeline.change(at, &e.id, e.role, 1);
+        }
+    }
+
+    fn tw_exit(&mut self, e: &Entry, _: ExitReason, at_ns: u64) {
+        if self.filter.matches_entry(e) {
+            let at = self.since_start_s(at_ns);
+            self.evidence.timeline.change(at, &e.id, e.role, -1);
+        }
+    }
 }
 
 impl<P: Printer> View for Diagnosis<P> {
@@ -74,8 +95,17 @@ impl<P: Printer> View for Diagnosis<P> {
         &mut self.printer
     }
 
-    fn started(&mut self, _engine: &Engine) {
+    /// The TIME_WAIT sockets the kernel's tables seeded begin the timeline.
+    fn started(&mut self, engine: &Engine) {
         self.tracing_since = Some(std::time::Instant::now());
+        self.start_ns = crate::host::clock::monotonic_ns();
+        for e in engine
+            .table
+            .entries()
+            .filter(|e| self.filter.matches_entry(e))
+        {
+            self.evidence.timeline.at_start(&e.id, e.role);
+        }
     }
 
     /// The findings instead of the summary.
@@ -106,10 +136,10 @@ impl<P: Printer> View for Diagnosis<P> {
             .collect();
         ev.established = engine.established.clone();
         ev.listeners = engine.listeners.clone();
-        let found = findings::diagnose(ev, self.threshold);
-        self.worst = findings::worst(&found);
+        self.found = findings::diagnose(ev, self.threshold);
+        self.events = engine.events;
         self.printer
-            .report(&Report::new(&found, ev, "live", Some(engine.events)));
+            .report(&Report::new(&self.found, ev, "live", Some(engine.events)));
     }
 }
 
@@ -137,7 +167,9 @@ async fn diagnose<P: Printer>(
         },
         threshold: args.pressure.threshold,
         tracing_since: None,
-        worst: Severity::Info,
+        start_ns: 0,
+        found: Vec::new(),
+        events: 0,
     };
     let pacing = Pacing {
         // The namespaces' settings and the established sockets come with
@@ -153,7 +185,19 @@ async fn diagnose<P: Printer>(
     engine::run(&common, pacing, &mut view).await?;
     printer = view.printer;
     printer.flush();
-    Ok(view.worst)
+    let report = Report::new(&view.found, &view.evidence, "live", Some(view.events));
+    write_html(args, &report, &view.evidence)?;
+    Ok(findings::worst(&view.found))
+}
+
+/// `--html FILE`: the report as a page.
+fn write_html(args: &DiagnoseArgs, report: &Report<'_>, ev: &Evidence) -> Result<()> {
+    let Some(path) = &args.html else {
+        return Ok(());
+    };
+    let pools = findings::pools(ev, args.pressure.threshold);
+    std::fs::write(path, html::page(report, ev, &pools))
+        .with_context(|| format!("writing the HTML report {}", path.display()))
 }
 
 fn from_recording<P: Printer>(
@@ -171,7 +215,9 @@ fn from_recording<P: Printer>(
     }
     .with_context(|| format!("reading the recording {}", path.display()))?;
     let found = findings::diagnose(&ev, args.pressure.threshold);
-    printer.report(&Report::new(&found, &ev, "recording", None));
+    let report = Report::new(&found, &ev, "recording", None);
+    printer.report(&report);
     engine::output_result(printer.error())?;
+    write_html(args, &report, &ev)?;
     Ok(findings::worst(&found))
 }

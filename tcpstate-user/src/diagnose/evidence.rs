@@ -19,6 +19,10 @@ use crate::{
 
 /// Lifetimes kept per group, for the median: the first ones seen.
 const LIFETIME_SAMPLES: usize = 4096;
+/// Seconds of TIME_WAIT history kept per holder.
+const TIMELINE_SECONDS: usize = 3600;
+/// Holders whose TIME_WAIT history is kept (the first ones seen).
+const TIMELINE_HOLDERS: usize = 1000;
 
 /// One network namespace, as last read inside it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -73,6 +77,11 @@ impl Closes {
         share(rst, self.n)
     }
 
+    /// The lifetimes kept (the first [`LIFETIME_SAMPLES`]), in ms.
+    pub fn lifetimes_ms(&self) -> &[f64] {
+        &self.lifetimes_ms
+    }
+
     /// The median connection lifetime, when one was seen.
     pub fn median_lifetime_ms(&self) -> Option<f64> {
         let mut sorted = self.lifetimes_ms.clone();
@@ -104,6 +113,71 @@ pub struct ProcessCloses {
     pub rst_received: u64,
 }
 
+/// Who holds a TIME_WAIT socket: a client's pool, or a server's port.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Holder {
+    Pool(PoolKey),
+    /// (namespace, local port).
+    Service(u32, u16),
+}
+
+impl Holder {
+    pub fn of(id: &SockId, role: Role) -> Option<Holder> {
+        match role {
+            Role::Client => Some(Holder::Pool(PoolKey::of(id))),
+            Role::Server => Some(Holder::Service(id.netns, id.tuple.lport)),
+            Role::Unknown => None,
+        }
+    }
+}
+
+/// TIME_WAIT sockets over the window, per holder: the count at its start
+/// and the net change in each second.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    start: FxHashMap<Holder, i64>,
+    changes: FxHashMap<Holder, Vec<i64>>,
+}
+
+impl Timeline {
+    /// A TIME_WAIT socket there when the window began.
+    pub fn at_start(&mut self, id: &SockId, role: Role) {
+        if let Some(h) = Holder::of(id, role) {
+            *self.start.entry(h).or_default() += 1;
+        }
+    }
+
+    /// One entering (`delta` 1) or leaving (-1) `at_s` seconds into the
+    /// window.
+    pub fn change(&mut self, at_s: f64, id: &SockId, role: Role, delta: i64) {
+        let Some(h) = Holder::of(id, role) else {
+            return;
+        };
+        let second = (at_s.max(0.0) as usize).min(TIMELINE_SECONDS - 1);
+        let full = self.changes.len() >= TIMELINE_HOLDERS;
+        if full && !self.changes.contains_key(&h) {
+            return;
+        }
+        let slots = self.changes.entry(h).or_default();
+        if slots.len() <= second {
+            slots.resize(second + 1, 0);
+        }
+        slots[second] += delta;
+    }
+
+    /// The holder's count at the end of each of `seconds` seconds.
+    pub fn series(&self, h: Holder, seconds: usize) -> Vec<(f64, f64)> {
+        let mut n = self.start.get(&h).copied().unwrap_or(0);
+        let changes = self.changes.get(&h).map_or(&[][..], Vec::as_slice);
+        (0..seconds.min(TIMELINE_SECONDS))
+            .map(|s| {
+                n += changes.get(s).copied().unwrap_or(0);
+                ((s + 1) as f64, n.max(0) as f64)
+            })
+            .collect()
+    }
+}
+
 /// Everything a diagnosis looks at.
 #[derive(Debug, Default)]
 pub struct Evidence {
@@ -131,6 +205,8 @@ pub struct Evidence {
     /// What the evidence lacks, in words (e.g. a recording without the
     /// host's settings).
     pub gaps: Vec<String>,
+    /// TIME_WAIT over the window, for the report's charts.
+    pub timeline: Timeline,
 }
 
 impl Evidence {
@@ -271,6 +347,24 @@ mod tests {
         assert_eq!(ev.services[&(7, 40000)].n, 1);
         let p = ev.processes.values().next().unwrap();
         assert_eq!((p.n, p.rst_received), (6, 1));
+    }
+
+    #[test]
+    fn a_timeline_counts_from_the_start_second_by_second() {
+        let c = close(Role::Client, Closer::Local, CloseKind::Fin, 1);
+        let mut t = Timeline::default();
+        t.at_start(&c.id, Role::Client);
+        t.change(0.5, &c.id, Role::Client, 1);
+        t.change(2.2, &c.id, Role::Client, 1);
+        t.change(2.9, &c.id, Role::Client, -1);
+        t.change(3.0, &c.id, Role::Unknown, 1);
+        let h = Holder::of(&c.id, Role::Client).unwrap();
+        assert_eq!(
+            t.series(h, 4),
+            [(1.0, 2.0), (2.0, 2.0), (3.0, 2.0), (4.0, 2.0)]
+        );
+        t.change(3.5, &c.id, Role::Client, 1);
+        assert_eq!(t.series(h, 4)[3], (4.0, 3.0));
     }
 
     #[test]

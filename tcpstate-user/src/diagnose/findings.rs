@@ -157,7 +157,8 @@ pub fn worst(findings: &[Finding]) -> Severity {
         .unwrap_or(Severity::Info)
 }
 
-fn pools(ev: &Evidence, threshold: f64) -> Vec<Pool> {
+/// The pools of local ports, most pressed first, as the rules judge them.
+pub fn pools(ev: &Evidence, threshold: f64) -> Vec<Pool> {
     let rates: FxHashMap<PoolKey, f64> = ev
         .destinations
         .iter()

@@ -84,10 +84,13 @@ pub fn read(input: impl BufRead, tw_len_s: f64) -> std::io::Result<Evidence> {
             continue;
         };
         cut = false;
-        if let Some(t) = l.ts.as_deref().and_then(epoch_s) {
+        let at = l.ts.as_deref().and_then(epoch_s);
+        if let Some(t) = at {
             first = Some(first.map_or(t, |f: f64| f.min(t)));
             last = Some(last.map_or(t, |x: f64| x.max(t)));
         }
+        // Seconds into the recording, for the timeline.
+        let since = at.zip(first).map_or(0.0, |(t, f)| t - f);
         match l.r#type.as_str() {
             "host" => {
                 host = true;
@@ -109,13 +112,17 @@ pub fn read(input: impl BufRead, tw_len_s: f64) -> std::io::Result<Evidence> {
             },
             "timewait_enter" => match (id(&l), l.role.as_deref().and_then(role)) {
                 (Some(id), Some(role)) => {
-                    time_wait.insert((id.netns, id.tuple), role);
+                    if time_wait.insert((id.netns, id.tuple), role).is_none() {
+                        ev.timeline.change(since, &id, role, 1);
+                    }
                 }
                 _ => bad += 1,
             },
             "timewait_exit" => match id(&l) {
                 Some(id) => {
-                    time_wait.remove(&(id.netns, id.tuple));
+                    if let Some(role) = time_wait.remove(&(id.netns, id.tuple)) {
+                        ev.timeline.change(since, &id, role, -1);
+                    }
                 }
                 None => bad += 1,
             },

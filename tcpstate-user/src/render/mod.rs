@@ -7,8 +7,10 @@
 //! [`Printer::error`] after each batch, so a closed pipe ends the program
 //! quietly.
 
+pub mod charts;
 pub mod encode;
 pub mod escape;
+pub mod html;
 pub mod json;
 pub mod report;
 pub mod screen;
