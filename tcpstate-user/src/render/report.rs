@@ -10,6 +10,8 @@ use crate::diagnose::findings::{Finding, Place, Value};
 const WIDTH: usize = 80;
 /// Where a block's values begin, after its labels.
 const INDENT: usize = 12;
+/// Fixes shown per finding: the report stays about a screen.
+const FIXES_SHOWN: usize = 3;
 
 /// The whole report.
 pub fn render(r: &Report<'_>) -> String {
@@ -68,8 +70,12 @@ fn finding(out: &mut String, f: &Finding) {
         .collect();
     line(out, "evidence", &evidence.join(", "));
     line(out, "impact", &escape_str(&f.consequence));
-    for (i, fix) in f.fixes.iter().enumerate() {
+    for (i, fix) in f.fixes.iter().take(FIXES_SHOWN).enumerate() {
         line(out, &format!("fix {}", i + 1), &escape_str(&fix.detail));
+    }
+    let more = f.fixes.len().saturating_sub(FIXES_SHOWN);
+    if more > 0 {
+        line(out, "", &format!("({more} more in --json and --html)"));
     }
 }
 
@@ -157,10 +163,13 @@ mod tests {
                 ("ports", Value::Count(1000)),
             ],
             consequence: "x ".repeat(60),
-            fixes: vec![Fix {
-                action: "keep_alive",
-                detail: "reuse connections in evil\x1b[2J".into(),
-            }],
+            fixes: vec![
+                Fix {
+                    action: "keep_alive",
+                    detail: "reuse connections in evil\x1b[2J".into(),
+                };
+                4
+            ],
         };
         let text = render(&Report {
             findings: &[f],
