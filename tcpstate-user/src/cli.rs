@@ -217,6 +217,16 @@ impl Cli {
         let Some(common) = self.command.common() else {
             return Ok(());
         };
+        if let Command::Diagnose(d) = &self.command
+            && d.input.is_none()
+            && common.reconcile.is_zero()
+        {
+            return Err(
+                "diagnose reads each namespace's settings and sockets from the kernel's tables: \
+                 --reconcile 0 would leave it without them (give SECS, or leave it out)"
+                    .into(),
+            );
+        }
         let ring = common.ring_mib << 20;
         match common.wakeup_bytes {
             Some(b) if b > ring => Err(format!(
@@ -489,6 +499,32 @@ mod tests {
         assert!(cli.validate().unwrap_err().contains("at most 1048576"));
         let cli = parse(&["watch", "--ring-mib", "1", "--wakeup-bytes", "1048576"]).unwrap();
         assert!(cli.validate().is_ok());
+    }
+
+    #[test]
+    fn diagnose_needs_the_kernels_tables_and_input_excludes_tracing_options() {
+        let cli = parse(&["diagnose", "--reconcile", "0"]).unwrap();
+        assert!(cli.validate().unwrap_err().contains("--reconcile 0"));
+        assert!(
+            parse(&["diagnose", "--reconcile", "2"])
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            parse(&["diagnose", "--input", "-"])
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
+        for opt in [
+            &["--duration", "3"][..],
+            &["--netns", "1"],
+            &["--lport", "80"],
+        ] {
+            let args = [&["diagnose", "--input", "f"][..], opt].concat();
+            assert!(parse(&args).is_err(), "{opt:?}");
+        }
     }
 
     #[test]

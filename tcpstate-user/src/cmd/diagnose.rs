@@ -171,14 +171,12 @@ async fn diagnose<P: Printer>(
         found: Vec::new(),
         events: 0,
     };
+    // Refused before a run of nothing: a page that cannot be written.
+    let page = create_html(args)?;
     let pacing = Pacing {
         // The namespaces' settings and the established sockets come with
-        // the kernel's tables: always read.
-        reconcile: Some(if common.reconcile.is_zero() {
-            Duration::from_secs(5)
-        } else {
-            common.reconcile
-        }),
+        // the kernel's tables (`--reconcile 0` is refused).
+        reconcile: Some(common.reconcile),
         refresh: None,
         output,
     };
@@ -186,17 +184,33 @@ async fn diagnose<P: Printer>(
     printer = view.printer;
     printer.flush();
     let report = Report::new(&view.found, &view.evidence, "live", Some(view.events));
-    write_html(args, &report, &view.evidence)?;
+    write_html(args, page, &report, &view.evidence)?;
     Ok(findings::worst(&view.found))
 }
 
-/// `--html FILE`: the report as a page.
-fn write_html(args: &DiagnoseArgs, report: &Report<'_>, ev: &Evidence) -> Result<()> {
-    let Some(path) = &args.html else {
+/// `--html FILE`, created (empty) before anything is observed.
+fn create_html(args: &DiagnoseArgs) -> Result<Option<File>> {
+    args.html
+        .as_ref()
+        .map(|path| {
+            File::create(path)
+                .with_context(|| format!("creating the HTML report {}", path.display()))
+        })
+        .transpose()
+}
+
+/// Writes the report as a page into `--html`'s file.
+fn write_html(
+    args: &DiagnoseArgs,
+    page: Option<File>,
+    report: &Report<'_>,
+    ev: &Evidence,
+) -> Result<()> {
+    let (Some(mut file), Some(path)) = (page, &args.html) else {
         return Ok(());
     };
     let pools = findings::pools(ev, args.pressure.threshold);
-    std::fs::write(path, html::page(report, ev, &pools))
+    std::io::Write::write_all(&mut file, html::page(report, ev, &pools).as_bytes())
         .with_context(|| format!("writing the HTML report {}", path.display()))
 }
 
@@ -206,6 +220,7 @@ fn from_recording<P: Printer>(
     mut printer: P,
 ) -> Result<Severity> {
     let tw_len_s = args.common.tw_len.as_secs_f64();
+    let page = create_html(args)?;
     let ev = if path.as_os_str() == "-" {
         recording::read(io::stdin().lock(), tw_len_s)
     } else {
@@ -218,6 +233,6 @@ fn from_recording<P: Printer>(
     let report = Report::new(&found, &ev, "recording", None);
     printer.report(&report);
     engine::output_result(printer.error())?;
-    write_html(args, &report, &ev)?;
+    write_html(args, page, &report, &ev)?;
     Ok(findings::worst(&found))
 }
