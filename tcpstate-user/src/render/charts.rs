@@ -1,7 +1,12 @@
 //! The report's charts, drawn as SVG with plotters: lines over the
 //! observed window, paired bars, a histogram.
 
-use plotters::{coord::Shift, prelude::*};
+use std::ops::Range;
+
+use plotters::{
+    coord::{Shift, types::RangedCoordf64},
+    prelude::*,
+};
 
 const SIZE: (u32, u32) = (760, 320);
 const ORANGE: RGBColor = RGBColor(230, 120, 20);
@@ -32,6 +37,24 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A titled chart over `x` and `y`, with room for the axes' labels.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    x: Range<f64>,
+    y: Range<f64>,
+) -> Result<Chart<'a, 'b>, String> {
+    ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(err)
+}
+
 /// Lines over `0..x_max` seconds.
 pub fn lines(title: &str, y_desc: &str, x_max: f64, series: &[Series]) -> String {
     let y_max = series
@@ -40,13 +63,7 @@ pub fn lines(title: &str, y_desc: &str, x_max: f64, series: &[Series]) -> String
         .fold(1.0, f64::max)
         * 1.1;
     svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max.max(1.0), 0.0..y_max)
-            .map_err(err)?;
+        let mut chart = frame(root, title, 0.0..x_max.max(1.0), 0.0..y_max)?;
         chart
             .configure_mesh()
             .x_desc("seconds observed")
@@ -82,13 +99,7 @@ pub fn paired_bars(title: &str, names: [&str; 2], groups: &[(String, f64, f64)])
     let y_max = groups.iter().map(|g| g.1.max(g.2)).fold(1.0, f64::max) * 1.15;
     svg(|root| {
         let n = groups.len().max(1) as f64;
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..n, 0.0..y_max)
-            .map_err(err)?;
+        let mut chart = frame(root, title, 0.0..n, 0.0..y_max)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -144,13 +155,7 @@ pub fn lifetimes(title: &str, values_ms: &[f64]) -> String {
     }
     let y_max = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
     svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(60)
-            .build_cartesian_2d(LOW..HIGH, 0.0..y_max)
-            .map_err(err)?;
+        let mut chart = frame(root, title, LOW..HIGH, 0.0..y_max)?;
         chart
             .configure_mesh()
             .x_desc("lifetime (ms, log scale)")

@@ -52,21 +52,12 @@ text-align:left;font-size:.9em}th{background:#f4f4f4}.chart{margin:1em 0}";
 /// The whole page.
 pub fn page(r: &Report<'_>, ev: &Evidence, pools: &[Pool]) -> String {
     let mut out = String::new();
-    let worst = r.findings.iter().map(|f| f.severity).max();
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>tcpstate diagnose</title><style>{STYLE}</style></head><body>\n\
-         <h1>tcpstate diagnose: {} finding{} from {:.0} s of {}{}</h1>\n",
-        r.findings.len(),
-        if r.findings.len() == 1 { "" } else { "s" },
-        r.observed_s,
-        if r.source == "live" {
-            "tracing"
-        } else {
-            "a recording"
-        },
-        worst.map_or(String::new(), |w| format!(", worst: {}", w.as_str())),
+         <h1>{}</h1>\n",
+        h(&r.headline())
     );
     if r.lost > 0 || !r.gaps.is_empty() {
         out.push_str("<ul>");

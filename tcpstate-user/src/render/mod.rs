@@ -203,6 +203,25 @@ impl<'a> Report<'a> {
     }
 }
 
+impl Report<'_> {
+    /// The report's first line: how many findings, from what, the worst.
+    pub fn headline(&self) -> String {
+        let n = self.findings.len();
+        let worst = self.findings.iter().map(|f| f.severity).max();
+        format!(
+            "tcpstate diagnose: {n} finding{} from {:.0} s of {}{}",
+            if n == 1 { "" } else { "s" },
+            self.observed_s,
+            if self.source == "live" {
+                "tracing"
+            } else {
+                "a recording"
+            },
+            worst.map_or(String::new(), |w| format!(", worst: {}", w.as_str()))
+        )
+    }
+}
+
 /// One output format.
 pub trait Printer: Sink + TwSink {
     /// The context a recording needs (JSON only: text has nothing to add).

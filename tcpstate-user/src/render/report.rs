@@ -15,21 +15,8 @@ const FIXES_SHOWN: usize = 3;
 
 /// The whole report.
 pub fn render(r: &Report<'_>) -> String {
-    let mut out = String::new();
-    let worst = r.findings.iter().map(|f| f.severity).max();
-    let _ = writeln!(
-        out,
-        "tcpstate diagnose: {} finding{} from {:.0} s of {}{}",
-        r.findings.len(),
-        if r.findings.len() == 1 { "" } else { "s" },
-        r.observed_s,
-        if r.source == "live" {
-            "tracing"
-        } else {
-            "recording"
-        },
-        worst.map_or(String::new(), |w| format!(", worst: {}", w.as_str()))
-    );
+    let mut out = r.headline();
+    out.push('\n');
     if r.lost > 0 {
         line(
             &mut out,
