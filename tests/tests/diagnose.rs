@@ -257,7 +257,7 @@ fn overflow_and_resets_live_and_from_a_recording() {
         .find(|f| f["where"]["processes"][0] == "aborter")
         .unwrap_or_else(|| panic!("no rst_closes for aborter: {resets:#?}"));
     // All 50, or nearly: under emulation the kernel now and then reports
-    // no reset for one (seen once in 5.10: 49, the other an abort).
+    // no reset for one (seen once in 5.10: 49).
     let lost = live.last().unwrap()["lost"].as_u64().unwrap();
     let sent = sender["evidence"]["rst_sent"].as_u64().unwrap();
     assert!((45..=50).contains(&sent), "{sender:#} lost {lost}");
