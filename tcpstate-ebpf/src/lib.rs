@@ -41,6 +41,20 @@ pub mod kind {
     pub const RESET_RECEIVED: u8 = 2;
     /// `tcp:tcp_send_reset`: the socket sent an RST.
     pub const RESET_SENT: u8 = 3;
+    /// `syscalls:sys_exit_bind`: a `bind()` of a TCP socket failed with
+    /// `EADDRINUSE`.
+    pub const BIND_FAILED: u8 = 4;
+}
+
+/// `EADDRINUSE`, as a syscall returns it (negated).
+pub const EADDRINUSE: i64 = 98;
+
+/// Bits of [`RawEvent::oldstate`] in a [`kind::BIND_FAILED`] record.
+pub mod bind {
+    /// The socket had `SO_REUSEADDR` set.
+    pub const REUSEADDR: u8 = 1;
+    /// The socket had `SO_REUSEPORT` set.
+    pub const REUSEPORT: u8 = 2;
 }
 
 /// Bits of [`RawEvent::flags`].
@@ -54,6 +68,9 @@ pub mod flags {
 ///
 /// For resets, `oldstate`/`newstate` both hold the socket's state and the
 /// addresses are left zero (userspace knows the socket from its transitions).
+/// For a failed `bind()`, `laddr`/`lport` are the address asked for,
+/// `oldstate` holds [`bind`] bits, the owner is the calling thread and
+/// `skaddr` the socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawEvent {
@@ -177,6 +194,37 @@ pub struct GuardOffsets {
     pub prog_active: u64,
 }
 
+/// Where the `bind()` programs find the call's arguments and its socket:
+/// tracepoint offsets from the `syscalls` format files, the rest from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindOffsets {
+    /// `syscalls:sys_enter_bind` -> `fd`.
+    pub enter_fd: u16,
+    /// `syscalls:sys_enter_bind` -> `umyaddr` (a user pointer).
+    pub enter_addr: u16,
+    /// `syscalls:sys_exit_bind` -> `ret`.
+    pub exit_ret: u16,
+    /// `struct task_struct` -> `files`.
+    pub task_files: u16,
+    /// `struct files_struct` -> `fdt`.
+    pub files_fdt: u16,
+    /// `struct fdtable` -> `fd` (an array of `struct file *`).
+    pub fdtable_fd: u16,
+    /// `struct file` -> `private_data` (a socket's `struct socket *`).
+    pub file_private_data: u16,
+    /// `struct socket` -> `sk`.
+    pub socket_sk: u16,
+    /// Byte of `struct sock` holding the `skc_reuse:4` and `skc_reuseport:1`
+    /// bitfields.
+    pub reuse_byte: u16,
+    /// Bit of that byte where `skc_reuse` starts.
+    pub reuse_shift: u8,
+    /// Bit of that byte holding `skc_reuseport`.
+    pub reuseport_shift: u8,
+    pub _pad: [u8; 4],
+}
+
 /// Configuration the loader writes into the programs' read-only globals.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -199,6 +247,7 @@ pub struct Config {
     /// below that, userspace polls on a short timer.
     pub wakeup_bytes: u64,
     pub guard: GuardOffsets,
+    pub bind: BindOffsets,
 }
 
 impl Config {
@@ -250,6 +299,14 @@ pub const PROGRAMS: [(&str, &str, &str); 3] = [
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
 ];
 
+/// The programs that see failed `bind()` calls, by name, with their
+/// tracepoint: attached only where `bind()` failures are wanted (every
+/// syscall of every task goes through the tracing entry path then).
+pub const BIND_PROGRAMS: [(&str, &str, &str); 2] = [
+    ("sys_enter_bind", "syscalls", "sys_enter_bind"),
+    ("sys_exit_bind", "syscalls", "sys_exit_bind"),
+];
+
 /// The rescue programs (BTF tracepoints), by name, with their tracepoint:
 /// each records what the kernel skipped for the classic program of the same
 /// tracepoint.
@@ -268,4 +325,4 @@ mod user {
 
 // The layouts are part of the kernel/userspace contract: no implicit padding.
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 96);
-const _: () = assert!(core::mem::size_of::<Config>() == 88);
+const _: () = assert!(core::mem::size_of::<Config>() == 112);

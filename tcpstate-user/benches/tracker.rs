@@ -16,7 +16,7 @@ use tcpstate::{
     sock::{Comm, Owner, SockId, State, Tuple},
     track::{
         timewait::{self, Entry, ExitReason, TwSink},
-        tracker::{Close, ConnectFailure, Sink, Tracker, Transition},
+        tracker::{BindFailure, Close, ConnectFailure, Sink, Tracker, Transition},
     },
 };
 
@@ -54,6 +54,7 @@ impl Sink for Table {
         self.table.on_close(c, &mut Discard);
     }
     fn connect_failed(&mut self, _: &ConnectFailure) {}
+    fn bind_failed(&mut self, _: &BindFailure) {}
 }
 
 fn storm() -> Vec<Event> {

@@ -17,6 +17,8 @@ pub enum Pattern {
     ServerFirst,
     /// The client closes with SO_LINGER 0: an RST, no FIN.
     ClientReset,
+    /// The server closes with SO_LINGER 0.
+    ServerReset,
 }
 
 /// The ports of one finished connection.
@@ -63,21 +65,25 @@ fn exchange(listener: &TcpListener, mut client: TcpStream, pattern: Pattern) -> 
     match pattern {
         Pattern::ClientFirst => close_then_peer(client, server),
         Pattern::ServerFirst => close_then_peer(server, client),
-        Pattern::ClientReset => {
-            SockRef::from(&client)
-                .set_linger(Some(Duration::ZERO))
-                .expect("SO_LINGER 0");
-            drop(client);
-            // The server sees the reset.
-            let mut buf = [0u8; 1];
-            let _ = server.read(&mut buf);
-            drop(server);
-        }
+        Pattern::ClientReset => reset_then_peer(client, server),
+        Pattern::ServerReset => reset_then_peer(server, client),
     }
     Conn {
         server_port: server_addr.port(),
         client_port,
     }
+}
+
+/// `first` closes with SO_LINGER 0 (an RST), `second` sees the reset and
+/// closes.
+fn reset_then_peer(first: TcpStream, mut second: TcpStream) {
+    SockRef::from(&first)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+    drop(first);
+    let mut buf = [0u8; 1];
+    let _ = second.read(&mut buf);
+    drop(second);
 }
 
 /// `first` closes, `second` reads EOF and closes.

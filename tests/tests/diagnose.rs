@@ -11,6 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
+use socket2::{Domain, Socket, Type};
 use tcpstate_tests::{
     kernel::{self, set_sysctl},
     netns::NetNs,
@@ -213,6 +214,72 @@ fn a_server_closing_first_is_named_and_not_told_to_reuse() {
         assert!(!actions(f).contains(&"tcp_tw_reuse"), "{f:#}");
     }
     assert_eq!(code, 0, "information only: {objects:#?}");
+}
+
+/// A listener on `addr` without SO_REUSEADDR (Rust's own sets it).
+fn listen_without_reuse(addr: SocketAddr) -> TcpListener {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(128).unwrap();
+    socket.into()
+}
+
+/// A `bind()` to `addr` without SO_REUSEADDR from a thread named `name`:
+/// its error.
+fn bind_from(addr: SocketAddr, name: &str) -> std::io::Error {
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                name_thread(name);
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                socket.bind(&addr.into()).expect_err("bind() should fail")
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+/// A server restarted over its own TIME_WAIT sockets, without
+/// SO_REUSEADDR: `bind_in_use`, critical, on its port and process, with
+/// the TIME_WAIT sockets that hold it and SO_REUSEADDR as the fix; a port
+/// a live listener holds is a warning with no TIME_WAIT fix.
+#[test]
+fn a_server_restarting_over_its_time_wait_is_told_to_set_so_reuseaddr() {
+    require_root();
+    let ns = NetNs::new("tcpstate-test-diag-bind");
+    let netns = ns.inode().to_string();
+    let diagnose = Diagnose::start(&["--netns", &netns, "--duration", &secs(2)]);
+    let (restarted, held) = ns.run(|| {
+        let listener = listen_without_reuse(SocketAddr::new(V4, 0));
+        let restarted = listener.local_addr().unwrap();
+        connections(&listener, Pattern::ServerFirst, 20, "tsserver");
+        drop(listener);
+        let err = bind_from(restarted, "restarter");
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
+        let live = listen_without_reuse(SocketAddr::new(V4, 0));
+        let held = live.local_addr().unwrap();
+        let err = bind_from(held, "second");
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
+        (restarted.port(), held.port())
+    });
+    let (objects, code, _) = diagnose.finish();
+    let binds = findings_of(&objects, "bind_in_use");
+    assert_eq!(binds.len(), 2, "{objects:#?}");
+    let f = binds
+        .iter()
+        .find(|f| f["where"]["lport"] == restarted)
+        .unwrap();
+    assert_eq!(f["severity"], "critical", "{f:#}");
+    assert_eq!(f["netns"], ns.inode());
+    assert_eq!(f["where"]["processes"][0], "restarter", "{f:#}");
+    assert_eq!(f["evidence"]["time_wait_on_port"], 20, "{f:#}");
+    assert_eq!(f["evidence"]["without_reuseaddr"], 1, "{f:#}");
+    assert_eq!(actions(f)[0], "so_reuseaddr", "{f:#}");
+    let f = binds.iter().find(|f| f["where"]["lport"] == held).unwrap();
+    assert_eq!(f["severity"], "warning", "{f:#}");
+    assert_eq!(f["where"]["processes"][0], "second", "{f:#}");
+    assert_eq!(actions(f), ["find_holder"], "{f:#}");
+    assert_eq!(code, 4, "critical: {objects:#?}");
 }
 
 /// The overflow and reset scenario: 300 server-first closes into 100

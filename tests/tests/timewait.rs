@@ -35,7 +35,7 @@ fn closer_end(addr: IpAddr, conn: Conn, pattern: Pattern) -> Tuple {
     match pattern {
         Pattern::ServerFirst => (addr, conn.server_port, addr, conn.client_port),
         Pattern::ClientFirst => (addr, conn.client_port, addr, conn.server_port),
-        Pattern::ClientReset => unreachable!("a reset leaves no TIME_WAIT"),
+        Pattern::ClientReset | Pattern::ServerReset => unreachable!("a reset leaves no TIME_WAIT"),
     }
 }
 

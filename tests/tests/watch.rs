@@ -100,7 +100,7 @@ fn check(objects: &[Value], conn: Conn, pattern: Pattern, family: &str) {
                 "FIN_WAIT2->CLOSE",
             ],
         ),
-        Pattern::ClientReset => (
+        Pattern::ClientReset | Pattern::ServerReset => (
             &[
                 "CLOSE->SYN_SENT",
                 "SYN_SENT->ESTABLISHED",
@@ -163,6 +163,10 @@ fn check(objects: &[Value], conn: Conn, pattern: Pattern, family: &str) {
             expect(client_close, "client", "local", "rst_sent", false);
             expect(server_close, "server", "remote", "rst_received", false);
         }
+        Pattern::ServerReset => {
+            expect(client_close, "client", "remote", "rst_received", false);
+            expect(server_close, "server", "local", "rst_sent", false);
+        }
     }
 }
 
@@ -179,6 +183,7 @@ fn close_patterns_on_ipv4_and_ipv6_loopback() {
             Pattern::ClientFirst,
             Pattern::ServerFirst,
             Pattern::ClientReset,
+            Pattern::ServerReset,
         ] {
             let listener = tcp::listen(addr);
             runs.push((tcp::connect(&listener, pattern), pattern, family));
@@ -563,6 +568,7 @@ fn port_filters_keep_the_classification_of_what_they_match() {
             Pattern::ClientFirst,
             Pattern::ServerFirst,
             Pattern::ClientReset,
+            Pattern::ServerReset,
         ] {
             tcp::connect(listener, pattern);
         }
@@ -596,15 +602,15 @@ fn port_filters_keep_the_classification_of_what_they_match() {
         found
     };
     let server_side = closes(&all, "lport");
-    assert_eq!(server_side.len(), 6, "{server_side:#?}");
+    assert_eq!(server_side.len(), 8, "{server_side:#?}");
     assert_eq!(closes(&by_lport, "lport"), server_side);
     let client_side = closes(&all, "rport");
-    assert_eq!(client_side.len(), 6, "{client_side:#?}");
+    assert_eq!(client_side.len(), 8, "{client_side:#?}");
     assert_eq!(closes(&by_rport, "rport"), client_side);
     // Either end: both sides, and nothing else.
     assert_eq!(closes(&by_port, "lport"), server_side);
     assert_eq!(closes(&by_port, "rport"), client_side);
-    assert_eq!(of_type(&by_port, "close").len(), 12);
+    assert_eq!(of_type(&by_port, "close").len(), 16);
     for objects in [&all, &by_lport, &by_rport, &by_port] {
         assert_eq!(summary(objects)["lost"], 0);
     }

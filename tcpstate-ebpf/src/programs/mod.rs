@@ -16,7 +16,7 @@ use core::ptr::{addr_of, read_volatile};
 use aya_ebpf::{
     EbpfContext,
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::error;
@@ -36,9 +36,11 @@ macro_rules! conf {
     };
 }
 
+mod bind;
 mod record;
 mod rescue;
 
+use bind::BindCall;
 use record::{Copied, SockState, from_record, from_sock, read_kernel, record, reset};
 use rescue::classic_skipped;
 
@@ -74,6 +76,10 @@ static RECORD: PerCpuArray<Copied> = PerCpuArray::with_max_entries(1, 0);
 /// Owner and last-transition time per live socket, keyed by `skaddr`.
 #[map]
 static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131072, 0);
+
+/// `bind()` calls in flight, by thread id.
+#[map]
+static BINDS: HashMap<u32, BindCall> = HashMap::with_max_entries(4096, 0);
 
 /// `PORT_BITMAP_LEN - 1`; see [`port_allowed`].
 static PORT_INDEX_MASK: usize = PORT_BITMAP_LEN - 1;
@@ -171,6 +177,25 @@ fn rescue_reset(ctx: &BtfTracePointContext, sk: u64, what: u8) -> i32 {
         if let Err(err) = reset(sk, what) {
             error!(ctx, "rescuing a reset: reading the socket failed: {}", err);
         }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    if let Err(err) = bind::enter(&ctx) {
+        error!(&ctx, "sys_enter_bind: remembering the call failed: {}", err);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    if let Err(err) = bind::exit(&ctx) {
+        error!(
+            &ctx,
+            "sys_exit_bind: reading the failed call failed: {}", err
+        );
     }
     0
 }

@@ -61,7 +61,7 @@ pub struct Copied([u8; SET_STATE_RECORD_LEN]);
 /// The family the filters see: an IPv6 socket carrying IPv4 (an
 /// IPv4-mapped address at either end, the other possibly still unset) is
 /// IPv4, as userspace reports it.
-fn filter_family(family: u8, laddr: &Addr, raddr: &Addr) -> u8 {
+pub(super) fn filter_family(family: u8, laddr: &Addr, raddr: &Addr) -> u8 {
     // ::ffff:a.b.c.d: 80 zero bits, 16 one bits, the IPv4 address.
     const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
     let mapped = |a: &Addr| a[0] == 0 && a[1] == 0 && a[2] == MAPPED;
@@ -97,7 +97,7 @@ fn wanted(old: u8, new: u8, family: u8, addrs: (&Addr, &Addr), ports: (u16, u16)
 
 /// Whether a socket of `family` (as [`filter_family`] sees it) with these
 /// ports is reported.
-fn passes(family: u8, lport: u16, rport: u16) -> bool {
+pub(super) fn passes(family: u8, lport: u16, rport: u16) -> bool {
     let bit = match family {
         AF_INET => FAMILY_V4,
         AF_INET6 => FAMILY_V6,
@@ -115,7 +115,7 @@ pub fn read_kernel<T>(base: u64, off: u16) -> Result<T, i32> {
 }
 
 /// Inode of the socket's network namespace (0 if unreadable).
-fn netns_of(sk: u64) -> u32 {
+pub(super) fn netns_of(sk: u64) -> u32 {
     read_kernel::<u64>(sk, conf!(sock.net))
         .and_then(|net| read_kernel::<u32>(net, conf!(sock.net_inum)))
         .unwrap_or(0)
@@ -126,7 +126,7 @@ fn netns_of(sk: u64) -> u32 {
 /// The consumer is not woken unless enough data is waiting (userspace also
 /// drains on a short timer): waking it per event costs the traced workload
 /// more than half its throughput.
-fn emit(event: RawEvent) {
+pub(super) fn emit(event: RawEvent) {
     let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
         count(counter::RING_FULL);
         return;
@@ -197,7 +197,7 @@ impl Fields for Sock {
 
 /// An address as [`RawEvent`] carries it, read in 4-byte words: IPv4 in the
 /// first word, network order throughout.
-type Addr = [u32; 4];
+pub(super) type Addr = [u32; 4];
 
 /// Local and remote address, IPv4 or IPv6, at the given offsets.
 fn addresses(
@@ -214,7 +214,7 @@ fn addresses(
 }
 
 /// The bytes of an address, as they lie in memory.
-fn bytes(addr: Addr) -> [u8; 16] {
+pub(super) fn bytes(addr: Addr) -> [u8; 16] {
     // SAFETY: same size, and every bit pattern is a valid `[u8; 16]`.
     unsafe { core::mem::transmute(addr) }
 }
@@ -356,7 +356,13 @@ pub fn reset(sk: u64, what: u8) -> Result<(), i32> {
         return Ok(());
     }
     let family = read_kernel::<u16>(sk, conf!(sock.family))? as u8;
-    let lport = read_kernel::<u16>(sk, conf!(sock.num))?;
+    let state = read_kernel::<u8>(sk, conf!(sock.state))?;
+    let mut lport = read_kernel::<u16>(sk, conf!(sock.num))?;
+    if lport == 0 && state != tcp::TIME_WAIT && state != tcp::NEW_SYN_RECV {
+        // A full socket already moved to CLOSE gave its port back (an
+        // abortive close resets after that): `inet_sport` still has it.
+        lport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.sport))?);
+    }
     let rport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.dport))?);
     let filtered = if family == AF_INET6 {
         let (laddr, raddr) = addresses(
@@ -372,7 +378,6 @@ pub fn reset(sk: u64, what: u8) -> Result<(), i32> {
     if !passes(filtered, lport, rport) {
         return Ok(());
     }
-    let state = read_kernel::<u8>(sk, conf!(sock.state))?;
     let owner = match unsafe { SOCKS.get(sk) } {
         Some(o) if o.owner_known != 0 => *o,
         _ => SockState::UNKNOWN,

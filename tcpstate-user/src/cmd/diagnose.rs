@@ -17,7 +17,7 @@ use super::{
 use crate::{
     cli::{DIAGNOSE_DURATION, DiagnoseArgs},
     diagnose::{
-        evidence::{Evidence, Namespace},
+        evidence::{self, Evidence, Namespace},
         findings::{self, Finding, Severity},
         recording,
     },
@@ -26,7 +26,7 @@ use crate::{
     track::{
         filter::Filter,
         timewait::{Entry, ExitReason, TwSink},
-        tracker::{Close, ConnectFailure, Sink, Transition},
+        tracker::{BindFailure, Close, ConnectFailure, Sink, Transition},
     },
 };
 
@@ -58,6 +58,12 @@ impl<P> Sink for Diagnosis<P> {
     fn connect_failed(&mut self, f: &ConnectFailure) {
         if self.filter.matches(&f.id, f.owner.as_ref()) {
             self.evidence.connect_failed(f);
+        }
+    }
+
+    fn bind_failed(&mut self, b: &BindFailure) {
+        if self.filter.matches(&b.id, b.owner.as_ref()) {
+            self.evidence.bind_failed(b);
         }
     }
 }
@@ -117,6 +123,9 @@ impl<P: Printer> View for Diagnosis<P> {
             .as_secs_f64();
         ev.lost = lost.total();
         ev.own_netns = netns::current_netns().ok();
+        if !engine.binds_traced {
+            ev.gaps.push(evidence::BINDS_UNTRACED.into());
+        }
         ev.namespaces = engine
             .known_namespaces()
             .into_iter()
@@ -179,6 +188,7 @@ async fn diagnose<P: Printer>(
         reconcile: Some(common.reconcile),
         refresh: None,
         output,
+        binds: true,
     };
     engine::run(&common, pacing, &mut view).await?;
     printer = view.printer;

@@ -35,7 +35,7 @@ use crate::{
     track::{
         order::{self, Reorder},
         timewait::{self, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
-        tracker::{Close, ConnectFailure, Note, Sink, Tracker, Transition},
+        tracker::{BindFailure, Close, ConnectFailure, Note, Sink, Tracker, Transition},
     },
 };
 
@@ -122,12 +122,25 @@ pub struct Engine {
     /// The kernel's family and port filters, for the records it cannot
     /// filter itself (see [`Engine::process`]); `None` when tracing is off.
     pub kernel_filter: Option<loader::Settings>,
+    /// Whether failed `bind()` calls are traced.
+    pub binds_traced: bool,
+    /// TIME_WAIT sockets per (namespace, local port), counted for a failed
+    /// `bind()` and kept [`HOLDERS_TTL_NS`]: a process retrying `bind()`
+    /// in a loop costs one count of the table per second.
+    holders: FxHashMap<(u32, u16), (u64, usize)>,
 }
+
+/// How long a count of [`Engine::holders`] stands.
+const HOLDERS_TTL_NS: u64 = 1_000_000_000;
+
+/// Counts kept in [`Engine::holders`] before they are dropped together.
+const HOLDERS_MAX: usize = 4096;
 
 /// Routes the tracker's output through the TIME_WAIT table to the view.
 struct Stage<'a, V> {
     table: &'a mut Table,
     facts: &'a FxHashMap<u32, Facts>,
+    holders: &'a mut FxHashMap<(u32, u16), (u64, usize)>,
     view: &'a mut V,
 }
 
@@ -172,6 +185,31 @@ impl<V: View> Sink for Stage<'_, V> {
     fn connect_failed(&mut self, f: &ConnectFailure) {
         self.view.connect_failed(f);
     }
+
+    /// With the TIME_WAIT sockets that hold the port.
+    fn bind_failed(&mut self, b: &BindFailure) {
+        let key = (b.id.netns, b.id.tuple.lport);
+        let fresh = |&(at, _): &(u64, usize)| b.ts_ns.saturating_sub(at) < HOLDERS_TTL_NS;
+        let held = match self.holders.get(&key).filter(|c| fresh(c)) {
+            Some(&(_, n)) => n,
+            None => {
+                if self.holders.len() >= HOLDERS_MAX {
+                    self.holders.clear();
+                }
+                let n = self
+                    .table
+                    .entries()
+                    .filter(|e| e.id.netns == key.0 && e.id.tuple.lport == key.1)
+                    .count();
+                self.holders.insert(key, (b.ts_ns, n));
+                n
+            }
+        };
+        self.view.bind_failed(&BindFailure {
+            time_wait_on_port: Some(held),
+            ..*b
+        });
+    }
 }
 
 impl Engine {
@@ -193,6 +231,8 @@ impl Engine {
             unread: 0,
             reconciliations: 0,
             kernel_filter: None,
+            binds_traced: false,
+            holders: FxHashMap::default(),
         }
     }
 
@@ -309,6 +349,7 @@ impl Engine {
             &mut Stage {
                 table: &mut self.table,
                 facts: &self.facts,
+                holders: &mut self.holders,
                 view,
             },
         );
@@ -333,6 +374,7 @@ impl Engine {
             &mut Stage {
                 table: &mut self.table,
                 facts: &self.facts,
+                holders: &mut self.holders,
                 view,
             },
         );
@@ -348,6 +390,8 @@ pub struct Pacing {
     pub refresh: Option<Duration>,
     /// The output's losses, reported with the kernel's.
     pub output: output::Stats,
+    /// Trace failed `bind()` calls (the view uses them).
+    pub binds: bool,
 }
 
 /// The signals that end a run, installed before anything slow starts.
@@ -382,14 +426,18 @@ impl Signals {
 /// Loads and attaches the programs, then seeds the TIME_WAIT table and the
 /// listeners' owners from the kernel's tables (when reconciling): the slow
 /// part of a start, run off the event loop so that a signal ends it.
-fn start(common: &Common, reconciling: bool) -> Result<(loader::Probe, Engine)> {
+fn start(common: &Common, reconciling: bool, binds: bool) -> Result<(loader::Probe, Engine)> {
     let scope = common.scope();
-    let probe = loader::load(&scope.settings)?;
+    let probe = loader::load(&loader::Settings {
+        binds,
+        ..scope.settings.clone()
+    })?;
     if reconciling {
         privileges::check_namespace_access()?;
     }
     let mut engine = Engine::new(common.tw_len.as_nanos() as u64, reconciling);
     engine.kernel_filter = Some(scope.settings.clone());
+    engine.binds_traced = probe.kernel.binds;
     engine.reorder = Reorder::new(common.reorder_window.as_nanos() as u64);
     if reconciling {
         let seed =
@@ -442,10 +490,10 @@ fn combine(lost: Lost, engine: &Engine, output: &output::Stats) -> (Losses, u64)
 pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Result<()> {
     let started = Instant::now();
     let mut signals = Signals::install()?;
-    let reconciling = pacing.reconcile.is_some();
+    let (reconciling, binds) = (pacing.reconcile.is_some(), pacing.binds);
     let starting = {
         let common = common.clone();
-        tokio::task::spawn_blocking(move || start(&common, reconciling))
+        tokio::task::spawn_blocking(move || start(&common, reconciling, binds))
     };
     let (probe, mut engine) = tokio::select! {
         started = starting => started.context("the start-up task")??,
@@ -549,6 +597,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     let mut sink = Stage {
         table: &mut engine.table,
         facts: &engine.facts,
+        holders: &mut engine.holders,
         view,
     };
     engine.tracker.finish(&mut sink);

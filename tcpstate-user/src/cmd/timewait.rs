@@ -21,7 +21,7 @@ use crate::{
         filter::Filter,
         pressure::{self, Failures, Limits, PoolKey},
         timewait::{Entry, ExitReason, Source, TwSink},
-        tracker::{Close, ConnectFailure, FailReason, Role, Sink, Transition},
+        tracker::{BindFailure, Close, ConnectFailure, FailReason, Role, Sink, Transition},
     },
 };
 
@@ -72,6 +72,8 @@ impl<P> Sink for TwView<P> {
         pool[0] += 1;
         pool[1] += u64::from(f.reason == FailReason::NoLocalPort);
     }
+    /// Not traced for this view.
+    fn bind_failed(&mut self, _: &BindFailure) {}
 }
 
 /// The rates, the exits and the pools count only what the filters pass.
@@ -317,6 +319,7 @@ async fn timewait<P: Printer>(
         reconcile: (!common.reconcile.is_zero()).then_some(common.reconcile),
         refresh: Some(args.interval),
         output,
+        binds: false,
     };
     let result = engine::run(common, pacing, &mut view).await;
     view.printer.flush();

@@ -13,7 +13,7 @@ use crate::{
     track::{
         filter::Filter,
         timewait::{Entry, ExitReason, TwSink},
-        tracker::{Close, ConnectFailure, Sink, Transition},
+        tracker::{BindFailure, Close, ConnectFailure, Sink, Transition},
     },
 };
 
@@ -47,6 +47,12 @@ impl<P: Printer> Sink for Watch<P> {
         // Like a close, it follows its CLOSE transition.
         if self.filter.matches(&f.id, f.owner.as_ref()) {
             self.printer.connect_failed(f);
+        }
+    }
+
+    fn bind_failed(&mut self, b: &BindFailure) {
+        if !self.done() && self.filter.matches(&b.id, b.owner.as_ref()) {
+            self.printer.bind_failed(b);
         }
     }
 }
@@ -89,6 +95,7 @@ impl<P: Printer> View for Watch<P> {
                 now_ns: crate::host::clock::monotonic_ns(),
                 tw_len_ms: engine.table.tw_len_ns() as f64 / 1e6,
                 own_netns: crate::host::netns::current_netns().ok(),
+                binds_traced: engine.binds_traced,
                 namespaces: &namespaces,
             });
         }
@@ -111,6 +118,7 @@ async fn watch<P: Printer>(args: &WatchArgs, printer: P, output: output::Stats) 
         reconcile: (!common.reconcile.is_zero()).then_some(common.reconcile),
         refresh: None,
         output,
+        binds: true,
     };
     engine::run(common, pacing, &mut view).await
 }

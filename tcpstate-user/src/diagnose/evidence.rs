@@ -1,4 +1,5 @@
-//! What a diagnosis rests on: the closes and failed `connect()`s seen over
+//! What a diagnosis rests on: the closes and failed `connect()`s and
+//! `bind()`s seen over
 //! a window, and the state at its end (TIME_WAIT and established sockets,
 //! each namespace's settings). Gathered the same way live and from a
 //! recording.
@@ -13,9 +14,13 @@ use crate::{
     sock::{Owner, SockId},
     track::{
         pressure::PoolKey,
-        tracker::{Close, CloseKind, Closer, ConnectFailure, Role},
+        tracker::{BindFailure, Close, CloseKind, Closer, ConnectFailure, Role},
     },
 };
+
+/// The gap when failed `bind()`s were not traced.
+pub const BINDS_UNTRACED: &str = "failed bind() calls were not traced (the kernel has no \
+     syscalls:sys_exit_bind tracepoint): EADDRINUSE at bind() cannot be found";
 
 /// Lifetimes kept per group, for the median: the first ones seen.
 const LIFETIME_SAMPLES: usize = 4096;
@@ -103,6 +108,19 @@ impl Failures {
     pub fn total(&self) -> u64 {
         self.by_reason.iter().sum()
     }
+}
+
+/// Failed `bind()`s to one local port of one namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Binds {
+    pub n: u64,
+    /// Of them, on a socket without `SO_REUSEADDR`.
+    pub without_reuseaddr: u64,
+    /// The most TIME_WAIT sockets on the port at a failure, when known.
+    pub time_wait_on_port: Option<usize>,
+    /// The address asked for in the latest failure.
+    pub laddr: Option<std::net::IpAddr>,
+    pub processes: FxHashMap<String, u64>,
 }
 
 /// The closes of one process in one namespace, for its resets.
@@ -198,6 +216,8 @@ pub struct Evidence {
     /// Client-role closes by pool (namespace, local address, destination).
     pub destinations: FxHashMap<PoolKey, Closes>,
     pub failures: FxHashMap<PoolKey, Failures>,
+    /// Failed `bind()`s by (namespace, local port).
+    pub binds: FxHashMap<(u32, u16), Binds>,
     /// Closes by (namespace, process name).
     pub processes: FxHashMap<(u32, String), ProcessCloses>,
     /// Events lost while observing.
@@ -235,6 +255,18 @@ impl Evidence {
         let failures = self.failures.entry(PoolKey::of(&f.id)).or_default();
         failures.by_reason[f.reason as usize] += 1;
         count_process(&mut failures.processes, f.owner.as_ref());
+    }
+
+    pub fn bind_failed(&mut self, b: &BindFailure) {
+        let binds = self
+            .binds
+            .entry((b.id.netns, b.id.tuple.lport))
+            .or_default();
+        binds.n += 1;
+        binds.without_reuseaddr += u64::from(!b.reuseaddr);
+        binds.time_wait_on_port = binds.time_wait_on_port.max(b.time_wait_on_port);
+        binds.laddr = Some(b.id.tuple.laddr);
+        count_process(&mut binds.processes, b.owner.as_ref());
     }
 
     /// Namespace `netns`'s settings, else tcpstate's own.

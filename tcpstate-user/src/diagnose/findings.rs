@@ -5,12 +5,12 @@ use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
 
-use super::evidence::{Closes, Evidence, share, top};
+use super::evidence::{Binds, Closes, Evidence, share, top};
 use crate::{
     host::sysctl::Facts,
     track::{
         pressure::{self, Limits, Pool, PoolKey},
-        tracker::{CloseKind, FailReason},
+        tracker::{CloseKind, FailReason, Role},
     },
 };
 
@@ -58,6 +58,7 @@ pub enum Kind {
     RstCloses,
     ShortConnections,
     ConnectFailures,
+    BindInUse,
     Healthy,
 }
 
@@ -72,6 +73,7 @@ impl Kind {
             Kind::RstCloses => "rst_closes",
             Kind::ShortConnections => "short_connections",
             Kind::ConnectFailures => "connect_failures",
+            Kind::BindInUse => "bind_in_use",
             Kind::Healthy => "healthy",
         }
     }
@@ -139,6 +141,7 @@ pub fn diagnose(ev: &Evidence, threshold: f64) -> Vec<Finding> {
     findings.extend(destination_findings(ev, &pressed));
     findings.extend(reset_findings(ev));
     findings.extend(failure_findings(ev));
+    findings.extend(bind_findings(ev));
     // Stable: within a severity, the order the rules give (worst pool
     // first).
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
@@ -845,6 +848,107 @@ fn failure_findings(ev: &Evidence) -> Vec<Finding> {
         .collect()
 }
 
+/// `bind_in_use`: `bind()` refused with `EADDRINUSE`, by what holds the
+/// port: TIME_WAIT sockets (a server restarting without `SO_REUSEADDR`, a
+/// client binding a fixed source port) or a live socket.
+fn bind_findings(ev: &Evidence) -> Vec<Finding> {
+    let mut ports: Vec<_> = ev.binds.iter().collect();
+    ports.sort_by(|a, b| b.1.n.cmp(&a.1.n).then(a.0.cmp(b.0)));
+    ports
+        .into_iter()
+        .map(|(&(netns, port), b)| bind_finding(ev, netns, port, b))
+        .collect()
+}
+
+fn bind_finding(ev: &Evidence, netns: u32, port: u16, b: &Binds) -> Finding {
+    let processes = top(&b.processes, 3);
+    let who = processes.first().map_or("the process", String::as_str);
+    let held = b.time_wait_on_port.unwrap_or(0);
+    let listening = ev.listeners.contains_key(&(netns, port));
+    // Whose TIME_WAIT sockets are on the port at the end: a client's ends
+    // mean a fixed source port, a server's a restart.
+    let (mut as_client, mut as_server) = (0, 0);
+    for (id, role) in &ev.time_wait {
+        if id.netns == netns && id.tuple.lport == port {
+            match role {
+                Role::Client => as_client += 1,
+                Role::Server => as_server += 1,
+                Role::Unknown => {}
+            }
+        }
+    }
+    let mut fixes = Vec::new();
+    if held > 0 && as_client > as_server {
+        fixes.push(Fix {
+            action: "no_fixed_source_port",
+            detail: format!(
+                "let the kernel choose the source port in {who}: do not bind() before                  connect(), or bind() to port 0 with IP_BIND_ADDRESS_NO_PORT; a fixed source                  port waits out each TIME_WAIT (60 s) toward the same peer"
+            ),
+        });
+    }
+    if held > 0 {
+        fixes.push(Fix {
+            action: "so_reuseaddr",
+            detail: if b.without_reuseaddr > 0 {
+                format!(
+                    "set SO_REUSEADDR on the socket of {who} before bind()                      (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, 1)): Linux then binds over the                      port's TIME_WAIT sockets, never over a live listener"
+                )
+            } else {
+                format!(
+                    "{who} sets SO_REUSEADDR already: the TIME_WAIT sockets on port {port} come                      from sockets without it (another program, or an instance that did not                      set it); set it on every socket bound to the port"
+                )
+            },
+        });
+    } else {
+        fixes.push(Fix {
+            action: "find_holder",
+            detail: format!(
+                "a live socket holds port {port}: find it with `ss -tlnp 'sport = :{port}'`                  (often a previous instance still running), stop it or use another port"
+            ),
+        });
+    }
+    let holder = match (held, listening) {
+        (0, true) => "a listener holds the port".to_string(),
+        (0, false) => "no TIME_WAIT socket holds it: a live socket does".to_string(),
+        (n, _) => format!("{n} TIME_WAIT sockets hold the port"),
+    };
+    Finding {
+        kind: Kind::BindInUse,
+        severity: if held > 0 {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        what: format!(
+            "bind() to port {port} fails with EADDRINUSE ({}): {holder}",
+            match b.n {
+                1 => "once".to_string(),
+                n => format!("{n} times"),
+            }
+        ),
+        place: Place {
+            laddr: b.laddr,
+            lport: Some(port),
+            processes,
+            ..namespace(ev, netns)
+        },
+        evidence: vec![
+            ("bind_failures", Value::Count(b.n)),
+            ("without_reuseaddr", Value::Count(b.without_reuseaddr)),
+            ("time_wait_on_port", Value::Count(held as u64)),
+        ],
+        consequence: format!(
+            "\"address already in use\" here is EADDRINUSE at bind() (the port is taken), not              EADDRNOTAVAIL at connect() (no local port left toward a peer); {}",
+            if held > 0 {
+                "the bind keeps failing until those TIME_WAIT sockets expire, up to 60 s                  after the last close"
+            } else {
+                "it keeps failing while that socket lives"
+            }
+        ),
+        fixes,
+    }
+}
+
 fn healthy(ev: &Evidence, pools: &[Pool]) -> Finding {
     let closes: u64 = ev
         .services
@@ -886,7 +990,9 @@ mod tests {
     use crate::{
         diagnose::evidence::Namespace,
         sock::SockId,
-        track::tracker::{Close, Closer, ConnectFailure, Role, tests::owner, tests::tuple},
+        track::tracker::{
+            BindFailure, Close, Closer, ConnectFailure, Role, tests::owner, tests::tuple,
+        },
     };
 
     const NS: u32 = 9;
@@ -1124,5 +1230,91 @@ mod tests {
             })
             .is_some_and(|f| f.detail.contains("not TIME_WAIT"))
         );
+    }
+
+    #[test]
+    fn a_bind_refused_over_time_wait_asks_for_so_reuseaddr() {
+        let mut ev = evidence(facts((32768, 60999), 0));
+        let mut id = SockId {
+            netns: NS,
+            tuple: tuple(8080, 0),
+        };
+        for _ in 0..3 {
+            ev.bind_failed(&BindFailure {
+                ts_ns: 1,
+                skaddr: 1,
+                id,
+                reuseaddr: false,
+                reuseport: false,
+                time_wait_on_port: Some(40),
+                owner: Some(owner(5)),
+            });
+        }
+        // A client binding a fixed source port: its TIME_WAIT ends there.
+        id.tuple.lport = 40000;
+        ev.time_wait.push((
+            SockId {
+                netns: NS,
+                tuple: tuple(40000, 7000),
+            },
+            Role::Client,
+        ));
+        ev.bind_failed(&BindFailure {
+            ts_ns: 1,
+            skaddr: 2,
+            id,
+            reuseaddr: true,
+            reuseport: false,
+            time_wait_on_port: Some(1),
+            owner: Some(owner(6)),
+        });
+        let findings = diagnose(&ev, 0.5);
+        let binds: Vec<_> = findings
+            .iter()
+            .filter(|f| f.kind == Kind::BindInUse)
+            .collect();
+        assert_eq!(binds.len(), 2, "{findings:#?}");
+        let server = binds[0];
+        assert_eq!(server.severity, Severity::Critical);
+        assert_eq!(server.place.lport, Some(8080));
+        assert!(
+            server.what.contains("40 TIME_WAIT sockets"),
+            "{}",
+            server.what
+        );
+        assert!(server.consequence.contains("EADDRNOTAVAIL at connect()"));
+        assert_eq!(server.fixes[0].action, "so_reuseaddr");
+        assert!(
+            server.fixes[0]
+                .detail
+                .contains("set SO_REUSEADDR on the socket of test")
+        );
+        let client = binds[1];
+        assert_eq!(client.fixes[0].action, "no_fixed_source_port");
+        assert!(client.fixes[1].detail.contains("sets SO_REUSEADDR already"));
+    }
+
+    #[test]
+    fn a_bind_refused_by_a_live_socket_names_no_time_wait_fix() {
+        let mut ev = evidence(facts((32768, 60999), 0));
+        ev.listeners.insert((NS, 8080), 77);
+        ev.bind_failed(&BindFailure {
+            ts_ns: 1,
+            skaddr: 1,
+            id: SockId {
+                netns: NS,
+                tuple: tuple(8080, 0),
+            },
+            reuseaddr: true,
+            reuseport: false,
+            time_wait_on_port: Some(0),
+            owner: Some(owner(5)),
+        });
+        let findings = diagnose(&ev, 0.5);
+        let f = findings.iter().find(|f| f.kind == Kind::BindInUse).unwrap();
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f.what.ends_with("a listener holds the port"), "{}", f.what);
+        assert_eq!(f.fixes.len(), 1);
+        assert_eq!(f.fixes[0].action, "find_holder");
     }
 }

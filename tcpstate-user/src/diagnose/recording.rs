@@ -8,11 +8,11 @@ use std::{io::BufRead, net::IpAddr};
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
-use super::evidence::{Evidence, Namespace};
+use super::evidence::{BINDS_UNTRACED, Evidence, Namespace};
 use crate::{
     host::sysctl::Facts,
     sock::{Comm, Owner, SockId, Tuple},
-    track::tracker::{Close, CloseKind, Closer, ConnectFailure, FailReason, Role},
+    track::tracker::{BindFailure, Close, CloseKind, Closer, ConnectFailure, FailReason, Role},
 };
 
 /// The fields of any line that the diagnosis reads; others are ignored.
@@ -37,9 +37,14 @@ struct Line {
     comm: Option<String>,
     lost: Option<u64>,
     duration_ms: Option<f64>,
+    // `bind_failed`
+    reuseaddr: Option<bool>,
+    reuseport: Option<bool>,
+    time_wait_on_port: Option<usize>,
     // `host`
     tw_len_ms: Option<f64>,
     own_netns: Option<u32>,
+    binds_traced: Option<bool>,
     namespaces: Vec<HostNamespace>,
 }
 
@@ -70,7 +75,7 @@ pub fn read(input: impl BufRead, tw_len_s: f64) -> std::io::Result<Evidence> {
     let mut time_wait: FxHashMap<(u32, Tuple), Role> = FxHashMap::default();
     let (mut first, mut last, mut duration_s) = (None::<f64>, None::<f64>, None);
     let (mut bad, mut lines, mut host, mut summary) = (0u64, 0u64, false, false);
-    let mut cut = false;
+    let (mut cut, mut binds_traced) = (false, false);
     for line in input.split(b'\n') {
         let line = line?;
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -95,6 +100,7 @@ pub fn read(input: impl BufRead, tw_len_s: f64) -> std::io::Result<Evidence> {
             "host" => {
                 host = true;
                 ev.own_netns = l.own_netns.or(ev.own_netns);
+                binds_traced = l.binds_traced.unwrap_or(false);
                 if let Some(ms) = l.tw_len_ms {
                     ev.tw_len_s = ms / 1000.0;
                 }
@@ -108,6 +114,10 @@ pub fn read(input: impl BufRead, tw_len_s: f64) -> std::io::Result<Evidence> {
             },
             "connect_failed" => match failure(&l) {
                 Some(f) => ev.connect_failed(&f),
+                None => bad += 1,
+            },
+            "bind_failed" => match bind_failure(&l) {
+                Some(b) => ev.bind_failed(&b),
                 None => bad += 1,
             },
             "timewait_enter" => match (id(&l), l.role.as_deref().and_then(role)) {
@@ -158,6 +168,9 @@ pub fn read(input: impl BufRead, tw_len_s: f64) -> std::io::Result<Evidence> {
                 facts: Some(linux_defaults()),
             },
         );
+    }
+    if host && !binds_traced {
+        ev.gaps.push(BINDS_UNTRACED.into());
     }
     if !summary {
         ev.gaps
@@ -253,6 +266,18 @@ fn failure(l: &Line) -> Option<ConnectFailure> {
     })
 }
 
+fn bind_failure(l: &Line) -> Option<BindFailure> {
+    Some(BindFailure {
+        ts_ns: 0,
+        skaddr: 0,
+        id: id(l)?,
+        reuseaddr: l.reuseaddr?,
+        reuseport: l.reuseport.unwrap_or(false),
+        time_wait_on_port: l.time_wait_on_port,
+        owner: owner(l),
+    })
+}
+
 /// The value of `all` whose name is `s`.
 fn named<T: Copy>(s: &str, all: &[T], name: impl Fn(T) -> &'static str) -> Option<T> {
     all.iter().copied().find(|&v| name(v) == s)
@@ -327,16 +352,17 @@ fn epoch_s(ts: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
-    const HOST: &str = r#"{"type":"host","ts":"2026-12-01T06:40:00.000000Z","tw_len_ms":60000.0,"own_netns":1,"namespaces":[{"netns":1,"netns_name":"host","time_wait":0,"tcp_max_tw_buckets":262144,"tcp_max_tw_buckets_headroom":262144,"tcp_timewait_overflow":0,"port_range":[32768,60999],"reserved_ports":0,"tcp_tw_reuse":2,"tcp_timestamps":1,"tw_recycled":0,"tcp_fin_timeout":60,"tw_refused":null},{"netns":9,"netns_name":"client","time_wait":0,"tcp_max_tw_buckets":262144,"port_range":[40000,40999],"tcp_tw_reuse":0,"tcp_timestamps":1}]}"#;
+    const HOST: &str = r#"{"type":"host","ts":"2026-12-01T06:40:00.000000Z","tw_len_ms":60000.0,"own_netns":1,"binds_traced":true,"namespaces":[{"netns":1,"netns_name":"host","time_wait":0,"tcp_max_tw_buckets":262144,"tcp_max_tw_buckets_headroom":262144,"tcp_timewait_overflow":0,"port_range":[32768,60999],"reserved_ports":0,"tcp_tw_reuse":2,"tcp_timestamps":1,"tw_recycled":0,"tcp_fin_timeout":60,"tw_refused":null},{"netns":9,"netns_name":"client","time_wait":0,"tcp_max_tw_buckets":262144,"port_range":[40000,40999],"tcp_tw_reuse":0,"tcp_timestamps":1}]}"#;
     const CLOSE: &str = r#"{"type":"close","ts":"2026-12-01T06:40:06.170485Z","family":"ipv4","laddr":"127.0.0.1","lport":40001,"raddr":"127.0.0.1","rport":7000,"netns":9,"role":"client","closer":"local","kind":"fin","time_wait":true,"tw_refused":false,"lifetime_ms":1.139,"pid":31218,"comm":"client"}"#;
     const ENTER: &str = r#"{"type":"timewait_enter","ts":"2026-12-01T06:40:06.170485Z","family":"ipv4","laddr":"127.0.0.1","lport":40001,"raddr":"127.0.0.1","rport":7000,"netns":9,"role":"client","closer":"local","expires_at":"2026-12-01T06:41:06.170485Z","pid":31218,"comm":"client","source":"traced"}"#;
     const FAILED: &str = r#"{"type":"connect_failed","ts":"2026-12-01T06:40:07.0Z","family":"ipv4","laddr":"127.0.0.1","lport":0,"raddr":"127.0.0.1","rport":7000,"netns":9,"reason":"no_local_port","errno":"EADDRNOTAVAIL","waited_ms":0.012,"pid":4485,"comm":"client"}"#;
+    const BIND: &str = r#"{"type":"bind_failed","ts":"2026-12-01T06:40:08.0Z","family":"ipv4","laddr":"0.0.0.0","lport":8080,"raddr":"0.0.0.0","rport":0,"netns":1,"errno":"EADDRINUSE","reuseaddr":false,"reuseport":false,"time_wait_on_port":12,"pid":4490,"comm":"server"}"#;
     const SUMMARY: &str =
         r#"{"type":"summary","events":20,"lost":3,"lost_by_reason":{},"duration_ms":10000.0}"#;
 
     #[test]
     fn a_recording_becomes_the_same_evidence() {
-        let text = [HOST, CLOSE, ENTER, FAILED, SUMMARY].join("\n") + "\n";
+        let text = [HOST, CLOSE, ENTER, FAILED, BIND, SUMMARY].join("\n") + "\n";
         let ev = read(text.as_bytes(), 60.0).unwrap();
         assert_eq!(ev.window_s, 10.0);
         assert_eq!(ev.lost, 3);
@@ -346,6 +372,9 @@ mod tests {
         assert_eq!(ev.time_wait.len(), 1);
         assert_eq!(ev.destinations.values().next().unwrap().n, 1);
         assert_eq!(ev.failures.values().next().unwrap().by_reason[0], 1);
+        let bind = &ev.binds[&(1, 8080)];
+        assert_eq!((bind.n, bind.without_reuseaddr), (1, 1));
+        assert_eq!(bind.time_wait_on_port, Some(12));
         assert_eq!(ev.gaps.len(), 1, "{:?}", ev.gaps);
     }
 

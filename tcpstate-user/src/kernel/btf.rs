@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, BtfType, Type};
-use tcpstate_ebpf::SockOffsets;
+use tcpstate_ebpf::{BindOffsets, SockOffsets};
 
 /// The kernel's own BTF.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -42,9 +42,42 @@ pub fn sock_offsets(btf: &Btf) -> Result<SockOffsets> {
     })
 }
 
+/// The BTF offsets of what the `bind()` programs read: the socket behind a
+/// file descriptor and its `SO_REUSEADDR`/`SO_REUSEPORT` bits (the
+/// tracepoint offsets are left zero for the loader).
+pub fn bind_offsets(btf: &Btf) -> Result<BindOffsets> {
+    let reuse = bit_offset(btf, "sock", &["__sk_common", "skc_reuse"])?;
+    let reuseport = bit_offset(btf, "sock", &["__sk_common", "skc_reuseport"])?;
+    if reuse / 8 != reuseport / 8 || reuse % 8 > 4 {
+        bail!("struct sock: skc_reuse and skc_reuseport are not in one byte");
+    }
+    Ok(BindOffsets {
+        task_files: field_offset(btf, "task_struct", &["files"])?,
+        files_fdt: field_offset(btf, "files_struct", &["fdt"])?,
+        fdtable_fd: field_offset(btf, "fdtable", &["fd"])?,
+        file_private_data: field_offset(btf, "file", &["private_data"])?,
+        socket_sk: field_offset(btf, "socket", &["sk"])?,
+        reuse_byte: u16::try_from(reuse / 8).context("struct sock: skc_reuse")?,
+        reuse_shift: (reuse % 8) as u8,
+        reuseport_shift: (reuseport % 8) as u8,
+        ..BindOffsets::default()
+    })
+}
+
 /// Byte offset of `path` (member names, descending into nested structs)
 /// inside `struct root`. Anonymous structs and unions are searched through.
 pub fn field_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u16> {
+    let what = || format!("struct {root}.{}", path.join("."));
+    let bits = bit_offset(btf, root, path)?;
+    if !bits.is_multiple_of(8) {
+        bail!("{}: not byte aligned", what());
+    }
+    u16::try_from(bits / 8).with_context(what)
+}
+
+/// Bit offset of `path` inside `struct root`, as [`field_offset`] finds it;
+/// bitfields included.
+fn bit_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u32> {
     let what = || format!("struct {root}.{}", path.join("."));
     let mut current = find_struct(btf, root).with_context(what)?;
     let mut bits = 0u32;
@@ -60,10 +93,7 @@ pub fn field_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u16> {
             };
         }
     }
-    if !bits.is_multiple_of(8) {
-        bail!("{}: not byte aligned", what());
-    }
-    u16::try_from(bits / 8).with_context(what)
+    Ok(bits)
 }
 
 pub(super) fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
@@ -132,6 +162,20 @@ mod tests {
         // skc_dport and skc_num share skc_portpair: adjacent u16s.
         assert_eq!(o.num.abs_diff(o.dport), 2, "{o:?}");
         assert!(o.net_inum > 0);
+    }
+
+    #[test]
+    fn resolves_bind_offsets_on_this_kernel() {
+        let btf = load_vmlinux().expect("this test needs the kernel's BTF");
+        let o = bind_offsets(&btf).unwrap();
+        let state = sock_offsets(&btf).unwrap().state;
+        // The bitfields follow skc_state in struct sock_common.
+        assert_eq!(o.reuse_byte, state + 1, "{o:?}");
+        assert_ne!(o.reuse_shift, o.reuseport_shift, "{o:?}");
+        assert!(
+            o.task_files > 0 && o.fdtable_fd > 0 && o.socket_sk > 0,
+            "{o:?}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 use anyhow::{Context as _, Result, anyhow};
 use aya::programs::TracePoint;
 use aya_obj::generated::{bpf_cmd, bpf_prog_info};
-use tcpstate_ebpf::{PROGRAMS, counter};
+use tcpstate_ebpf::counter;
 
 use super::loader::Kernel;
 
@@ -38,7 +38,7 @@ impl Kernel {
         // report a skipped event as rescued before it shows as missed, but
         // never the other way round.
         let mut misses = 0;
-        for (name, ..) in PROGRAMS {
+        for &name in &self.classic {
             let program: &TracePoint = self
                 .ebpf
                 .program(name)

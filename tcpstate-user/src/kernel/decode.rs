@@ -8,16 +8,24 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use tcpstate_ebpf::{AF_INET, AF_INET6, RawEvent, flags, kind};
+use tcpstate_ebpf::{AF_INET, AF_INET6, RawEvent, bind, flags, kind};
 
 use crate::sock::{Comm, Owner, SockId, State, Tuple};
 
 /// What happened to the socket.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
-    Transition { old: State, new: State },
+    Transition {
+        old: State,
+        new: State,
+    },
     ResetReceived,
     ResetSent,
+    /// A `bind()` failed with `EADDRINUSE`; the socket had these options.
+    BindFailed {
+        reuseaddr: bool,
+        reuseport: bool,
+    },
 }
 
 /// One decoded ring-buffer record.
@@ -79,6 +87,10 @@ pub fn decode_raw(raw: &RawEvent) -> Result<Event, DecodeError> {
         },
         kind::RESET_RECEIVED => Kind::ResetReceived,
         kind::RESET_SENT => Kind::ResetSent,
+        kind::BIND_FAILED => Kind::BindFailed {
+            reuseaddr: raw.oldstate & bind::REUSEADDR != 0,
+            reuseport: raw.oldstate & bind::REUSEPORT != 0,
+        },
         other => return Err(DecodeError::Kind(other)),
     };
     let (laddr, raddr) = match raw.family {
@@ -198,6 +210,23 @@ pub(crate) mod tests {
         assert_eq!(decode(&bytes_of(&raw)).unwrap().kind, Kind::ResetReceived);
         raw.kind = kind::RESET_SENT;
         assert_eq!(decode(&bytes_of(&raw)).unwrap().kind, Kind::ResetSent);
+    }
+
+    #[test]
+    fn decodes_failed_binds_with_their_options() {
+        let mut raw = raw_transition(AF_INET6, bind::REUSEPORT, 0);
+        raw.kind = kind::BIND_FAILED;
+        raw.laddr = Ipv6Addr::UNSPECIFIED.octets();
+        let ev = decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(
+            ev.kind,
+            Kind::BindFailed {
+                reuseaddr: false,
+                reuseport: true
+            }
+        );
+        assert_eq!(ev.id.tuple.laddr.to_string(), "::");
+        assert_eq!(ev.id.tuple.lport, 9098);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! globals, and hands out the ring buffer and the attached programs (whose
 //! losses `counters` reads).
 
+use std::path::Path;
+
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -12,9 +14,9 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use tcpstate_ebpf::{
-    Config, FAMILY_V4, FAMILY_V6, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_PORTS, GLOBAL_RPORTS,
-    MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN, PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN,
-    SetStateOffsets,
+    BIND_PROGRAMS, BindOffsets, Config, FAMILY_V4, FAMILY_V6, GLOBAL_CONFIG, GLOBAL_LPORTS,
+    GLOBAL_PORTS, GLOBAL_RPORTS, MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN, PROGRAMS, RESCUERS,
+    SET_STATE_RECORD_LEN, SetStateOffsets,
 };
 
 use super::{btf, guard, privileges, tracefs};
@@ -38,6 +40,8 @@ pub struct Settings {
     pub ring_bytes: u32,
     /// Wake userspace once this many bytes are waiting (0: every event).
     pub wakeup_bytes: u32,
+    /// Report `bind()` calls that fail with `EADDRINUSE`.
+    pub binds: bool,
 }
 
 impl Settings {
@@ -82,6 +86,10 @@ pub struct Kernel {
     /// Keeps the programs and their links alive.
     pub(super) ebpf: Ebpf,
     pub(super) counters: PerCpuArray<MapData, u64>,
+    /// The classic tracepoint programs attached, whose skipped runs count.
+    pub(super) classic: Vec<&'static str>,
+    /// Whether failed `bind()` calls are reported.
+    pub binds: bool,
 }
 
 /// Loads the programs, configures them and attaches them.
@@ -116,6 +124,14 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         rport_filter: u8::from(!settings.rports.is_empty()),
         port_filter: u8::from(!settings.ports.is_empty()),
         wakeup_bytes: u64::from(settings.wakeup_bytes),
+        bind: match settings.binds.then(|| bind_offsets(&tracefs, &vmlinux)) {
+            Some(Ok(offsets)) => offsets,
+            Some(Err(e)) => {
+                warning!("failed bind() calls cannot be seen on this kernel: {e:#}");
+                BindOffsets::default()
+            }
+            None => BindOffsets::default(),
+        },
         guard: guard::offsets(&vmlinux).unwrap_or_else(|e| {
             warning!(
                 "transitions the kernel skips for nested BPF runs cannot be rescued on this \
@@ -150,7 +166,10 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         .context("loading the eBPF programs")?;
     let logger = EbpfLogger::init(&mut ebpf).context("setting up eBPF diagnostics")?;
 
-    for (name, group, tracepoint) in PROGRAMS {
+    let binds = config.bind.exit_ret != 0;
+    let bind_programs = BIND_PROGRAMS.iter().filter(|_| binds);
+    let mut classic = Vec::new();
+    for &(name, group, tracepoint) in PROGRAMS.iter().chain(bind_programs) {
         let program: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
@@ -161,6 +180,7 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         program
             .attach(group, tracepoint)
             .with_context(|| format!("attaching to tracepoint {group}:{tracepoint}"))?;
+        classic.push(name);
     }
     // The rescuers after the classic programs: a rescue with no classic
     // program to miss would be counted against no miss.
@@ -189,7 +209,25 @@ pub fn load(settings: &Settings) -> Result<Probe> {
     Ok(Probe {
         events,
         logger,
-        kernel: Kernel { ebpf, counters },
+        kernel: Kernel {
+            ebpf,
+            counters,
+            classic,
+            binds,
+        },
+    })
+}
+
+/// Where the `bind()` programs read: the `syscalls` tracepoints' formats
+/// (absent without `CONFIG_FTRACE_SYSCALLS`) and the BTF offsets.
+fn bind_offsets(tracefs: &Path, vmlinux: &btf_rs::Btf) -> Result<BindOffsets> {
+    let enter = tracefs::Format::read(tracefs, "syscalls", "sys_enter_bind")?;
+    let exit = tracefs::Format::read(tracefs, "syscalls", "sys_exit_bind")?;
+    Ok(BindOffsets {
+        enter_fd: enter.offset::<u64>("fd")?,
+        enter_addr: enter.offset::<u64>("umyaddr")?,
+        exit_ret: exit.offset::<i64>("ret")?,
+        ..btf::bind_offsets(vmlinux)?
     })
 }
 

@@ -18,7 +18,7 @@ use crate::{
     sock::{Owner, SockId},
     track::{
         timewait::{Entry, ExitReason, Source, TwSink},
-        tracker::{Close, Closer, ConnectFailure, FailReason, Role, Sink, Transition},
+        tracker::{BindFailure, Close, Closer, ConnectFailure, FailReason, Role, Sink, Transition},
     },
 };
 
@@ -117,6 +117,17 @@ fields! {
         reason: &'static str,
         errno: Option<&'static str>,
         waited_ms: Option<f64>,
+        pid: Option<u32>,
+        comm: Option<Cow<'a, str>>,
+    }
+}
+
+fields! {
+    struct BindFailedJson<'a> {
+        errno: &'static str,
+        reuseaddr: bool,
+        reuseport: bool,
+        time_wait_on_port: Option<u64>,
         pid: Option<u32>,
         comm: Option<Cow<'a, str>>,
     }
@@ -248,6 +259,7 @@ struct HostJson {
     ts: Ts,
     tw_len_ms: f64,
     own_netns: Option<u32>,
+    binds_traced: bool,
     namespaces: Vec<NamespaceJson>,
 }
 
@@ -565,6 +577,25 @@ impl<W: Write> Sink for Json<W> {
             },
         );
     }
+
+    fn bind_failed(&mut self, b: &BindFailure) {
+        let ts = self.out.stamp(b.ts_ns);
+        self.record(
+            "bind_failed",
+            &Record {
+                ts,
+                sock: SockJson::new(&b.id),
+                own: BindFailedJson {
+                    errno: "EADDRINUSE",
+                    reuseaddr: b.reuseaddr,
+                    reuseport: b.reuseport,
+                    time_wait_on_port: b.time_wait_on_port.map(|n| n as u64),
+                    pid: b.owner.map(|o| o.pid),
+                    comm: comm_of(&b.owner),
+                },
+            },
+        );
+    }
 }
 
 impl<W: Write> TwSink for Json<W> {
@@ -612,6 +643,7 @@ impl<W: Write> Printer for Json<W> {
             ts,
             tw_len_ms: h.tw_len_ms,
             own_netns: h.own_netns,
+            binds_traced: h.binds_traced,
             namespaces: h.namespaces.iter().map(NamespaceJson::new).collect(),
         });
     }

@@ -167,6 +167,8 @@ pub struct Host<'a> {
     pub tw_len_ms: f64,
     /// tcpstate's own namespace.
     pub own_netns: Option<u32>,
+    /// Whether failed `bind()` calls are traced.
+    pub binds_traced: bool,
     pub namespaces: &'a [NsFigures],
 }
 

@@ -17,7 +17,7 @@ use crate::{
     sock::Owner,
     track::{
         timewait::{Entry, ExitReason, Source, TwSink},
-        tracker::{Close, ConnectFailure, Sink, Transition},
+        tracker::{BindFailure, Close, ConnectFailure, Sink, Transition},
     },
 };
 
@@ -123,6 +123,36 @@ impl<W: Write> Sink for Text<W> {
             "{:>25} connect failed: {}{errno}{waited}",
             "",
             f.reason.as_str()
+        );
+        self.line(&line);
+    }
+
+    /// A line of its own in the table, with what holds the address under it.
+    fn bind_failed(&mut self, b: &BindFailure) {
+        self.header();
+        let ts = self.out.stamp(b.ts_ns);
+        let (pid, comm) = owner_columns(b.owner.as_ref());
+        let tuple = &b.id.tuple;
+        let line = format!(
+            "{:<15} {:>7} {:<15} {:<30} {:<30} {:<26} {:>10}  bind failed (EADDRINUSE)",
+            time_of_day(ts),
+            pid,
+            comm,
+            endpoint(tuple.laddr, tuple.lport),
+            "-",
+            "bind()",
+            "-",
+        );
+        self.line(&line);
+        let held = match b.time_wait_on_port {
+            Some(0) => "no TIME_WAIT socket on the port: a live socket holds it".to_string(),
+            Some(n) => format!("{n} TIME_WAIT sockets hold the port"),
+            None => "TIME_WAIT sockets on the port unknown".to_string(),
+        };
+        let line = format!(
+            "{:>25} {held}; SO_REUSEADDR {}",
+            "",
+            if b.reuseaddr { "on" } else { "off" }
         );
         self.line(&line);
     }

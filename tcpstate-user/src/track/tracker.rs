@@ -238,6 +238,26 @@ pub struct ConnectFailure {
     pub owner: Option<Owner>,
 }
 
+/// A `bind()` that failed with `EADDRINUSE`: another socket holds the
+/// address, a listener or, typically, TIME_WAIT sockets of a server that
+/// closed first and restarts without `SO_REUSEADDR`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct BindFailure {
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    /// The address and port asked for (the remote end is unset).
+    pub id: SockId,
+    /// The socket had `SO_REUSEADDR` set.
+    pub reuseaddr: bool,
+    /// The socket had `SO_REUSEPORT` set.
+    pub reuseport: bool,
+    /// TIME_WAIT sockets of that namespace on that local port when it
+    /// failed; set downstream, where the table is known.
+    pub time_wait_on_port: Option<usize>,
+    /// The calling process.
+    pub owner: Option<Owner>,
+}
+
 /// One state transition, annotated.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct Transition {
@@ -278,6 +298,7 @@ pub trait Sink {
     fn transition(&mut self, t: &Transition);
     fn close(&mut self, c: &Close);
     fn connect_failed(&mut self, f: &ConnectFailure);
+    fn bind_failed(&mut self, b: &BindFailure);
 }
 
 /// Counters of what the tracker saw and what its cap dropped.
@@ -288,6 +309,8 @@ pub struct Stats {
     pub closes: u64,
     /// `connect()`s that never established (no `close` for them).
     pub connect_failures: u64,
+    /// `bind()`s that failed with `EADDRINUSE`.
+    pub bind_failures: u64,
     /// New connections not tracked because the table was full.
     pub untracked: u64,
     /// Connections whose end tracing never saw: their socket address began
@@ -395,6 +418,21 @@ impl Tracker {
             Kind::Transition { old, new } => self.on_transition(ev, old, new, sink),
             Kind::ResetReceived => self.on_reset(ev, false, sink),
             Kind::ResetSent => self.on_reset(ev, true, sink),
+            Kind::BindFailed {
+                reuseaddr,
+                reuseport,
+            } => {
+                self.stats.bind_failures += 1;
+                sink.bind_failed(&BindFailure {
+                    ts_ns: ev.ts_ns,
+                    skaddr: ev.skaddr,
+                    id: ev.id,
+                    reuseaddr,
+                    reuseport,
+                    time_wait_on_port: None,
+                    owner: ev.owner,
+                });
+            }
         }
     }
 
@@ -643,6 +681,7 @@ pub(crate) mod tests {
         pub transitions: Vec<Transition>,
         pub closes: Vec<Close>,
         pub failures: Vec<ConnectFailure>,
+        pub binds: Vec<BindFailure>,
     }
 
     impl Sink for Collect {
@@ -654,6 +693,9 @@ pub(crate) mod tests {
         }
         fn connect_failed(&mut self, f: &ConnectFailure) {
             self.failures.push(*f);
+        }
+        fn bind_failed(&mut self, b: &BindFailure) {
+            self.binds.push(*b);
         }
     }
 
@@ -1148,5 +1190,29 @@ pub(crate) mod tests {
         let last = out.transitions.last().unwrap();
         assert_eq!(last.note, Note::ConnectFailed(FailReason::Other));
         assert_eq!(tracker.live(), 0);
+    }
+
+    #[test]
+    fn a_failed_bind_passes_through_and_leaves_connections_alone() {
+        let mut bind = Sock::new(50, 8080, 0);
+        bind.push(
+            Kind::BindFailed {
+                reuseaddr: false,
+                reuseport: false,
+            },
+            Some(owner(7)),
+        );
+        let mut tracker = Tracker::default();
+        let mut out = Collect::default();
+        tracker.on_event(&bind.events[0], &mut out);
+        assert_eq!(out.binds.len(), 1);
+        let b = out.binds[0];
+        assert_eq!(
+            (b.id.tuple.lport, b.owner, b.reuseaddr),
+            (8080, Some(owner(7)), false)
+        );
+        assert_eq!(b.time_wait_on_port, None);
+        assert!(out.transitions.is_empty() && out.closes.is_empty());
+        assert_eq!((tracker.stats().bind_failures, tracker.live()), (1, 0));
     }
 }

@@ -1,0 +1,113 @@
+//! Failed `bind()` calls: the entry program remembers each call's socket
+//! and address by thread, the exit program writes a record when the call
+//! failed with `EADDRINUSE` on a TCP socket.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    programs::TracePointContext,
+};
+use tcpstate_ebpf::{
+    AF_INET, AF_INET6, COMM_LEN, EADDRINUSE, IPPROTO_TCP, RawEvent, bind, flags, kind,
+};
+
+use super::{
+    BINDS,
+    record::{bytes, emit, filter_family, netns_of, passes, read_kernel},
+};
+
+/// One `bind()` in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BindCall {
+    fd: u64,
+    /// The caller's `struct sockaddr *`.
+    addr: u64,
+}
+
+/// At entry: the call's fd and address, by thread.
+pub fn enter(ctx: &TracePointContext) -> Result<(), i32> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let (fd_at, addr_at) = (conf!(bind.enter_fd), conf!(bind.enter_addr));
+    let call = BindCall {
+        fd: unsafe { ctx.read_at::<u64>(usize::from(fd_at))? },
+        addr: unsafe { ctx.read_at::<u64>(usize::from(addr_at))? },
+    };
+    BINDS.insert(tid, call, 0)
+}
+
+/// At exit: the record, when the call failed with `EADDRINUSE`.
+pub fn exit(ctx: &TracePointContext) -> Result<(), i32> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(call) = (unsafe { BINDS.get(tid) }).copied() else {
+        // The call began before the programs were attached.
+        return Ok(());
+    };
+    let _ = BINDS.remove(tid);
+    let ret_at = conf!(bind.exit_ret);
+    let ret = unsafe { ctx.read_at::<i64>(usize::from(ret_at))? };
+    if ret != -EADDRINUSE {
+        return Ok(());
+    }
+    let sk = socket_of(call.fd)?;
+    if sk == 0 || read_kernel::<u16>(sk, conf!(sock.protocol))? != IPPROTO_TCP {
+        return Ok(());
+    }
+    // struct sockaddr_in: family, port (network order), address at 4;
+    // struct sockaddr_in6: family, port, flow info, address at 8.
+    let head = unsafe { bpf_probe_read_user(call.addr as *const [u16; 2])? };
+    let family = head[0] as u8;
+    let lport = u16::from_be(head[1]);
+    let mut laddr = [0u32; 4];
+    match family {
+        AF_INET => laddr[0] = unsafe { bpf_probe_read_user((call.addr + 4) as *const u32)? },
+        AF_INET6 => laddr = unsafe { bpf_probe_read_user((call.addr + 8) as *const [u32; 4])? },
+        _ => return Ok(()),
+    }
+    if !passes(filter_family(family, &laddr, &[0; 4]), lport, 0) {
+        return Ok(());
+    }
+    let reuse = read_kernel::<u8>(sk, conf!(bind.reuse_byte))?;
+    let mut options = 0;
+    if (reuse >> conf!(bind.reuse_shift)) & 0xf != 0 {
+        options |= bind::REUSEADDR;
+    }
+    if (reuse >> conf!(bind.reuseport_shift)) & 1 != 0 {
+        options |= bind::REUSEPORT;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut comm = [0u8; COMM_LEN];
+    unsafe { generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    emit(RawEvent {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        skaddr: sk,
+        prev_ts_ns: 0,
+        netns: netns_of(sk),
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        kind: kind::BIND_FAILED,
+        oldstate: options,
+        newstate: 0,
+        family,
+        lport,
+        rport: 0,
+        flags: flags::OWNER_KNOWN,
+        _pad: [0; 3],
+        laddr: bytes(laddr),
+        raddr: [0; 16],
+        comm,
+    });
+    Ok(())
+}
+
+/// The `struct sock` behind the calling task's file descriptor `fd`
+/// (`current->files->fdt->fd[fd]->private_data->sk`); the call failed with
+/// `EADDRINUSE`, so `fd` is a socket.
+fn socket_of(fd: u64) -> Result<u64, i32> {
+    let task = unsafe { generated::bpf_get_current_task() };
+    let files = read_kernel::<u64>(task, conf!(bind.task_files))?;
+    let fdt = read_kernel::<u64>(files, conf!(bind.files_fdt))?;
+    let fds = read_kernel::<u64>(fdt, conf!(bind.fdtable_fd))?;
+    let file = read_kernel::<u64>(fds + (fd & 0xffff_ffff) * 8, 0)?;
+    let socket = read_kernel::<u64>(file, conf!(bind.file_private_data))?;
+    read_kernel::<u64>(socket, conf!(bind.socket_sk))
+}
