@@ -10,6 +10,7 @@ pub mod netns;
 pub mod storm;
 pub mod tcp;
 pub mod tracer;
+pub mod workload;
 
 /// How many times slower than a real host the machine running the tests
 /// is: 1 unless `TCPSTATE_TEST_SLOWDOWN` says otherwise, as the kernel

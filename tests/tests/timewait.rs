@@ -20,6 +20,7 @@ use tcpstate_tests::{
     require_root, slowdown, storm,
     tcp::{self, Conn, Pattern},
     tracer::{self, Tracer, of_type, summary},
+    workload::Workload,
 };
 
 const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -402,6 +403,51 @@ fn reused_four_tuple_ends_the_entry_with_reason_reused() {
     assert_eq!(exit["reason"], "reused", "{exit}");
     let lived = exit["lived_ms"].as_f64().expect("lived_ms");
     assert!((1000.0..3000.0).contains(&lived), "{exit}");
+}
+
+/// Namespaces outside `ip netns` are named after what runs in them, from
+/// their processes' cgroups: a Kubernetes pod by its hostname, with its UID
+/// and container; a Docker container by its short ID; a systemd unit.
+#[test]
+fn namespaces_are_named_after_their_pod_container_or_unit() {
+    require_root();
+    const ID: &str = "5e0c7d2b9a4f3e1d8c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d";
+    const UID: &str = "0b3c9e2a-4d5f-4a1b-9c8d-7e6f5a4b3c2d";
+    let pod = Workload::start(
+        &format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/\
+             cri-containerd-{ID}.scope",
+            UID.replace('-', "_")
+        ),
+        Some("web-5c9f7d"),
+    );
+    let docker = Workload::start(
+        &format!("tcpstate-test.slice/docker-{ID}.scope"),
+        None,
+    );
+    let unit = Workload::start("tcpstate-test.slice/tcpstate-test.service", None);
+    let objects = Tracer::start(&["watch", "--json", "--duration", "1"]).finish();
+    let host = of_type(&objects, "host");
+    let namespace = |w: &Workload| -> Value {
+        host[0]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["netns"] == w.netns())
+            .unwrap_or_else(|| panic!("namespace {} missing: {host:#?}", w.netns()))
+            .clone()
+    };
+    let pod = namespace(&pod);
+    assert_eq!(pod["netns_name"], "pod:web-5c9f7d", "{pod:#}");
+    assert_eq!(pod["pod"], UID);
+    assert_eq!(pod["container"], format!("containerd://{ID}"));
+    let docker = namespace(&docker);
+    assert_eq!(docker["netns_name"], format!("docker:{}", &ID[..12]), "{docker:#}");
+    assert_eq!(docker["container"], format!("docker://{ID}"));
+    assert_eq!(docker["pod"], Value::Null);
+    let unit = namespace(&unit);
+    assert_eq!(unit["netns_name"], "tcpstate-test.service", "{unit:#}");
+    assert_eq!(unit["container"], Value::Null);
 }
 
 #[test]

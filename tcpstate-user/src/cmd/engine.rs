@@ -128,6 +128,8 @@ pub struct Engine {
     /// `bind()` and kept [`HOLDERS_TTL_NS`]: a process retrying `bind()`
     /// in a loop costs one count of the table per second.
     holders: FxHashMap<(u32, u16), (u64, usize)>,
+    /// Readable names of namespaces.
+    pub names: netns::Names,
 }
 
 /// How long a count of [`Engine::holders`] stands.
@@ -233,22 +235,35 @@ impl Engine {
             kernel_filter: None,
             binds_traced: false,
             holders: FxHashMap::default(),
+            names: netns::Names::default(),
+        }
+    }
+
+    /// The name and workload of namespace `netns`, for its figures.
+    pub fn identity(&self, netns: u32) -> NsFigures {
+        let identity = self.names.of(netns);
+        NsFigures {
+            netns,
+            name: identity.as_ref().map(|i| i.name.clone()),
+            workload: identity.and_then(|i| i.workload),
+            facts: None,
+            time_wait: 0,
+            tw_refused: None,
         }
     }
 
     /// Every namespace whose settings were read, in inode order, with its
     /// TIME_WAIT sockets now.
     pub fn known_namespaces(&self) -> Vec<NsFigures> {
-        let names = netns::names();
         let mut known: Vec<NsFigures> = self
             .facts
             .iter()
             .map(|(&netns, &facts)| NsFigures {
                 netns,
-                name: names.get(&netns).cloned(),
                 facts: Some(facts),
                 time_wait: self.table.in_netns(netns),
                 tw_refused: None,
+                ..self.identity(netns)
             })
             .collect();
         known.sort_by_key(|n| n.netns);

@@ -242,7 +242,6 @@ fn namespaces(
     active: impl Iterator<Item = u32>,
 ) -> Vec<NsFigures> {
     let own = netns::current_netns().ok();
-    let names = netns::names();
     let mut time_wait: FxHashMap<u32, usize> = FxHashMap::default();
     for e in engine.table.entries() {
         *time_wait.entry(e.id.netns).or_default() += 1;
@@ -257,11 +256,9 @@ fn namespaces(
         .collect();
     in_view.sort_by_key(|ns| (std::cmp::Reverse(time_wait.get(ns).copied()), *ns));
     let figures = |netns: u32, facts: Option<Facts>| NsFigures {
-        netns,
-        name: names.get(&netns).cloned(),
         facts,
         time_wait: time_wait.get(&netns).copied().unwrap_or(0),
-        tw_refused: None,
+        ..engine.identity(netns)
     };
     own.map(|ns| figures(ns, Some(Facts::read())))
         .into_iter()

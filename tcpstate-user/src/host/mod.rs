@@ -1,7 +1,8 @@
 //! Facts read from the host: the kernel's socket table (sock_diag), network
-//! namespaces, the owners of sockets (/proc), TCP sysctls and netstat
+//! namespaces and the containers they belong to (cgroups), the owners of sockets (/proc), TCP sysctls and netstat
 //! counters, and the clocks.
 
+pub mod cgroup;
 pub mod clock;
 pub mod netns;
 pub mod owners;

@@ -1,7 +1,9 @@
 //! Network namespaces: every one on the host (from `/proc/*/ns/net` and
-//! `/run/netns`), and their inodes, which name them in every record.
+//! `/run/netns`), their inodes, which name them in every record, and their
+//! readable names.
 
 use std::{
+    cell::RefCell,
     collections::BTreeMap,
     fs::{self, File},
     io,
@@ -9,9 +11,12 @@ use std::{
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
     thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow};
+use rustc_hash::{FxHashMap, FxHashSet};
+use super::cgroup::{self, Workload};
 use nix::{
     sched::{CloneFlags, setns},
     sys::statfs::{NSFS_MAGIC, statfs},
@@ -61,12 +66,69 @@ pub fn namespaces() -> Result<Vec<(u32, PathBuf)>> {
     Ok(found.into_iter().collect())
 }
 
-/// Readable names of network namespaces: the `ip netns` name of each one
-/// under `/run/netns`, and `host` for the initial namespace (PID 1's).
-pub fn names() -> rustc_hash::FxHashMap<u32, String> {
-    let mut names = rustc_hash::FxHashMap::default();
+/// How long a scan of `/proc` for names stands: a namespace first asked
+/// for within it waits for the next one.
+const RESCAN: Duration = Duration::from_secs(2);
+
+/// The readable identity of a network namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// `host`, its `ip netns` name, its pod's or container's name, or the
+    /// systemd unit its processes run in.
+    pub name: String,
+    /// The pod or container its processes run in, when one does.
+    pub workload: Option<Workload>,
+}
+
+/// Names of network namespaces, resolved when first asked for and kept.
+/// Resolving reads `/run/netns` and scans `/proc` (at most once per
+/// [`RESCAN`], and only for namespaces never asked for before), so asking
+/// on every refresh costs a lookup.
+#[derive(Default)]
+pub struct Names {
+    cache: RefCell<NameCache>,
+}
+
+#[derive(Default)]
+struct NameCache {
+    known: FxHashMap<u32, Identity>,
+    /// Looked for by a scan, named or not.
+    tried: FxHashSet<u32>,
+    scanned: Option<Instant>,
+}
+
+impl Names {
+    /// The identity of namespace `netns`, if it has one.
+    pub fn of(&self, netns: u32) -> Option<Identity> {
+        let mut cache = self.cache.borrow_mut();
+        let due = cache.scanned.is_none_or(|at| at.elapsed() >= RESCAN);
+        if !cache.known.contains_key(&netns) && !cache.tried.contains(&netns) && due {
+            let (known, seen) = scan();
+            cache.known.extend(known);
+            cache.tried.extend(seen);
+            cache.tried.insert(netns);
+            cache.scanned = Some(Instant::now());
+        }
+        cache.known.get(&netns).cloned()
+    }
+
+    /// Its name alone.
+    pub fn name_of(&self, netns: u32) -> Option<String> {
+        self.of(netns).map(|i| i.name)
+    }
+}
+
+/// Every namespace that can be named, and every one seen: `host` for the
+/// initial namespace (PID 1's), `ip netns` names, then what the cgroups of
+/// the processes in the others say.
+fn scan() -> (FxHashMap<u32, Identity>, FxHashSet<u32>) {
+    let mut known = FxHashMap::default();
+    let named = |name: &str| Identity {
+        name: name.to_string(),
+        workload: None,
+    };
     if let Ok(host) = ns_inode(Path::new("/proc/1/ns/net")) {
-        names.insert(host, "host".to_string());
+        known.insert(host, named("host"));
     }
     if let Ok(entries) = fs::read_dir(NAMED) {
         for entry in entries.flatten() {
@@ -76,11 +138,92 @@ pub fn names() -> rustc_hash::FxHashMap<u32, String> {
                 && let Ok(inode) = ns_inode(&path)
                 && let Some(name) = entry.file_name().to_str()
             {
-                names.entry(inode).or_insert_with(|| name.to_string());
+                known.entry(inode).or_insert_with(|| named(name));
             }
         }
     }
-    names
+    // The most telling workload in each other namespace, with the
+    // processes that show it.
+    let mut workloads: FxHashMap<u32, (Workload, Vec<u32>)> = FxHashMap::default();
+    let mut seen = FxHashSet::default();
+    for pid in pids() {
+        let Ok(inode) = ns_inode(&PathBuf::from(format!("/proc/{pid}/ns/net"))) else {
+            continue;
+        };
+        seen.insert(inode);
+        if known.contains_key(&inode) {
+            continue;
+        }
+        let Some(w) = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| cgroup::of_cgroup_file(&text))
+        else {
+            continue;
+        };
+        match workloads.get_mut(&inode) {
+            Some((best, pids)) if best.rank() == w.rank() => pids.push(pid),
+            Some((best, _)) if best.rank() > w.rank() => {}
+            _ => {
+                workloads.insert(inode, (w, vec![pid]));
+            }
+        }
+    }
+    for (inode, (w, pids)) in workloads {
+        known.insert(
+            inode,
+            Identity {
+                name: workload_name(&w, &pids),
+                workload: Some(w),
+            },
+        );
+    }
+    (known, seen)
+}
+
+/// The PIDs under `/proc`.
+fn pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
+/// How a workload is named: a pod by its hostname (Kubernetes names a pod's
+/// host after the pod), a Docker container by its name, others by their
+/// short ID; a unit as systemd names it.
+fn workload_name(w: &Workload, pids: &[u32]) -> String {
+    /// Processes of a pod tried for its hostname (its pause container has
+    /// no `/etc/hostname`).
+    const HOSTNAME_TRIES: usize = 8;
+    let hostname = || {
+        pids.iter().take(HOSTNAME_TRIES).find_map(|pid| {
+            let text = fs::read_to_string(format!("/proc/{pid}/root/etc/hostname")).ok()?;
+            let name = text.trim();
+            (!name.is_empty() && name.len() <= 64).then(|| name.to_string())
+        })
+    };
+    match w {
+        Workload::Pod { uid, .. } => format!("pod:{}", hostname().unwrap_or_else(|| uid.clone())),
+        Workload::Container(c) if c.runtime == "docker" => {
+            format!("docker:{}", docker_name(&c.id).unwrap_or_else(|| c.short_id().into()))
+        }
+        Workload::Container(c) => format!("{}:{}", c.runtime, c.short_id()),
+        Workload::Unit(unit) => unit.clone(),
+    }
+}
+
+/// A Docker container's name, from the daemon's state on disk.
+fn docker_name(id: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(rename = "Name")]
+        name: String,
+    }
+    let path = format!("/var/lib/docker/containers/{id}/config.v2.json");
+    let config: Config = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
+    let name = config.name.trim_start_matches('/');
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// Runs `f(inode)` inside each network namespace of `paths`, on

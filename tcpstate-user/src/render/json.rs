@@ -219,6 +219,10 @@ struct TotalsJson {
 struct NamespaceJson {
     netns: u32,
     netns_name: Option<String>,
+    /// The container its processes run in (`containerd://ID`).
+    container: Option<String>,
+    /// The UID of the Kubernetes pod it belongs to.
+    pod: Option<String>,
     time_wait: usize,
     tcp_max_tw_buckets: Option<u64>,
     tcp_max_tw_buckets_headroom: Option<i64>,
@@ -237,6 +241,16 @@ impl NamespaceJson {
         NamespaceJson {
             netns: n.netns,
             netns_name: n.name.clone(),
+            container: n
+                .workload
+                .as_ref()
+                .and_then(|w| w.container())
+                .map(|c| c.uri()),
+            pod: n
+                .workload
+                .as_ref()
+                .and_then(|w| w.pod_uid())
+                .map(str::to_string),
             time_wait: n.time_wait,
             tcp_max_tw_buckets: n.facts.map(|f| f.max_tw_buckets),
             tcp_max_tw_buckets_headroom: n.headroom(),

@@ -25,7 +25,7 @@ use std::{
 use crate::{
     cli::GroupBy,
     diagnose::{evidence::Evidence, findings::Finding},
-    host::{clock::Clock, sysctl::Facts},
+    host::{cgroup::Workload, clock::Clock, sysctl::Facts},
     track::{
         pressure::Pool,
         timewait::{Entry, TwSink, TwStats},
@@ -118,6 +118,8 @@ pub struct NsFigures {
     pub netns: u32,
     /// Its `ip netns` name, or `host` for the initial namespace.
     pub name: Option<String>,
+    /// The pod or container its processes run in.
+    pub workload: Option<Workload>,
     /// As last read inside it; `None` when it was never read (no
     /// reconciliation).
     pub facts: Option<Facts>,

@@ -358,6 +358,7 @@ mod tests {
             namespaces: vec![NsFigures {
                 netns: 1,
                 name: Some("host".into()),
+                workload: None,
                 facts: Some(Facts {
                     reserved: 0,
                     timestamps: 1,
