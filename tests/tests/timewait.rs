@@ -843,6 +843,54 @@ fn closes_the_kernel_refuses_a_time_wait_socket_are_not_time_wait() {
     assert_eq!(entered, kernel);
 }
 
+/// With a kernel filter hiding the sockets that fill the buckets, a close
+/// cannot be judged refused when it happens: the namespace's
+/// `TCPTimeWaitOverflow` tells at the next reconciliation, and those
+/// entries end as `overflow`, not `gone`.
+#[test]
+fn refusals_a_kernel_filter_hides_end_as_overflow() {
+    require_root();
+    let ns = namespace("overflow-filtered");
+    set_sysctl(&ns, "net.ipv4.tcp_max_tw_buckets", "5");
+    set_sysctl(&ns, "net.ipv4.tcp_tw_reuse", "0");
+    let (filling, watched) = ns.run(|| (tcp::listen(V4), tcp::listen(V4)));
+    ns.run(|| {
+        for _ in 0..5 {
+            tcp::connect(&filling, Pattern::ServerFirst);
+        }
+    });
+    let overflow_before = kernel::nstat(&ns, "TcpExtTCPTimeWaitOverflow");
+    let port = watched.local_addr().unwrap().port().to_string();
+    let netns = ns.inode().to_string();
+    let tracer = Tracer::start(&[
+        "watch", "--json", "--netns", &netns, "--lport", &port, "--reconcile", "1",
+    ]);
+    ns.run(|| {
+        for _ in 0..10 {
+            tcp::connect(&watched, Pattern::ServerFirst);
+        }
+    });
+    thread::sleep(Duration::from_millis(2500) * slowdown());
+    let objects = tracer.stop();
+    let refused = kernel::nstat(&ns, "TcpExtTCPTimeWaitOverflow") - overflow_before;
+    assert_eq!(refused, 10, "5 buckets taken, 10 closes");
+    let exits: Vec<&str> = of_type(&objects, "timewait_exit")
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    // The table held 5 (hidden) TIME_WAIT sockets fewer than the kernel:
+    // the first 5 closes took the buckets it thought free; once it counted
+    // 5, the rest were told refused at their close (unless a
+    // reconciliation came between them and freed the table's count).
+    let told = of_type(&objects, "close")
+        .iter()
+        .filter(|c| c["tw_refused"] == true)
+        .count();
+    assert!(exits.len() >= 5, "{objects:#?}");
+    assert!(exits.iter().all(|&r| r == "overflow"), "{exits:?}");
+    assert_eq!(exits.len() + told, 10, "{objects:#?}");
+}
+
 /// A pool that runs out of ports before any TIME_WAIT builds up is judged
 /// by its own namespace's range: failures flag it, sized with 4 ports.
 #[test]

@@ -272,10 +272,21 @@ impl Engine {
 
     /// Applies a dump: the first one seeds the table.
     pub fn apply(&mut self, dump: Dump, seeding: bool, view: &mut impl TwSink) {
+        // What each namespace's `TCPTimeWaitOverflow` rose by since its
+        // previous reading.
+        let overflowed: FxHashMap<u32, u64> = dump
+            .facts
+            .iter()
+            .filter_map(|(ns, now)| {
+                let before = self.facts.get(ns)?;
+                Some((*ns, now.tw_overflow.saturating_sub(before.tw_overflow)))
+            })
+            .collect();
         self.table.reconcile(
             &dump.time_wait,
             &dump.listeners,
             &dump.ranges(),
+            &overflowed,
             dump.taken_ns,
             seeding,
             view,

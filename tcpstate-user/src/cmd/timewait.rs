@@ -43,7 +43,7 @@ struct TwView<P> {
     exited_total: u64,
     /// Since the start, of the entries that pass the filters: exits by
     /// reason, and entries the kernel had that tracing had not seen.
-    exits: [u64; 3],
+    exits: [u64; 4],
     missed: u64,
     /// Failed `connect()`s that pass the filters: per pool since the last
     /// refresh (any reason, no local port), and by reason since the start.
@@ -304,7 +304,7 @@ async fn timewait<P: Printer>(
         entered: FxHashMap::default(),
         entered_total: 0,
         exited_total: 0,
-        exits: [0; 3],
+        exits: [0; 4],
         missed: 0,
         failed: FxHashMap::default(),
         failed_total: [0; 4],

@@ -60,12 +60,16 @@ fn header(out: &mut String, f: &Frame<'_>) {
         Some(rates) => {
             let _ = writeln!(
                 out,
-                "entered {:.1}/s  exited {:.1}/s  (exits so far: expired {}, reused {}, gone {})",
+                "entered {:.1}/s  exited {:.1}/s  (exits so far: expired {}, reused {}, gone {}{})",
                 rates.entered_per_s,
                 rates.exited_per_s,
                 stats.exited(ExitReason::Expired),
                 stats.exited(ExitReason::Reused),
-                stats.exited(ExitReason::Gone)
+                stats.exited(ExitReason::Gone),
+                match stats.exited(ExitReason::Overflow) {
+                    0 => String::new(),
+                    n => format!(", refused by the kernel {n}"),
+                }
             );
             if let Some(failed) = f.connect_failed.filter(|n| n.iter().sum::<u64>() > 0) {
                 let by_reason: Vec<String> = FailReason::ALL

@@ -57,6 +57,11 @@ pub enum ExitReason {
     /// It vanished from the kernel's table early, for a reason no hook saw
     /// (an RST, `ss -K`, namespace teardown: no tracepoint reports those).
     Gone,
+    /// It never existed: the kernel refused the close a TIME_WAIT socket
+    /// (its namespace's `tcp_max_tw_buckets` were full), which the table
+    /// could not tell at the close (a kernel filter hid some of the
+    /// namespace's sockets); told by the namespace's `TCPTimeWaitOverflow`.
+    Overflow,
 }
 
 impl ExitReason {
@@ -65,6 +70,7 @@ impl ExitReason {
             ExitReason::Expired => "expired",
             ExitReason::Reused => "reused",
             ExitReason::Gone => "gone",
+            ExitReason::Overflow => "overflow",
         }
     }
 }
@@ -127,8 +133,8 @@ pub struct TwStats {
     /// Entries the kernel had that tracing had not seen (added by
     /// reconciliation; a traced enter that arrives later takes it back).
     pub missed: u64,
-    /// Exits by reason: expired, reused, gone.
-    pub exited: [u64; 3],
+    /// Exits by reason: expired, reused, gone, overflow.
+    pub exited: [u64; 4],
     /// Entries not stored because the table was full.
     pub dropped: u64,
 }
@@ -160,6 +166,9 @@ pub struct Table {
     max_entries: usize,
     /// Entries per network namespace.
     per_netns: FxHashMap<u32, usize>,
+    /// Closes refused a TIME_WAIT socket per namespace since its last
+    /// dump: the part of its `TCPTimeWaitOverflow` rise already told.
+    refused: FxHashMap<u32, u64>,
     stats: TwStats,
 }
 
@@ -179,6 +188,7 @@ impl Table {
             ended: FxHashMap::default(),
             max_entries,
             per_netns: FxHashMap::default(),
+            refused: FxHashMap::default(),
             stats: TwStats::default(),
         }
     }
@@ -318,6 +328,9 @@ impl Table {
 
     /// A close from the tracker: enters TIME_WAIT when this end did.
     pub fn on_close(&mut self, c: &Close, sink: &mut impl TwSink) {
+        if c.tw_refused {
+            *self.refused.entry(c.id.netns).or_default() += 1;
+        }
         if !c.time_wait {
             return;
         }
@@ -399,6 +412,7 @@ impl Table {
         dumps: &[(u32, Vec<KernelSocket>)],
         listeners: &Listeners,
         ephemeral: &Ranges,
+        overflowed: &FxHashMap<u32, u64>,
         dump_ns: u64,
         seeding: bool,
         sink: &mut impl TwSink,
@@ -468,23 +482,38 @@ impl Table {
         }
         // Entries of the dumped namespaces that the kernel no longer has.
         let dumped: FxHashSet<u32> = dumps.iter().map(|(ns, _)| *ns).collect();
-        let gone: Vec<(u32, u64)> = self
+        let mut gone: Vec<(u32, Entry)> = self
             .slab
             .iter()
             .enumerate()
-            .filter_map(|(slot, e)| e.as_ref().map(|e| (slot as u32, e)))
+            .filter_map(|(slot, e)| e.map(|e| (slot as u32, e)))
             .filter(|(_, e)| {
                 dumped.contains(&e.id.netns) && e.entered_ns < dump_ns && !in_kernel.contains(&e.id)
             })
-            .map(|(slot, e)| (slot, e.expires_ns))
             .collect();
-        for (slot, expires_ns) in gone {
-            let reason = if dump_ns + EXPIRY_SLACK_NS >= expires_ns {
+        // Refusals the namespace's counter shows and no close was told of:
+        // the latest traced entries that the kernel does not have.
+        let mut untold: FxHashMap<u32, u64> = overflowed
+            .iter()
+            .map(|(ns, &n)| (*ns, n.saturating_sub(self.refused.get(ns).copied().unwrap_or(0))))
+            .collect();
+        gone.sort_by_key(|(_, e)| Reverse(e.entered_ns));
+        for (slot, e) in gone {
+            let refused = untold.get_mut(&e.id.netns).filter(|n| **n > 0);
+            let reason = if dump_ns + EXPIRY_SLACK_NS >= e.expires_ns {
                 ExitReason::Expired
+            } else if let Some(n) = refused
+                && e.source == Source::Traced
+            {
+                *n -= 1;
+                ExitReason::Overflow
             } else {
                 ExitReason::Gone
             };
             self.remove(slot, reason, dump_ns, sink);
+        }
+        for ns in &dumped {
+            self.refused.remove(ns);
         }
         // Later dumps begin after this one: earlier ends cannot be stale
         // for them.
@@ -505,6 +534,11 @@ mod tests {
         [(NS, (32768, 60999))].into_iter().collect()
     }
     const T0: u64 = 1_000_000_000_000;
+
+    /// No namespace's `TCPTimeWaitOverflow` rose.
+    fn none() -> FxHashMap<u32, u64> {
+        FxHashMap::default()
+    }
 
     #[derive(Default)]
     struct Log {
@@ -614,6 +648,44 @@ mod tests {
     }
 
     #[test]
+    fn entries_the_kernel_refused_end_as_overflow_by_its_counter() {
+        let (mut t, mut log) = (table(), Log::default());
+        // Three closes claimed TIME_WAIT; one more was judged refused at
+        // its close already.
+        for (rport, at) in [(1, T0), (2, T0 + 1), (3, T0 + 2)] {
+            t.on_close(&close(80, rport, at, true), &mut log);
+        }
+        t.on_close(
+            &Close {
+                time_wait: false,
+                tw_refused: true,
+                ..close(80, 4, T0 + 3, true)
+            },
+            &mut log,
+        );
+        // The kernel has none of them and refused three: the told one and
+        // the two latest.
+        let overflowed = [(NS, 3)].into_iter().collect();
+        let dump = vec![(NS, Vec::new())];
+        let now = T0 + 2_000_000_000;
+        t.reconcile(&dump, &Listeners::default(), &ephemeral(), &overflowed, now, false, &mut log);
+        assert_eq!(
+            log.exits,
+            [
+                (key(80, 3), ExitReason::Overflow),
+                (key(80, 2), ExitReason::Overflow),
+                (key(80, 1), ExitReason::Gone),
+            ]
+        );
+        assert_eq!(t.stats().exited(ExitReason::Overflow), 2);
+        // The told refusal is forgotten with the dump.
+        t.on_close(&close(80, 5, now + 1, true), &mut log);
+        let later = [(NS, 1)].into_iter().collect();
+        t.reconcile(&dump, &Listeners::default(), &ephemeral(), &later, now + 2, false, &mut log);
+        assert_eq!(log.exits.last(), Some(&(key(80, 5), ExitReason::Overflow)));
+    }
+
+    #[test]
     fn reconciliation_adds_corrects_and_removes() {
         let (mut t, mut log) = (table(), Log::default());
         t.on_close(&close(80, 1, T0, true), &mut log); // kernel still has it
@@ -630,7 +702,7 @@ mod tests {
                 kernel(8088, 40001, 1000),
             ],
         )];
-        t.reconcile(&dump, &listeners, &ephemeral(), now, false, &mut log);
+        t.reconcile(&dump, &listeners, &ephemeral(), &none(), now, false, &mut log);
         assert_eq!(log.exits, [(key(80, 2), ExitReason::Gone)]);
         // Corrected expiry from the kernel timer.
         assert_eq!(t.get(&key(80, 1)).unwrap().expires_ns, now + 50_000_000_000);
@@ -664,6 +736,7 @@ mod tests {
             &dump,
             &Listeners::default(),
             &ephemeral(),
+            &none(),
             dump_ns,
             false,
             &mut log,
@@ -679,6 +752,7 @@ mod tests {
             &dump,
             &Listeners::default(),
             &ephemeral(),
+            &none(),
             T0 + 3 * LINUX_TIME_WAIT_NS,
             false,
             &mut log,
@@ -695,6 +769,7 @@ mod tests {
             &[(NS, vec![])],
             &Listeners::default(),
             &ephemeral(),
+            &none(),
             now,
             false,
             &mut log,
@@ -709,6 +784,7 @@ mod tests {
             &[(NS, vec![kernel(80, 1, 40_000)])],
             &Listeners::default(),
             &ephemeral(),
+            &none(),
             T0,
             true,
             &mut log,
@@ -728,6 +804,7 @@ mod tests {
             &[(NS, vec![kernel(80, 2, 59_000)])],
             &Listeners::default(),
             &ephemeral(),
+            &none(),
             T0 + 1,
             false,
             &mut log,
@@ -758,6 +835,7 @@ mod tests {
             &[(NS, vec![fw2])],
             &Listeners::default(),
             &ephemeral(),
+            &none(),
             T0 + 1,
             false,
             &mut log,
