@@ -61,6 +61,7 @@ struct HostNamespace {
     tcp_max_tw_buckets: Option<u64>,
     tcp_timewait_overflow: Option<u64>,
     tw_recycled: Option<u64>,
+    tw_killed: Option<u64>,
     tcp_fin_timeout: Option<u32>,
 }
 
@@ -217,6 +218,7 @@ fn namespace(n: HostNamespace) -> Namespace {
             max_tw_buckets: n.tcp_max_tw_buckets.unwrap_or(0),
             tw_overflow: n.tcp_timewait_overflow.unwrap_or(0),
             tw_recycled: n.tw_recycled.unwrap_or(0),
+            tw_killed: n.tw_killed.unwrap_or(0),
             fin_timeout: n.tcp_fin_timeout.unwrap_or(0),
         });
     Namespace {

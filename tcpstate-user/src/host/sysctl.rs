@@ -1,6 +1,8 @@
 //! Host TCP facts that bound TIME_WAIT: the ephemeral port range,
-//! `tcp_tw_reuse`, `tcp_max_tw_buckets`, and the kernel's count of
-//! TIME_WAIT sockets it could not create (`TCPTimeWaitOverflow`).
+//! `tcp_tw_reuse`, `tcp_max_tw_buckets`, and the kernel's counts of
+//! TIME_WAIT sockets it could not create (`TCPTimeWaitOverflow`), that
+//! `connect()` took over (`TWRecycled`) or that it ended early
+//! (`TWKilled`).
 
 use std::fs;
 
@@ -23,6 +25,9 @@ pub struct Facts {
     /// `TcpExt: TWRecycled`: TIME_WAIT sockets `connect()` took over
     /// (`tcp_tw_reuse`).
     pub tw_recycled: u64,
+    /// `TcpExt: TWKilled`: TIME_WAIT sockets the kernel ended on a short
+    /// timer (at most 4 s) rather than after the full TIME_WAIT.
+    pub tw_killed: u64,
     /// `net.ipv4.tcp_fin_timeout`, in seconds: it bounds FIN_WAIT2, not
     /// TIME_WAIT (a common mistake to lower it for TIME_WAIT).
     pub fin_timeout: u32,
@@ -43,6 +48,7 @@ impl Facts {
             max_tw_buckets: sysctl("tcp_max_tw_buckets").trim().parse().unwrap_or(0),
             tw_overflow: counter("TCPTimeWaitOverflow"),
             tw_recycled: counter("TWRecycled"),
+            tw_killed: counter("TWKilled"),
             fin_timeout: sysctl("tcp_fin_timeout").trim().parse().unwrap_or(0),
         }
     }

@@ -233,6 +233,7 @@ struct NamespaceJson {
     tcp_tw_reuse: Option<u8>,
     tcp_timestamps: Option<u8>,
     tw_recycled: Option<u64>,
+    tw_killed: Option<u64>,
     tcp_fin_timeout: Option<u32>,
     tw_refused: Option<u64>,
 }
@@ -261,6 +262,7 @@ impl NamespaceJson {
             tcp_tw_reuse: n.facts.map(|f| f.tw_reuse),
             tcp_timestamps: n.facts.map(|f| f.timestamps),
             tw_recycled: n.facts.map(|f| f.tw_recycled),
+            tw_killed: n.facts.map(|f| f.tw_killed),
             tcp_fin_timeout: n.facts.map(|f| f.fin_timeout),
             tw_refused: n.tw_refused,
         }

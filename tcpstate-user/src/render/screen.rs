@@ -141,7 +141,7 @@ fn limits(ns: &NsFigures) -> String {
         _ => String::new(),
     };
     format!(
-        "tcp_max_tw_buckets {} (headroom {}), TCPTimeWaitOverflow {}{refused}, ip_local_port_range {}-{} ({} ports{}), tcp_tw_reuse {}{}, TWRecycled {}",
+        "tcp_max_tw_buckets {} (headroom {}), TCPTimeWaitOverflow {}{refused}, ip_local_port_range {}-{} ({} ports{}), tcp_tw_reuse {}{}, TWRecycled {}, TWKilled {}",
         facts.max_tw_buckets,
         ns.headroom().unwrap_or_default(),
         facts.tw_overflow,
@@ -162,7 +162,8 @@ fn limits(ns: &NsFigures) -> String {
         } else {
             ""
         },
-        facts.tw_recycled
+        facts.tw_recycled,
+        facts.tw_killed
     )
 }
 
@@ -367,6 +368,7 @@ mod tests {
                     reserved: 0,
                     timestamps: 1,
                     tw_recycled: 12,
+                    tw_killed: 0,
                     port_range: (32768, 60999),
                     tw_reuse: 0,
                     max_tw_buckets: 131072,
@@ -417,7 +419,7 @@ mod tests {
         );
         assert!(lines[3].contains("headroom 131069") && lines[3].contains("28232 ports"));
         assert!(
-            lines[3].ends_with("tcp_tw_reuse 0 (off), TWRecycled 12"),
+            lines[3].ends_with("tcp_tw_reuse 0 (off), TWRecycled 12, TWKilled 0"),
             "{text}"
         );
         assert!(text.contains("     1  28229   60.0%"), "{text}");
