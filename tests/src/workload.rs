@@ -98,7 +98,9 @@ impl Workload {
             m.ino()
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        let comm = Path::new("/proc").join(self.child.id().to_string()).join("comm");
+        let comm = Path::new("/proc")
+            .join(self.child.id().to_string())
+            .join("comm");
         while fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep"
             || own.as_ref().ok() == Some(&self.netns())
         {

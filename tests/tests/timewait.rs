@@ -421,10 +421,7 @@ fn namespaces_are_named_after_their_pod_container_or_unit() {
         ),
         Some("web-5c9f7d"),
     );
-    let docker = Workload::start(
-        &format!("tcpstate-test.slice/docker-{ID}.scope"),
-        None,
-    );
+    let docker = Workload::start(&format!("tcpstate-test.slice/docker-{ID}.scope"), None);
     let unit = Workload::start("tcpstate-test.slice/tcpstate-test.service", None);
     let objects = Tracer::start(&["watch", "--json", "--duration", "1"]).finish();
     let host = of_type(&objects, "host");
@@ -442,7 +439,11 @@ fn namespaces_are_named_after_their_pod_container_or_unit() {
     assert_eq!(pod["pod"], UID);
     assert_eq!(pod["container"], format!("containerd://{ID}"));
     let docker = namespace(&docker);
-    assert_eq!(docker["netns_name"], format!("docker:{}", &ID[..12]), "{docker:#}");
+    assert_eq!(
+        docker["netns_name"],
+        format!("docker:{}", &ID[..12]),
+        "{docker:#}"
+    );
     assert_eq!(docker["container"], format!("docker://{ID}"));
     assert_eq!(docker["pod"], Value::Null);
     let unit = namespace(&unit);
@@ -693,8 +694,8 @@ fn once_estimates_the_entry_rate_from_the_kernels_timers() {
     // is on by default): every connection stays in TIME_WAIT.
     set_sysctl(&ns, "net.ipv4.tcp_tw_reuse", "0");
     let started = Instant::now();
+    let listener = ns.run(|| tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     let made = ns.run(|| {
-        let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let mut made = 0u32;
         // 100 connections a second, the client closing first, for 6 s.
         while started.elapsed() < Duration::from_secs(6) {
@@ -717,6 +718,12 @@ fn once_estimates_the_entry_rate_from_the_kernels_timers() {
         );
         thread::sleep(Duration::from_millis(20));
     }
+    // An open connection of the pool: its owner names the pool, as `ss -p`
+    // finds it.
+    let _open = ns.run(|| {
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap())
+    });
     let objects = json_lines(&tracer::run(&[
         "timewait",
         "--once",
@@ -728,6 +735,9 @@ fn once_estimates_the_entry_rate_from_the_kernels_timers() {
     let [pool] = pools[..] else {
         panic!("one pool expected: {pools:?}");
     };
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    assert_eq!(pool["process"], me.trim_end(), "{pool}");
+    assert_eq!(pool["established"], 1, "{pool}");
     let rate = pool["rate_per_s"].as_f64().unwrap();
     assert!(
         (rate - real).abs() <= real * 0.2,
@@ -863,7 +873,14 @@ fn refusals_a_kernel_filter_hides_end_as_overflow() {
     let port = watched.local_addr().unwrap().port().to_string();
     let netns = ns.inode().to_string();
     let tracer = Tracer::start(&[
-        "watch", "--json", "--netns", &netns, "--lport", &port, "--reconcile", "1",
+        "watch",
+        "--json",
+        "--netns",
+        &netns,
+        "--lport",
+        &port,
+        "--reconcile",
+        "1",
     ]);
     ns.run(|| {
         for _ in 0..10 {

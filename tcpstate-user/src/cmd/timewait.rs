@@ -14,9 +14,10 @@ use super::{
 };
 use crate::{
     cli::TimewaitArgs,
-    host::{clock, netns, snapshot, sysctl::Facts},
+    host::{clock, netns, owners, snapshot, sysctl::Facts},
     kernel::privileges,
     render::{Frame, Losses, NsFigures, Printer, Rates, Summary},
+    sock::Comm,
     track::{
         filter::Filter,
         pressure::{self, Failures, Limits, PoolKey},
@@ -143,6 +144,9 @@ impl<P: Printer> View for TwView<P> {
                 rates: &pool_rates,
                 failures: &failures,
             },
+            // Each refresh has the traced owners; looking up those of the
+            // established sockets would scan every process's descriptors.
+            &FxHashMap::default(),
             lost.total(),
             Some(rates),
             now_ns,
@@ -183,6 +187,7 @@ fn frame<'a>(
     filter: &Filter,
     settings: &Settings,
     activity: Activity<'_>,
+    owners: &FxHashMap<u32, Comm>,
     lost: u64,
     rates: Option<Rates>,
     now_ns: u64,
@@ -201,9 +206,12 @@ fn frame<'a>(
         .filter_map(|n| Some((n.netns, limits_of(&n.facts?))))
         .collect();
     let pools = pressure::pools(
-        entries.iter().map(|e| (&e.id, e.role)),
+        entries
+            .iter()
+            .map(|e| (&e.id, e.role, e.owner.map(|o| o.comm))),
         &pressure::Inputs {
             established: &engine.established,
+            owners,
             listeners: &engine.listeners,
             rates: activity.rates,
             failures: activity.failures,
@@ -347,7 +355,16 @@ fn once<P: Printer>(args: &TimewaitArgs, settings: Settings, mut printer: P) -> 
         rates: &rates,
         failures: &no_failures,
     };
-    let frame = frame(&engine, &filter, &settings, activity, 0, None, now_ns);
+    // Nothing was traced: the established sockets' owners name the pools,
+    // found as `ss -p` finds them.
+    let owners: FxHashMap<u32, Comm> =
+        owners::of_sockets(engine.established.iter().map(|ks| ks.inode))
+            .into_iter()
+            .map(|(inode, o)| (inode, o.comm))
+            .collect();
+    let frame = frame(
+        &engine, &filter, &settings, activity, &owners, 0, None, now_ns,
+    );
     printer.timewait(&frame);
     printer.summary(&Summary {
         traced: false,

@@ -190,9 +190,10 @@ pub fn pools(ev: &Evidence, threshold: f64) -> Vec<Pool> {
         .map(|f| limits_of(&f))
         .unwrap_or_default();
     pressure::pools(
-        ev.time_wait.iter().map(|(id, role)| (id, *role)),
+        ev.time_wait.iter().map(|(id, role)| (id, *role, None)),
         &pressure::Inputs {
             established: &ev.established,
+            owners: &FxHashMap::default(),
             listeners: &ev.listeners,
             rates: &rates,
             failures: &failures,

@@ -112,9 +112,9 @@ fn container_of(segment: &str, parent: Option<&str>) -> Option<Container> {
         })
     };
     if let Some(scope) = segment.strip_suffix(".scope") {
-        return SCOPES.iter().find_map(|(prefix, runtime)| {
-            container(runtime, scope.strip_prefix(prefix)?)
-        });
+        return SCOPES
+            .iter()
+            .find_map(|(prefix, runtime)| container(runtime, scope.strip_prefix(prefix)?));
     }
     let runtime = match parent {
         Some("docker") => "docker",
@@ -132,10 +132,7 @@ fn pod_uid(segment: &str) -> Option<String> {
         None => segment.strip_prefix("pod")?,
     };
     let uid = rest.replace('_', "-");
-    let is_uid = uid.len() == 36
-        && uid
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() || c == '-');
+    let is_uid = uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
     is_uid.then_some(uid)
 }
 
@@ -184,7 +181,10 @@ mod tests {
             UID.replace('-', "_")
         );
         let cgroupfs = format!("/kubepods/besteffort/pod{UID}/{ID}");
-        let guaranteed = format!("/kubepods.slice/kubepods-pod{}.slice", UID.replace('-', "_"));
+        let guaranteed = format!(
+            "/kubepods.slice/kubepods-pod{}.slice",
+            UID.replace('-', "_")
+        );
         for (path, c) in [
             (systemd, Some(container("containerd"))),
             (cgroupfs, Some(container("container"))),

@@ -14,13 +14,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow};
-use rustc_hash::{FxHashMap, FxHashSet};
 use super::cgroup::{self, Workload};
+use anyhow::{Context, Result, anyhow};
 use nix::{
     sched::{CloneFlags, setns},
     sys::statfs::{NSFS_MAGIC, statfs},
 };
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Threads that work in namespaces side by side: the work mostly waits on
 /// the kernel, and a host may have a thousand idle namespaces.
@@ -206,7 +206,10 @@ fn workload_name(w: &Workload, pids: &[u32]) -> String {
     match w {
         Workload::Pod { uid, .. } => format!("pod:{}", hostname().unwrap_or_else(|| uid.clone())),
         Workload::Container(c) if c.runtime == "docker" => {
-            format!("docker:{}", docker_name(&c.id).unwrap_or_else(|| c.short_id().into()))
+            format!(
+                "docker:{}",
+                docker_name(&c.id).unwrap_or_else(|| c.short_id().into())
+            )
         }
         Workload::Container(c) => format!("{}:{}", c.runtime, c.short_id()),
         Workload::Unit(unit) => unit.clone(),

@@ -405,6 +405,8 @@ struct PoolJson {
     ports_left: u64,
     connect_failed_per_s: f64,
     no_local_port_per_s: f64,
+    /// The process most of its sockets belong to.
+    process: Option<String>,
 }
 
 /// Writes JSON Lines.
@@ -529,6 +531,7 @@ fn pools(f: &Frame<'_>) -> Vec<PoolJson> {
             ports_left: p.left,
             connect_failed_per_s: p.failures.per_s,
             no_local_port_per_s: p.failures.no_local_port_per_s,
+            process: p.process.map(|c| c.as_str().into_owned()),
         })
         .collect()
 }

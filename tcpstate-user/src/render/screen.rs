@@ -192,7 +192,7 @@ fn pools(out: &mut String, f: &Frame<'_>) {
         };
         let _ = writeln!(
             out,
-            "{:<48} {:>9} {:>6} {:>6} {:>6.1}% {:>9.1} {:>9.1}% {:>7.1}{}",
+            "{:<48} {:>9} {:>6} {:>6} {:>6.1}% {:>9.1} {:>9.1}% {:>7.1}{}{}",
             fit(&pool, 48),
             p.time_wait,
             p.established,
@@ -211,7 +211,9 @@ fn pools(out: &mut String, f: &Frame<'_>) {
                 (true, _, true) => "  HIGH (tcp_tw_reuse applies)",
                 (true, _, false) => "  HIGH (tcp_tw_reuse does not apply)",
                 _ => "",
-            }
+            },
+            p.process
+                .map_or(String::new(), |c| format!("  by {}", escape(c.bytes())))
         );
     }
 }
@@ -359,6 +361,7 @@ mod tests {
                     per_s: 2.0,
                     no_local_port_per_s: 0.0,
                 },
+                process: Some(Comm::new("curl")),
             }],
             namespaces: vec![NsFigures {
                 netns: 1,
@@ -424,7 +427,8 @@ mod tests {
         );
         assert!(text.contains("     1  28229   60.0%"), "{text}");
         assert!(
-            text.contains("127.0.0.1 -> 127.0.0.1:8080") && text.contains("212.5%     2.0  HIGH"),
+            text.contains("127.0.0.1 -> 127.0.0.1:8080")
+                && text.contains("212.5%     2.0  HIGH (tcp_tw_reuse does not apply)  by curl"),
             "{text}"
         );
         let peer = lines.iter().position(|l| l.starts_with("PEER")).unwrap();

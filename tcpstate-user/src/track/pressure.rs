@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use super::{timewait::Entry, tracker::Role};
 use crate::{
     host::sockdiag::{KernelSocket, Listeners},
-    sock::SockId,
+    sock::{Comm, SockId},
 };
 
 /// Connections to one remote endpoint from one local address share the
@@ -71,6 +71,10 @@ pub struct Pool {
     pub left: u64,
     /// Its failed `connect()`s, lately.
     pub failures: Failures,
+    /// The process most of its sockets belong to, when known: the owners
+    /// traced for its TIME_WAIT sockets and those holding its established
+    /// ones.
+    pub process: Option<Comm>,
 }
 
 /// Failed `connect()`s per second of one pool, lately.
@@ -86,6 +90,9 @@ pub struct Failures {
 /// What the computation needs besides the entries.
 pub struct Inputs<'a> {
     pub established: &'a [KernelSocket],
+    /// The process holding each established socket (by inode), where it
+    /// was looked up.
+    pub owners: &'a FxHashMap<u32, Comm>,
     pub listeners: &'a Listeners,
     /// Client-role TIME_WAIT entries per second, per pool, lately.
     pub rates: &'a FxHashMap<PoolKey, f64>,
@@ -125,15 +132,28 @@ pub fn rates_from_ages<'a>(
 }
 
 /// The pools, most pressed first, from the TIME_WAIT sockets (each one's
-/// socket and role).
-pub fn pools<'a>(time_wait: impl Iterator<Item = (&'a SockId, Role)>, i: &Inputs<'_>) -> Vec<Pool> {
+/// socket, role and owner's name when known).
+pub fn pools<'a>(
+    time_wait: impl Iterator<Item = (&'a SockId, Role, Option<Comm>)>,
+    i: &Inputs<'_>,
+) -> Vec<Pool> {
     let mut counts: FxHashMap<PoolKey, (u64, u64)> = FxHashMap::default();
-    for (id, _) in time_wait.filter(|(_, role)| *role == Role::Client) {
-        counts.entry(PoolKey::of(id)).or_default().0 += 1;
+    let mut processes: FxHashMap<PoolKey, FxHashMap<Comm, u64>> = FxHashMap::default();
+    let mut count_process = |key: PoolKey, comm: Option<Comm>| {
+        if let Some(comm) = comm {
+            *processes.entry(key).or_default().entry(comm).or_default() += 1;
+        }
+    };
+    for (id, _, comm) in time_wait.filter(|(_, role, _)| *role == Role::Client) {
+        let key = PoolKey::of(id);
+        counts.entry(key).or_default().0 += 1;
+        count_process(key, comm);
     }
     for ks in i.established {
         if !i.listeners.contains_key(&(ks.id.netns, ks.id.tuple.lport)) {
-            counts.entry(PoolKey::of(&ks.id)).or_default().1 += 1;
+            let key = PoolKey::of(&ks.id);
+            counts.entry(key).or_default().1 += 1;
+            count_process(key, i.owners.get(&ks.inode).copied());
         }
     }
     for key in i.rates.keys().chain(i.failures.keys()) {
@@ -166,6 +186,12 @@ pub fn pools<'a>(time_wait: impl Iterator<Item = (&'a SockId, Role)>, i: &Inputs
                 reuse_applies,
                 left: u64::from(limits.range_size).saturating_sub(held),
                 failures,
+                process: processes.get(&key).and_then(|by_comm| {
+                    by_comm
+                        .iter()
+                        .max_by_key(|(comm, n)| (**n, std::cmp::Reverse(comm.0)))
+                        .map(|(comm, _)| *comm)
+                }),
             }
         })
         .collect();
@@ -179,13 +205,15 @@ mod tests {
     use crate::{
         sock::State,
         track::{
-            timewait::Source,
+            timewait::{Source, TwOwner},
             tracker::{Closer, tests::tuple},
         },
     };
 
-    fn held(entries: &[Entry]) -> impl Iterator<Item = (&SockId, Role)> {
-        entries.iter().map(|e| (&e.id, e.role))
+    fn held(entries: &[Entry]) -> impl Iterator<Item = (&SockId, Role, Option<Comm>)> {
+        entries
+            .iter()
+            .map(|e| (&e.id, e.role, e.owner.map(|o| o.comm)))
     }
 
     fn entry(lport: u16, rport: u16, role: Role) -> Entry {
@@ -222,6 +250,7 @@ mod tests {
         let rates = [(key, 500.0)].into_iter().collect();
         let inputs = Inputs {
             established: &established,
+            owners: &FxHashMap::default(),
             listeners: &Listeners::default(),
             rates: &rates,
             failures: &FxHashMap::default(),
@@ -256,6 +285,26 @@ mod tests {
         let p = super::pools(held(&entries), &no_timestamps)[0];
         assert!(!p.reuse_applies);
         assert_eq!(p.left, 28232 - 14_001);
+        // No owner known: no process; the established socket's owner names
+        // the pool when it is the only one known.
+        assert_eq!(p.process, None);
+        let owners = [(9, Comm::new("wget"))].into_iter().collect();
+        let with_owner = Inputs {
+            owners: &owners,
+            ..inputs
+        };
+        let p = super::pools(held(&entries), &with_owner)[0];
+        assert_eq!(p.process, Some(Comm::new("wget")));
+        // The owners of its TIME_WAIT sockets outnumber it.
+        let mut traced = entries.clone();
+        for e in traced.iter_mut().take(2) {
+            e.owner = Some(TwOwner {
+                pid: 7,
+                comm: Comm::new("curl"),
+            });
+        }
+        let p = super::pools(held(&traced), &with_owner)[0];
+        assert_eq!(p.process, Some(Comm::new("curl")));
     }
 
     #[test]
@@ -263,6 +312,7 @@ mod tests {
         let entries = [entry(40000, 443, Role::Client)];
         let inputs = Inputs {
             established: &[],
+            owners: &FxHashMap::default(),
             listeners: &Listeners::default(),
             rates: &FxHashMap::default(),
             failures: &FxHashMap::default(),
@@ -344,6 +394,7 @@ mod tests {
         .collect();
         let inputs = Inputs {
             established: &[],
+            owners: &FxHashMap::default(),
             listeners: &Listeners::default(),
             rates: &FxHashMap::default(),
             failures: &FxHashMap::default(),

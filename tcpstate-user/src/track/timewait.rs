@@ -495,7 +495,12 @@ impl Table {
         // the latest traced entries that the kernel does not have.
         let mut untold: FxHashMap<u32, u64> = overflowed
             .iter()
-            .map(|(ns, &n)| (*ns, n.saturating_sub(self.refused.get(ns).copied().unwrap_or(0))))
+            .map(|(ns, &n)| {
+                (
+                    *ns,
+                    n.saturating_sub(self.refused.get(ns).copied().unwrap_or(0)),
+                )
+            })
             .collect();
         gone.sort_by_key(|(_, e)| Reverse(e.entered_ns));
         for (slot, e) in gone {
@@ -668,7 +673,15 @@ mod tests {
         let overflowed = [(NS, 3)].into_iter().collect();
         let dump = vec![(NS, Vec::new())];
         let now = T0 + 2_000_000_000;
-        t.reconcile(&dump, &Listeners::default(), &ephemeral(), &overflowed, now, false, &mut log);
+        t.reconcile(
+            &dump,
+            &Listeners::default(),
+            &ephemeral(),
+            &overflowed,
+            now,
+            false,
+            &mut log,
+        );
         assert_eq!(
             log.exits,
             [
@@ -681,7 +694,15 @@ mod tests {
         // The told refusal is forgotten with the dump.
         t.on_close(&close(80, 5, now + 1, true), &mut log);
         let later = [(NS, 1)].into_iter().collect();
-        t.reconcile(&dump, &Listeners::default(), &ephemeral(), &later, now + 2, false, &mut log);
+        t.reconcile(
+            &dump,
+            &Listeners::default(),
+            &ephemeral(),
+            &later,
+            now + 2,
+            false,
+            &mut log,
+        );
         assert_eq!(log.exits.last(), Some(&(key(80, 5), ExitReason::Overflow)));
     }
 
@@ -702,7 +723,15 @@ mod tests {
                 kernel(8088, 40001, 1000),
             ],
         )];
-        t.reconcile(&dump, &listeners, &ephemeral(), &none(), now, false, &mut log);
+        t.reconcile(
+            &dump,
+            &listeners,
+            &ephemeral(),
+            &none(),
+            now,
+            false,
+            &mut log,
+        );
         assert_eq!(log.exits, [(key(80, 2), ExitReason::Gone)]);
         // Corrected expiry from the kernel timer.
         assert_eq!(t.get(&key(80, 1)).unwrap().expires_ns, now + 50_000_000_000);
