@@ -194,16 +194,18 @@ pub struct GuardOffsets {
     pub prog_active: u64,
 }
 
-/// Where the `bind()` programs find the call's arguments and its socket:
-/// tracepoint offsets from the `syscalls` format files, the rest from BTF.
+/// Where the syscall programs find a call's arguments, its result and its
+/// socket: tracepoint offsets from the `syscalls` format files, the rest
+/// from BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BindOffsets {
+pub struct SyscallOffsets {
     /// `syscalls:sys_enter_bind` -> `fd`.
-    pub enter_fd: u16,
+    pub bind_fd: u16,
     /// `syscalls:sys_enter_bind` -> `umyaddr` (a user pointer).
-    pub enter_addr: u16,
-    /// `syscalls:sys_exit_bind` -> `ret`.
+    pub bind_addr: u16,
+    /// `ret` of `syscalls:sys_exit_bind`, `sys_exit_accept4` and
+    /// `sys_exit_accept` (the loader checks that it is the same in each).
     pub exit_ret: u16,
     /// `struct task_struct` -> `files`.
     pub task_files: u16,
@@ -247,7 +249,7 @@ pub struct Config {
     /// below that, userspace polls on a short timer.
     pub wakeup_bytes: u64,
     pub guard: GuardOffsets,
-    pub bind: BindOffsets,
+    pub syscalls: SyscallOffsets,
 }
 
 impl Config {
@@ -299,12 +301,15 @@ pub const PROGRAMS: [(&str, &str, &str); 3] = [
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
 ];
 
-/// The programs that see failed `bind()` calls, by name, with their
-/// tracepoint: attached only where `bind()` failures are wanted (every
-/// syscall of every task goes through the tracing entry path then).
-pub const BIND_PROGRAMS: [(&str, &str, &str); 2] = [
+/// The programs on syscall tracepoints (failed `bind()`s, the process
+/// that accepts a connection), by name, with their tracepoint (one program
+/// may serve two): attached only where they are wanted, since every
+/// syscall of every task goes through the tracing entry path then.
+pub const SYSCALL_PROGRAMS: [(&str, &str, &str); 4] = [
     ("sys_enter_bind", "syscalls", "sys_enter_bind"),
     ("sys_exit_bind", "syscalls", "sys_exit_bind"),
+    ("sys_exit_accept", "syscalls", "sys_exit_accept4"),
+    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
 ];
 
 /// The rescue programs (BTF tracepoints), by name, with their tracepoint:

@@ -254,7 +254,7 @@ impl Common {
             ports: expand(&self.port),
             ring_bytes: self.ring_mib << 20,
             wakeup_bytes: self.wakeup_bytes.unwrap_or((self.ring_mib << 20) / 16),
-            binds: false,
+            syscalls: false,
         }
     }
 

@@ -253,6 +253,71 @@ fn a_listener_from_before_tracing_lends_its_owner_to_accepted_sockets() {
     );
 }
 
+/// A pre-forked server: this process listens, a forked worker accepts.
+/// Once it has accepted, the connection is the worker's: the transition
+/// the kernel reports in softirq (the client's FIN) carries it, where it
+/// used to carry the process that listened.
+#[test]
+fn an_accepted_connection_belongs_to_the_process_that_accepted_it() {
+    require_root();
+    use std::os::fd::AsRawFd as _;
+    let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let addr = listener.local_addr().unwrap();
+    let tracer = Tracer::start(&["watch", "--json", "--lport", &addr.port().to_string()]);
+    // SAFETY: the child calls only async-signal-safe functions (prctl,
+    // accept, read, close, _exit) before it exits.
+    let worker = unsafe { libc::fork() };
+    assert!(worker >= 0, "fork failed");
+    if worker == 0 {
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, c"tsworker".as_ptr());
+            let conn = libc::accept(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            let mut buf = [0u8; 64];
+            // Until the client's FIN.
+            while conn >= 0 && libc::read(conn, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+            libc::close(conn);
+            libc::_exit(if conn >= 0 { 0 } else { 1 });
+        }
+    }
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    // Let the worker accept before the client closes.
+    thread::sleep(std::time::Duration::from_millis(300));
+    drop(client);
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(worker, &mut status, 0) }, worker);
+    assert_eq!(status, 0, "the worker failed");
+    let objects = tracer.stop();
+    let server = transitions_of(&objects, addr.port(), client_port);
+    let pid_of = |from_to: &str| {
+        server
+            .iter()
+            .find(|t| {
+                format!(
+                    "{}->{}",
+                    t["old"].as_str().unwrap(),
+                    t["new"].as_str().unwrap()
+                ) == from_to
+            })
+            .unwrap_or_else(|| panic!("no {from_to}: {server:#?}"))["pid"]
+            .clone()
+    };
+    let me = u64::from(std::process::id());
+    // Before the accept: the listener's owner.
+    assert_eq!(pid_of("SYN_RECV->ESTABLISHED"), me);
+    // After it, in softirq: the worker.
+    assert_eq!(pid_of("ESTABLISHED->CLOSE_WAIT"), worker as u64);
+    let close = close_of(&objects, addr.port(), client_port);
+    assert_eq!(
+        (&close["pid"], &close["comm"]),
+        (&Value::from(worker), &Value::from("tsworker"))
+    );
+}
+
 #[test]
 fn port_filter_drops_other_events_in_the_kernel() {
     require_root();

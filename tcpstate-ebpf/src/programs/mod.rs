@@ -36,13 +36,13 @@ macro_rules! conf {
     };
 }
 
-mod bind;
 mod record;
 mod rescue;
+mod syscalls;
 
-use bind::BindCall;
 use record::{Copied, SockState, from_record, from_sock, read_kernel, record, reset};
 use rescue::classic_skipped;
+use syscalls::BindCall;
 
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config::ZERO;
@@ -183,7 +183,7 @@ fn rescue_reset(ctx: &BtfTracePointContext, sk: u64, what: u8) -> i32 {
 
 #[tracepoint]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
-    if let Err(err) = bind::enter(&ctx) {
+    if let Err(err) = syscalls::enter_bind(&ctx) {
         error!(&ctx, "sys_enter_bind: remembering the call failed: {}", err);
     }
     0
@@ -191,10 +191,22 @@ pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
-    if let Err(err) = bind::exit(&ctx) {
+    if let Err(err) = syscalls::exit_bind(&ctx) {
         error!(
             &ctx,
             "sys_exit_bind: reading the failed call failed: {}", err
+        );
+    }
+    0
+}
+
+/// Attached to `sys_exit_accept4` and `sys_exit_accept`.
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    if let Err(err) = syscalls::exit_accept(&ctx) {
+        error!(
+            &ctx,
+            "sys_exit_accept: reading the accepted socket failed: {}", err
         );
     }
     0

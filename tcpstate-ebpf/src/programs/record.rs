@@ -23,12 +23,12 @@ use super::{EVENTS, LPORTS, PORTS, RECORD, RPORTS, SOCKS, count, port_allowed};
 #[derive(Clone, Copy)]
 pub struct SockState {
     last_ts_ns: u64,
-    pid: u32,
-    tid: u32,
-    comm: [u8; COMM_LEN],
+    pub(super) pid: u32,
+    pub(super) tid: u32,
+    pub(super) comm: [u8; COMM_LEN],
     /// Inode of the socket's network namespace, read once.
     netns: u32,
-    owner_known: u8,
+    pub(super) owner_known: u8,
     _pad: [u8; 3],
 }
 

@@ -188,7 +188,7 @@ async fn diagnose<P: Printer>(
         reconcile: Some(common.reconcile),
         refresh: None,
         output,
-        binds: true,
+        syscalls: true,
     };
     engine::run(&common, pacing, &mut view).await?;
     printer = view.printer;

@@ -34,7 +34,7 @@ use crate::{
     sock::State,
     track::{
         order::{self, Reorder},
-        timewait::{self, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
+        timewait::{self, DumpContext, EXPIRY_SLACK_NS, ExitReason, Table, TwSink},
         tracker::{BindFailure, Close, ConnectFailure, Note, Sink, Tracker, Transition},
     },
 };
@@ -284,9 +284,11 @@ impl Engine {
             .collect();
         self.table.reconcile(
             &dump.time_wait,
-            &dump.listeners,
-            &dump.ranges(),
-            &overflowed,
+            &DumpContext {
+                listeners: &dump.listeners,
+                ephemeral: &dump.ranges(),
+                overflowed: &overflowed,
+            },
             dump.taken_ns,
             seeding,
             view,
@@ -416,8 +418,9 @@ pub struct Pacing {
     pub refresh: Option<Duration>,
     /// The output's losses, reported with the kernel's.
     pub output: output::Stats,
-    /// Trace failed `bind()` calls (the view uses them).
-    pub binds: bool,
+    /// Attach the syscall programs: failed `bind()` calls, and accepted
+    /// connections owned by the process that accepted them.
+    pub syscalls: bool,
 }
 
 /// The signals that end a run, installed before anything slow starts.
@@ -452,10 +455,10 @@ impl Signals {
 /// Loads and attaches the programs, then seeds the TIME_WAIT table and the
 /// listeners' owners from the kernel's tables (when reconciling): the slow
 /// part of a start, run off the event loop so that a signal ends it.
-fn start(common: &Common, reconciling: bool, binds: bool) -> Result<(loader::Probe, Engine)> {
+fn start(common: &Common, reconciling: bool, syscalls: bool) -> Result<(loader::Probe, Engine)> {
     let scope = common.scope();
     let probe = loader::load(&loader::Settings {
-        binds,
+        syscalls,
         ..scope.settings.clone()
     })?;
     if reconciling {
@@ -463,7 +466,7 @@ fn start(common: &Common, reconciling: bool, binds: bool) -> Result<(loader::Pro
     }
     let mut engine = Engine::new(common.tw_len.as_nanos() as u64, reconciling);
     engine.kernel_filter = Some(scope.settings.clone());
-    engine.binds_traced = probe.kernel.binds;
+    engine.binds_traced = probe.kernel.syscalls;
     engine.reorder = Reorder::new(common.reorder_window.as_nanos() as u64);
     if reconciling {
         let seed =
@@ -516,10 +519,10 @@ fn combine(lost: Lost, engine: &Engine, output: &output::Stats) -> (Losses, u64)
 pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Result<()> {
     let started = Instant::now();
     let mut signals = Signals::install()?;
-    let (reconciling, binds) = (pacing.reconcile.is_some(), pacing.binds);
+    let (reconciling, syscalls) = (pacing.reconcile.is_some(), pacing.syscalls);
     let starting = {
         let common = common.clone();
-        tokio::task::spawn_blocking(move || start(&common, reconciling, binds))
+        tokio::task::spawn_blocking(move || start(&common, reconciling, syscalls))
     };
     let (probe, mut engine) = tokio::select! {
         started = starting => started.context("the start-up task")??,

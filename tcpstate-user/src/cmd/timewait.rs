@@ -143,10 +143,11 @@ impl<P: Printer> View for TwView<P> {
             Activity {
                 rates: &pool_rates,
                 failures: &failures,
+                // Each refresh has the traced owners; looking up those of
+                // the established sockets would scan every process's
+                // descriptors.
+                owners: &FxHashMap::default(),
             },
-            // Each refresh has the traced owners; looking up those of the
-            // established sockets would scan every process's descriptors.
-            &FxHashMap::default(),
             lost.total(),
             Some(rates),
             now_ns,
@@ -173,11 +174,12 @@ impl<P: Printer> View for TwView<P> {
 }
 
 /// What the pools did lately: client-role entries and failed `connect()`s
-/// per second.
+/// per second; and who holds their established sockets, where looked up.
 #[derive(Clone, Copy)]
 struct Activity<'a> {
     rates: &'a FxHashMap<PoolKey, f64>,
     failures: &'a FxHashMap<PoolKey, Failures>,
+    owners: &'a FxHashMap<u32, Comm>,
 }
 
 /// What one refresh shows, from the table and a fresh reading of the
@@ -187,7 +189,6 @@ fn frame<'a>(
     filter: &Filter,
     settings: &Settings,
     activity: Activity<'_>,
-    owners: &FxHashMap<u32, Comm>,
     lost: u64,
     rates: Option<Rates>,
     now_ns: u64,
@@ -211,7 +212,7 @@ fn frame<'a>(
             .map(|e| (&e.id, e.role, e.owner.map(|o| o.comm))),
         &pressure::Inputs {
             established: &engine.established,
-            owners,
+            owners: activity.owners,
             listeners: &engine.listeners,
             rates: activity.rates,
             failures: activity.failures,
@@ -324,7 +325,7 @@ async fn timewait<P: Printer>(
         reconcile: (!common.reconcile.is_zero()).then_some(common.reconcile),
         refresh: Some(args.interval),
         output,
-        binds: false,
+        syscalls: false,
     };
     let result = engine::run(common, pacing, &mut view).await;
     view.printer.flush();
@@ -350,11 +351,6 @@ fn once<P: Printer>(args: &TimewaitArgs, settings: Settings, mut printer: P) -> 
         now_ns,
         common.tw_len.as_nanos() as u64 * 5 / 6,
     );
-    let no_failures = FxHashMap::default();
-    let activity = Activity {
-        rates: &rates,
-        failures: &no_failures,
-    };
     // Nothing was traced: the established sockets' owners name the pools,
     // found as `ss -p` finds them.
     let owners: FxHashMap<u32, Comm> =
@@ -362,9 +358,12 @@ fn once<P: Printer>(args: &TimewaitArgs, settings: Settings, mut printer: P) -> 
             .into_iter()
             .map(|(inode, o)| (inode, o.comm))
             .collect();
-    let frame = frame(
-        &engine, &filter, &settings, activity, &owners, 0, None, now_ns,
-    );
+    let activity = Activity {
+        rates: &rates,
+        failures: &FxHashMap::default(),
+        owners: &owners,
+    };
+    let frame = frame(&engine, &filter, &settings, activity, 0, None, now_ns);
     printer.timewait(&frame);
     printer.summary(&Summary {
         traced: false,

@@ -118,7 +118,7 @@ async fn watch<P: Printer>(args: &WatchArgs, printer: P, output: output::Stats) 
         reconcile: (!common.reconcile.is_zero()).then_some(common.reconcile),
         refresh: None,
         output,
-        binds: true,
+        syscalls: true,
     };
     engine::run(common, pacing, &mut view).await
 }

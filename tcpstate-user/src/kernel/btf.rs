@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, BtfType, Type};
-use tcpstate_ebpf::{BindOffsets, SockOffsets};
+use tcpstate_ebpf::{SockOffsets, SyscallOffsets};
 
 /// The kernel's own BTF.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -42,16 +42,16 @@ pub fn sock_offsets(btf: &Btf) -> Result<SockOffsets> {
     })
 }
 
-/// The BTF offsets of what the `bind()` programs read: the socket behind a
+/// The BTF offsets of what the syscall programs read: the socket behind a
 /// file descriptor and its `SO_REUSEADDR`/`SO_REUSEPORT` bits (the
 /// tracepoint offsets are left zero for the loader).
-pub fn bind_offsets(btf: &Btf) -> Result<BindOffsets> {
+pub fn syscall_offsets(btf: &Btf) -> Result<SyscallOffsets> {
     let reuse = bit_offset(btf, "sock", &["__sk_common", "skc_reuse"])?;
     let reuseport = bit_offset(btf, "sock", &["__sk_common", "skc_reuseport"])?;
     if reuse / 8 != reuseport / 8 || reuse % 8 > 4 {
         bail!("struct sock: skc_reuse and skc_reuseport are not in one byte");
     }
-    Ok(BindOffsets {
+    Ok(SyscallOffsets {
         task_files: field_offset(btf, "task_struct", &["files"])?,
         files_fdt: field_offset(btf, "files_struct", &["fdt"])?,
         fdtable_fd: field_offset(btf, "fdtable", &["fd"])?,
@@ -60,7 +60,7 @@ pub fn bind_offsets(btf: &Btf) -> Result<BindOffsets> {
         reuse_byte: u16::try_from(reuse / 8).context("struct sock: skc_reuse")?,
         reuse_shift: (reuse % 8) as u8,
         reuseport_shift: (reuseport % 8) as u8,
-        ..BindOffsets::default()
+        ..SyscallOffsets::default()
     })
 }
 
@@ -165,9 +165,9 @@ mod tests {
     }
 
     #[test]
-    fn resolves_bind_offsets_on_this_kernel() {
+    fn resolves_syscall_offsets_on_this_kernel() {
         let btf = load_vmlinux().expect("this test needs the kernel's BTF");
-        let o = bind_offsets(&btf).unwrap();
+        let o = syscall_offsets(&btf).unwrap();
         let state = sock_offsets(&btf).unwrap().state;
         // The bitfields follow skc_state in struct sock_common.
         assert_eq!(o.reuse_byte, state + 1, "{o:?}");

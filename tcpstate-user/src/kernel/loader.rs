@@ -14,9 +14,9 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use tcpstate_ebpf::{
-    BIND_PROGRAMS, BindOffsets, Config, FAMILY_V4, FAMILY_V6, GLOBAL_CONFIG, GLOBAL_LPORTS,
-    GLOBAL_PORTS, GLOBAL_RPORTS, MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN, PROGRAMS, RESCUERS,
-    SET_STATE_RECORD_LEN, SetStateOffsets,
+    Config, FAMILY_V4, FAMILY_V6, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_PORTS, GLOBAL_RPORTS,
+    MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN, PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN,
+    SYSCALL_PROGRAMS, SetStateOffsets, SyscallOffsets,
 };
 
 use super::{btf, guard, privileges, tracefs};
@@ -40,8 +40,9 @@ pub struct Settings {
     pub ring_bytes: u32,
     /// Wake userspace once this many bytes are waiting (0: every event).
     pub wakeup_bytes: u32,
-    /// Report `bind()` calls that fail with `EADDRINUSE`.
-    pub binds: bool,
+    /// Attach the syscall programs: `bind()` calls that fail with
+    /// `EADDRINUSE`, and the process that accepts each connection.
+    pub syscalls: bool,
 }
 
 impl Settings {
@@ -88,8 +89,9 @@ pub struct Kernel {
     pub(super) counters: PerCpuArray<MapData, u64>,
     /// The classic tracepoint programs attached, whose skipped runs count.
     pub(super) classic: Vec<&'static str>,
-    /// Whether failed `bind()` calls are reported.
-    pub binds: bool,
+    /// Whether the syscall programs are attached (failed `bind()` calls
+    /// reported, accepted sockets owned by the process that accepted them).
+    pub syscalls: bool,
 }
 
 /// Loads the programs, configures them and attaches them.
@@ -124,13 +126,19 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         rport_filter: u8::from(!settings.rports.is_empty()),
         port_filter: u8::from(!settings.ports.is_empty()),
         wakeup_bytes: u64::from(settings.wakeup_bytes),
-        bind: match settings.binds.then(|| bind_offsets(&tracefs, &vmlinux)) {
+        syscalls: match settings
+            .syscalls
+            .then(|| syscall_offsets(&tracefs, &vmlinux))
+        {
             Some(Ok(offsets)) => offsets,
             Some(Err(e)) => {
-                warning!("failed bind() calls cannot be seen on this kernel: {e:#}");
-                BindOffsets::default()
+                warning!(
+                    "failed bind() calls cannot be seen on this kernel, and accepted connections \
+                     belong to the process that listened until another touches them: {e:#}"
+                );
+                SyscallOffsets::default()
             }
-            None => BindOffsets::default(),
+            None => SyscallOffsets::default(),
         },
         guard: guard::offsets(&vmlinux).unwrap_or_else(|e| {
             warning!(
@@ -166,21 +174,24 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         .context("loading the eBPF programs")?;
     let logger = EbpfLogger::init(&mut ebpf).context("setting up eBPF diagnostics")?;
 
-    let binds = config.bind.exit_ret != 0;
-    let bind_programs = BIND_PROGRAMS.iter().filter(|_| binds);
+    let syscalls = config.syscalls.exit_ret != 0;
+    let syscall_programs = SYSCALL_PROGRAMS.iter().filter(|_| syscalls);
     let mut classic = Vec::new();
-    for &(name, group, tracepoint) in PROGRAMS.iter().chain(bind_programs) {
+    for &(name, group, tracepoint) in PROGRAMS.iter().chain(syscall_programs) {
         let program: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
             .try_into()?;
-        program
-            .load()
-            .with_context(|| format!("loading program {name}"))?;
+        // A program serving two tracepoints is loaded once.
+        if !classic.contains(&name) {
+            program
+                .load()
+                .with_context(|| format!("loading program {name}"))?;
+            classic.push(name);
+        }
         program
             .attach(group, tracepoint)
             .with_context(|| format!("attaching to tracepoint {group}:{tracepoint}"))?;
-        classic.push(name);
     }
     // The rescuers after the classic programs: a rescue with no classic
     // program to miss would be counted against no miss.
@@ -213,21 +224,28 @@ pub fn load(settings: &Settings) -> Result<Probe> {
             ebpf,
             counters,
             classic,
-            binds,
+            syscalls,
         },
     })
 }
 
-/// Where the `bind()` programs read: the `syscalls` tracepoints' formats
+/// Where the syscall programs read: the `syscalls` tracepoints' formats
 /// (absent without `CONFIG_FTRACE_SYSCALLS`) and the BTF offsets.
-fn bind_offsets(tracefs: &Path, vmlinux: &btf_rs::Btf) -> Result<BindOffsets> {
+fn syscall_offsets(tracefs: &Path, vmlinux: &btf_rs::Btf) -> Result<SyscallOffsets> {
     let enter = tracefs::Format::read(tracefs, "syscalls", "sys_enter_bind")?;
-    let exit = tracefs::Format::read(tracefs, "syscalls", "sys_exit_bind")?;
-    Ok(BindOffsets {
-        enter_fd: enter.offset::<u64>("fd")?,
-        enter_addr: enter.offset::<u64>("umyaddr")?,
-        exit_ret: exit.offset::<i64>("ret")?,
-        ..btf::bind_offsets(vmlinux)?
+    let exit_ret =
+        tracefs::Format::read(tracefs, "syscalls", "sys_exit_bind")?.offset::<i64>("ret")?;
+    for name in ["sys_exit_accept4", "sys_exit_accept"] {
+        let ret = tracefs::Format::read(tracefs, "syscalls", name)?.offset::<i64>("ret")?;
+        if ret != exit_ret {
+            bail!("syscalls:{name} has ret at offset {ret}, sys_exit_bind at {exit_ret}");
+        }
+    }
+    Ok(SyscallOffsets {
+        bind_fd: enter.offset::<u64>("fd")?,
+        bind_addr: enter.offset::<u64>("umyaddr")?,
+        exit_ret,
+        ..btf::syscall_offsets(vmlinux)?
     })
 }
 

@@ -79,6 +79,20 @@ impl ExitReason {
 /// namespace, as read inside it.
 pub type Ranges = FxHashMap<u32, (u16, u16)>;
 
+/// What a reconciliation needs beside the dump's TIME_WAIT sockets, read
+/// with it.
+#[derive(Clone, Copy)]
+pub struct DumpContext<'a> {
+    /// Listening ports: a TIME_WAIT socket on one is a server's.
+    pub listeners: &'a Listeners,
+    /// Ephemeral ranges: a TIME_WAIT socket on one of their ports is a
+    /// client's.
+    pub ephemeral: &'a Ranges,
+    /// What each namespace's `TCPTimeWaitOverflow` rose by since its
+    /// previous reading.
+    pub overflowed: &'a FxHashMap<u32, u64>,
+}
+
 /// The owner recorded for an entry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct TwOwner {
@@ -410,13 +424,16 @@ impl Table {
     pub fn reconcile(
         &mut self,
         dumps: &[(u32, Vec<KernelSocket>)],
-        listeners: &Listeners,
-        ephemeral: &Ranges,
-        overflowed: &FxHashMap<u32, u64>,
+        around: &DumpContext<'_>,
         dump_ns: u64,
         seeding: bool,
         sink: &mut impl TwSink,
     ) {
+        let DumpContext {
+            listeners,
+            ephemeral,
+            overflowed,
+        } = *around;
         let mut in_kernel = FxHashSet::default();
         for (_, sockets) in dumps {
             for ks in sockets {
@@ -543,6 +560,19 @@ mod tests {
     /// No namespace's `TCPTimeWaitOverflow` rose.
     fn none() -> FxHashMap<u32, u64> {
         FxHashMap::default()
+    }
+
+    /// A dump's context.
+    fn around<'a>(
+        listeners: &'a Listeners,
+        ephemeral: &'a Ranges,
+        overflowed: &'a FxHashMap<u32, u64>,
+    ) -> DumpContext<'a> {
+        DumpContext {
+            listeners,
+            ephemeral,
+            overflowed,
+        }
     }
 
     #[derive(Default)]
@@ -675,9 +705,7 @@ mod tests {
         let now = T0 + 2_000_000_000;
         t.reconcile(
             &dump,
-            &Listeners::default(),
-            &ephemeral(),
-            &overflowed,
+            &around(&Listeners::default(), &ephemeral(), &overflowed),
             now,
             false,
             &mut log,
@@ -696,9 +724,7 @@ mod tests {
         let later = [(NS, 1)].into_iter().collect();
         t.reconcile(
             &dump,
-            &Listeners::default(),
-            &ephemeral(),
-            &later,
+            &around(&Listeners::default(), &ephemeral(), &later),
             now + 2,
             false,
             &mut log,
@@ -725,9 +751,7 @@ mod tests {
         )];
         t.reconcile(
             &dump,
-            &listeners,
-            &ephemeral(),
-            &none(),
+            &around(&listeners, &ephemeral(), &none()),
             now,
             false,
             &mut log,
@@ -763,9 +787,7 @@ mod tests {
         let dump = vec![(NS, vec![kernel(80, 1, 50_000), kernel(80, 2, 1)])];
         t.reconcile(
             &dump,
-            &Listeners::default(),
-            &ephemeral(),
-            &none(),
+            &around(&Listeners::default(), &ephemeral(), &none()),
             dump_ns,
             false,
             &mut log,
@@ -779,9 +801,7 @@ mod tests {
         // A dump that began after the end is believed.
         t.reconcile(
             &dump,
-            &Listeners::default(),
-            &ephemeral(),
-            &none(),
+            &around(&Listeners::default(), &ephemeral(), &none()),
             T0 + 3 * LINUX_TIME_WAIT_NS,
             false,
             &mut log,
@@ -796,9 +816,7 @@ mod tests {
         let now = T0 + LINUX_TIME_WAIT_NS - 2_000_000_000;
         t.reconcile(
             &[(NS, vec![])],
-            &Listeners::default(),
-            &ephemeral(),
-            &none(),
+            &around(&Listeners::default(), &ephemeral(), &none()),
             now,
             false,
             &mut log,
@@ -811,9 +829,7 @@ mod tests {
         let (mut t, mut log) = (table(), Log::default());
         t.reconcile(
             &[(NS, vec![kernel(80, 1, 40_000)])],
-            &Listeners::default(),
-            &ephemeral(),
-            &none(),
+            &around(&Listeners::default(), &ephemeral(), &none()),
             T0,
             true,
             &mut log,
@@ -831,9 +847,7 @@ mod tests {
 
         t.reconcile(
             &[(NS, vec![kernel(80, 2, 59_000)])],
-            &Listeners::default(),
-            &ephemeral(),
-            &none(),
+            &around(&Listeners::default(), &ephemeral(), &none()),
             T0 + 1,
             false,
             &mut log,
@@ -862,9 +876,7 @@ mod tests {
         fw2.state = State::FIN_WAIT2;
         t.reconcile(
             &[(NS, vec![fw2])],
-            &Listeners::default(),
-            &ephemeral(),
-            &none(),
+            &around(&Listeners::default(), &ephemeral(), &none()),
             T0 + 1,
             false,
             &mut log,

@@ -1,6 +1,8 @@
-//! Failed `bind()` calls: the entry program remembers each call's socket
-//! and address by thread, the exit program writes a record when the call
-//! failed with `EADDRINUSE` on a TCP socket.
+//! Programs on syscall tracepoints, for what the TCP tracepoints cannot
+//! tell: failed `bind()` calls (the entry program remembers each call's
+//! socket and address by thread, the exit program writes a record when the
+//! call failed with `EADDRINUSE` on a TCP socket), and which process
+//! accepted a connection (it becomes the socket's owner).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
@@ -11,7 +13,7 @@ use tcpstate_ebpf::{
 };
 
 use super::{
-    BINDS,
+    BINDS, SOCKS,
     record::{bytes, emit, filter_family, netns_of, passes, read_kernel},
 };
 
@@ -24,10 +26,10 @@ pub struct BindCall {
     addr: u64,
 }
 
-/// At entry: the call's fd and address, by thread.
-pub fn enter(ctx: &TracePointContext) -> Result<(), i32> {
+/// At entry to `bind()`: the call's fd and address, by thread.
+pub fn enter_bind(ctx: &TracePointContext) -> Result<(), i32> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let (fd_at, addr_at) = (conf!(bind.enter_fd), conf!(bind.enter_addr));
+    let (fd_at, addr_at) = (conf!(syscalls.bind_fd), conf!(syscalls.bind_addr));
     let call = BindCall {
         fd: unsafe { ctx.read_at::<u64>(usize::from(fd_at))? },
         addr: unsafe { ctx.read_at::<u64>(usize::from(addr_at))? },
@@ -35,17 +37,16 @@ pub fn enter(ctx: &TracePointContext) -> Result<(), i32> {
     BINDS.insert(tid, call, 0)
 }
 
-/// At exit: the record, when the call failed with `EADDRINUSE`.
-pub fn exit(ctx: &TracePointContext) -> Result<(), i32> {
+/// At exit from `bind()`: the record, when the call failed with
+/// `EADDRINUSE`.
+pub fn exit_bind(ctx: &TracePointContext) -> Result<(), i32> {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(call) = (unsafe { BINDS.get(tid) }).copied() else {
         // The call began before the programs were attached.
         return Ok(());
     };
     let _ = BINDS.remove(tid);
-    let ret_at = conf!(bind.exit_ret);
-    let ret = unsafe { ctx.read_at::<i64>(usize::from(ret_at))? };
-    if ret != -EADDRINUSE {
+    if returned(ctx)? != -EADDRINUSE {
         return Ok(());
     }
     let sk = socket_of(call.fd)?;
@@ -66,12 +67,12 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i32> {
     if !passes(filter_family(family, &laddr, &[0; 4]), lport, 0) {
         return Ok(());
     }
-    let reuse = read_kernel::<u8>(sk, conf!(bind.reuse_byte))?;
+    let reuse = read_kernel::<u8>(sk, conf!(syscalls.reuse_byte))?;
     let mut options = 0;
-    if (reuse >> conf!(bind.reuse_shift)) & 0xf != 0 {
+    if (reuse >> conf!(syscalls.reuse_shift)) & 0xf != 0 {
         options |= bind::REUSEADDR;
     }
-    if (reuse >> conf!(bind.reuseport_shift)) & 1 != 0 {
+    if (reuse >> conf!(syscalls.reuseport_shift)) & 1 != 0 {
         options |= bind::REUSEPORT;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -99,15 +100,44 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
+/// At exit from `accept()` or `accept4()`: the calling process owns the
+/// accepted socket from now on (a pre-forked server's worker, not the
+/// process that listened), so that the transitions the kernel reports in
+/// softirq from here on carry it. Sockets without an entry (not reported,
+/// or accepted before tracing began) are left alone.
+pub fn exit_accept(ctx: &TracePointContext) -> Result<(), i32> {
+    let fd = returned(ctx)?;
+    if fd < 0 {
+        return Ok(());
+    }
+    let sk = socket_of(fd as u64)?;
+    let Some(state) = SOCKS.get_ptr_mut(sk) else {
+        return Ok(());
+    };
+    let state = unsafe { &mut *state };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    state.pid = (pid_tgid >> 32) as u32;
+    state.tid = pid_tgid as u32;
+    unsafe { generated::bpf_get_current_comm(state.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    state.owner_known = 1;
+    Ok(())
+}
+
+/// A syscall's return value, at its exit tracepoint.
+fn returned(ctx: &TracePointContext) -> Result<i64, i32> {
+    let at = conf!(syscalls.exit_ret);
+    unsafe { ctx.read_at::<i64>(usize::from(at)) }
+}
+
 /// The `struct sock` behind the calling task's file descriptor `fd`
-/// (`current->files->fdt->fd[fd]->private_data->sk`); the call failed with
-/// `EADDRINUSE`, so `fd` is a socket.
+/// (`current->files->fdt->fd[fd]->private_data->sk`); the call used `fd`
+/// as a socket, so it is one.
 fn socket_of(fd: u64) -> Result<u64, i32> {
     let task = unsafe { generated::bpf_get_current_task() };
-    let files = read_kernel::<u64>(task, conf!(bind.task_files))?;
-    let fdt = read_kernel::<u64>(files, conf!(bind.files_fdt))?;
-    let fds = read_kernel::<u64>(fdt, conf!(bind.fdtable_fd))?;
+    let files = read_kernel::<u64>(task, conf!(syscalls.task_files))?;
+    let fdt = read_kernel::<u64>(files, conf!(syscalls.files_fdt))?;
+    let fds = read_kernel::<u64>(fdt, conf!(syscalls.fdtable_fd))?;
     let file = read_kernel::<u64>(fds + (fd & 0xffff_ffff) * 8, 0)?;
-    let socket = read_kernel::<u64>(file, conf!(bind.file_private_data))?;
-    read_kernel::<u64>(socket, conf!(bind.socket_sk))
+    let socket = read_kernel::<u64>(file, conf!(syscalls.file_private_data))?;
+    read_kernel::<u64>(socket, conf!(syscalls.socket_sk))
 }
