@@ -92,6 +92,24 @@ pub struct Place {
     pub processes: Vec<String>,
 }
 
+impl Place {
+    /// The pool, `LADDR -> RADDR:RPORT`, when the finding has one.
+    pub fn pool(&self) -> Option<String> {
+        let (l, r, port) = (self.laddr?, self.raddr?, self.rport?);
+        Some(format!("{l} -> {}", crate::render::endpoint(r, port)))
+    }
+
+    /// The local end of a service or a `bind()`: `LADDR:PORT`, or the port
+    /// alone beside a pool.
+    pub fn local(&self) -> Option<String> {
+        let port = self.lport?;
+        Some(match (self.laddr, self.raddr) {
+            (Some(l), None) => crate::render::endpoint(l, port),
+            _ => port.to_string(),
+        })
+    }
+}
+
 /// One number or setting a finding rests on.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {

@@ -96,15 +96,11 @@ fn finding(out: &mut String, f: &Finding) {
         h(&f.what)
     );
     let p = &f.place;
-    if let (Some(l), Some(r), Some(port)) = (p.laddr, p.raddr, p.rport) {
-        let _ = write!(
-            out,
-            "<tr><th>pool</th><td>{l} -&gt; {}</td></tr>",
-            h(&endpoint(r, port))
-        );
+    if let Some(pool) = p.pool() {
+        let _ = write!(out, "<tr><th>pool</th><td>{}</td></tr>", h(&pool));
     }
-    if let Some(port) = p.lport {
-        let _ = write!(out, "<tr><th>local port</th><td>{port}</td></tr>");
+    if let Some(local) = p.local() {
+        let _ = write!(out, "<tr><th>local</th><td>{}</td></tr>", h(&local));
     }
     if !p.processes.is_empty() {
         let names: Vec<String> = p.processes.iter().map(|n| h(n)).collect();

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, endpoint, escape::escape_str};
+use super::{Report, escape::escape_str};
 use crate::diagnose::findings::{Finding, Place, Value};
 
 /// Columns the report fits in.
@@ -68,11 +68,9 @@ fn finding(out: &mut String, f: &Finding) {
 
 fn place(p: &Place) -> Option<String> {
     let mut parts = Vec::new();
-    if let (Some(l), Some(r), Some(port)) = (p.laddr, p.raddr, p.rport) {
-        parts.push(format!("{l} -> {}", endpoint(r, port)));
-    }
-    if let Some(port) = p.lport {
-        parts.push(format!("local port {port}"));
+    parts.extend(p.pool());
+    if let Some(local) = p.local() {
+        parts.push(format!("local {local}"));
     }
     if !p.processes.is_empty() {
         let names: Vec<_> = p.processes.iter().map(|n| escape_str(n)).collect();
