@@ -9,7 +9,10 @@
 //!   events; optionally also a tracer waking on every event, and a
 //!   breakdown of where tracing's cost goes;
 //! - the cost of reading 100,000 TIME_WAIT sockets from the kernel and
-//!   reconciling them (`tcpstate timewait --once`), wall and CPU time.
+//!   reconciling them (`tcpstate timewait --once`), wall and CPU time;
+//! - the start with 1,000 idle network namespaces on the host (each read,
+//!   and named, at start): `timewait --once` and the time until `watch`
+//!   traces, against the same without them.
 
 use std::{
     fs::{self, File},
@@ -70,9 +73,95 @@ pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
     let storm = tcpstate.with_file_name("storm");
     let result = create_netns(NETNS)
         .and_then(|netns| storms(tcpstate, &storm, args, netns))
-        .and_then(|()| reconcile_cost(tcpstate, &storm));
+        .and_then(|()| reconcile_cost(tcpstate, &storm))
+        .and_then(|()| namespaces_cost(tcpstate));
     delete_netns(NETNS);
     result
+}
+
+/// Idle network namespaces for [`namespaces_cost`].
+const IDLE_NAMESPACES: usize = 1000;
+
+/// The start with [`IDLE_NAMESPACES`] idle namespaces (a `sleep` in each)
+/// against the start without them.
+fn namespaces_cost(tcpstate: &Path) -> Result<()> {
+    let quiet = start_times(tcpstate)?;
+    let mut sleepers = Vec::new();
+    let spawned = (0..IDLE_NAMESPACES).try_for_each(|_| {
+        let child = Command::new("unshare")
+            .args(["-n", "sleep", "600"])
+            .spawn()
+            .context("starting a sleep in a namespace of its own")?;
+        sleepers.push(child);
+        Ok::<_, anyhow::Error>(())
+    });
+    // Every sleep in its namespace before measuring.
+    thread::sleep(Duration::from_secs(2));
+    let busy = spawned.and_then(|()| start_times(tcpstate));
+    for mut child in sleepers {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let busy = busy?;
+    println!(
+        "\nstart with {IDLE_NAMESPACES} idle network namespaces (without them): timewait --once \
+         {:.0} ms wall, {:.0} ms CPU ({:.0} ms, {:.0} ms); watch traces after {:.0} ms ({:.0} ms)",
+        busy.once_wall_ms,
+        busy.once_cpu_ms,
+        quiet.once_wall_ms,
+        quiet.once_cpu_ms,
+        busy.watch_ms,
+        quiet.watch_ms
+    );
+    Ok(())
+}
+
+/// How long tcpstate takes to start.
+struct StartTimes {
+    once_wall_ms: f64,
+    once_cpu_ms: f64,
+    /// From `watch`'s start to its "tracing" note.
+    watch_ms: f64,
+}
+
+fn start_times(tcpstate: &Path) -> Result<StartTimes> {
+    let before = children_cpu();
+    let started = std::time::Instant::now();
+    let out = Command::new(tcpstate)
+        .args(["timewait", "--once", "--json"])
+        .output()
+        .context("running tcpstate timewait --once")?;
+    let once_wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let once_cpu_ms = (children_cpu() - before) * 1000.0;
+    if !out.status.success() {
+        bail!(
+            "tcpstate timewait --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut watch = Command::new(tcpstate)
+        .args(["watch", "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting tcpstate watch")?;
+    let stderr = watch.stderr.take().context("watch's stderr")?;
+    let traced = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("tracing"));
+    let watch_ms = started.elapsed().as_secs_f64() * 1000.0;
+    nix_kill(&watch)?;
+    watch.wait()?;
+    if !traced {
+        bail!("tcpstate watch ended before tracing");
+    }
+    Ok(StartTimes {
+        once_wall_ms,
+        once_cpu_ms,
+        watch_ms,
+    })
 }
 
 /// TIME_WAIT sockets for the reconciliation benchmark, made by storms of
@@ -213,6 +302,11 @@ impl Variant {
                 "whole kernel path, tracer decodes and tracks, renders nothing (`--pid 1`)",
                 &["--pid", "1"][..],
                 false,
+            ));
+            chosen.push(variant(
+                "same as the main run, no reading of the kernel's tables (`--reconcile 0`)",
+                &["--reconcile", "0"][..],
+                true,
             ));
         }
         chosen

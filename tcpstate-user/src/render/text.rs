@@ -58,6 +58,29 @@ impl<W: Write> Text<W> {
     }
 }
 
+impl<W: Write> Text<W> {
+    /// One line of the table: time, owner, then local, remote, transition,
+    /// time in the old state and note.
+    fn row(&mut self, ts_ns: u64, owner: Option<&Owner>, cols: [&str; 5]) {
+        self.header();
+        let ts = self.out.stamp(ts_ns);
+        let (pid, comm) = owner_columns(owner);
+        let [local, remote, transition, in_old, note] = cols;
+        let line = format!(
+            "{:<15} {:>7} {:<15} {:<30} {:<30} {:<26} {:>10}  {note}",
+            time_of_day(ts),
+            pid,
+            comm,
+            local,
+            remote,
+            transition,
+            in_old,
+        );
+        // No trailing blanks when there is no note.
+        self.line(line.trim_end());
+    }
+}
+
 /// PID and COMM columns of an owner, `-` when unknown.
 fn owner_columns(owner: Option<&Owner>) -> (String, String) {
     match owner {
@@ -71,24 +94,19 @@ fn owner_columns(owner: Option<&Owner>) -> (String, String) {
 
 impl<W: Write> Sink for Text<W> {
     fn transition(&mut self, t: &Transition) {
-        self.header();
-        let ts = self.out.stamp(t.ts_ns);
-        let (pid, comm) = owner_columns(t.owner.as_ref());
         let in_old = t.in_old_ns.map_or("-".into(), |n| format!("{:.3}", ms(n)));
         let tuple = &t.id.tuple;
-        let line = format!(
-            "{:<15} {:>7} {:<15} {:<30} {:<30} {:<26} {:>10}  {}",
-            time_of_day(ts),
-            pid,
-            comm,
-            endpoint(tuple.laddr, tuple.lport),
-            endpoint(tuple.raddr, tuple.rport),
-            format!("{} -> {}", t.old, t.new),
-            in_old,
-            t.note.as_str()
+        self.row(
+            t.ts_ns,
+            t.owner.as_ref(),
+            [
+                &endpoint(tuple.laddr, tuple.lport),
+                &endpoint(tuple.raddr, tuple.rport),
+                &format!("{} -> {}", t.old, t.new),
+                &in_old,
+                t.note.as_str(),
+            ],
         );
-        // No trailing blanks when there is no note.
-        self.line(line.trim_end());
     }
 
     fn close(&mut self, c: &Close) {
@@ -129,21 +147,18 @@ impl<W: Write> Sink for Text<W> {
 
     /// A line of its own in the table, with what holds the address under it.
     fn bind_failed(&mut self, b: &BindFailure) {
-        self.header();
-        let ts = self.out.stamp(b.ts_ns);
-        let (pid, comm) = owner_columns(b.owner.as_ref());
         let tuple = &b.id.tuple;
-        let line = format!(
-            "{:<15} {:>7} {:<15} {:<30} {:<30} {:<26} {:>10}  bind failed (EADDRINUSE)",
-            time_of_day(ts),
-            pid,
-            comm,
-            endpoint(tuple.laddr, tuple.lport),
-            "-",
-            "bind()",
-            "-",
+        self.row(
+            b.ts_ns,
+            b.owner.as_ref(),
+            [
+                &endpoint(tuple.laddr, tuple.lport),
+                "-",
+                "bind()",
+                "-",
+                "bind failed (EADDRINUSE)",
+            ],
         );
-        self.line(&line);
         let held = match b.time_wait_on_port {
             Some(0) => "no TIME_WAIT socket on the port: a live socket holds it".to_string(),
             Some(n) => format!("{n} TIME_WAIT sockets hold the port"),
