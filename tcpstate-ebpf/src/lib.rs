@@ -44,10 +44,16 @@ pub mod kind {
     /// `syscalls:sys_exit_bind`: a `bind()` of a TCP socket failed with
     /// `EADDRINUSE`.
     pub const BIND_FAILED: u8 = 4;
+    /// `syscalls:sys_exit_connect`: a `connect()` of a TCP socket failed
+    /// before the socket reached `SYN_SENT`.
+    pub const CONNECT_ERROR: u8 = 5;
 }
 
-/// `EADDRINUSE`, as a syscall returns it (negated).
+/// Errors syscalls return (negated), as the programs test them.
 pub const EADDRINUSE: i64 = 98;
+pub const EINPROGRESS: i64 = 115;
+pub const EALREADY: i64 = 114;
+pub const EISCONN: i64 = 106;
 
 /// Bits of [`RawEvent::oldstate`] in a [`kind::BIND_FAILED`] record.
 pub mod bind {
@@ -70,7 +76,8 @@ pub mod flags {
 /// addresses are left zero (userspace knows the socket from its transitions).
 /// For a failed `bind()`, `laddr`/`lport` are the address asked for,
 /// `oldstate` holds [`bind`] bits, the owner is the calling thread and
-/// `skaddr` the socket.
+/// `skaddr` the socket; for a failed `connect()`, `raddr`/`rport` are the
+/// destination and `oldstate` the errno.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawEvent {
@@ -204,8 +211,9 @@ pub struct SyscallOffsets {
     pub bind_fd: u16,
     /// `syscalls:sys_enter_bind` -> `umyaddr` (a user pointer).
     pub bind_addr: u16,
-    /// `ret` of `syscalls:sys_exit_bind`, `sys_exit_accept4` and
-    /// `sys_exit_accept` (the loader checks that it is the same in each).
+    /// `ret` of `syscalls:sys_exit_bind`, `sys_exit_connect`,
+    /// `sys_exit_accept4` and `sys_exit_accept` (the loader checks that it
+    /// is the same in each).
     pub exit_ret: u16,
     /// `struct task_struct` -> `files`.
     pub task_files: u16,
@@ -224,7 +232,10 @@ pub struct SyscallOffsets {
     pub reuse_shift: u8,
     /// Bit of that byte holding `skc_reuseport`.
     pub reuseport_shift: u8,
-    pub _pad: [u8; 4],
+    /// `syscalls:sys_enter_connect` -> `fd`.
+    pub connect_fd: u16,
+    /// `syscalls:sys_enter_connect` -> `uservaddr` (a user pointer).
+    pub connect_addr: u16,
 }
 
 /// Configuration the loader writes into the programs' read-only globals.
@@ -301,13 +312,15 @@ pub const PROGRAMS: [(&str, &str, &str); 3] = [
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
 ];
 
-/// The programs on syscall tracepoints (failed `bind()`s, the process
-/// that accepts a connection), by name, with their tracepoint (one program
+/// The programs on syscall tracepoints (failed `bind()`s and `connect()`s,
+/// the process that accepts a connection), by name, with their tracepoint (one program
 /// may serve two): attached only where they are wanted, since every
 /// syscall of every task goes through the tracing entry path then.
-pub const SYSCALL_PROGRAMS: [(&str, &str, &str); 4] = [
+pub const SYSCALL_PROGRAMS: [(&str, &str, &str); 6] = [
     ("sys_enter_bind", "syscalls", "sys_enter_bind"),
     ("sys_exit_bind", "syscalls", "sys_exit_bind"),
+    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
+    ("sys_exit_connect", "syscalls", "sys_exit_connect"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept4"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
 ];

@@ -461,9 +461,10 @@ fn mapped_ipv4_is_ipv4_for_the_family_filters() {
 
 /// A `connect()` that never establishes is a `connect_failed` object with
 /// the reason the kernel had, not a `close`: no free local port (a range of
-/// four ports, all in use toward the server), refused (no listener), and
+/// four ports, all in use toward the server), refused (no listener),
 /// timeout (SYNs into a peer namespace that drops them; `TCP_SYNCNT` 1
-/// makes the kernel give up after 3 s).
+/// makes the kernel give up after 3 s), and no route (the socket never
+/// changes state: only the syscall's tracepoint tells, with its errno).
 #[test]
 fn connects_that_never_establish_are_failures_with_their_reason() {
     use std::{
@@ -542,6 +543,9 @@ fn connects_that_never_establish_are_failures_with_their_reason() {
         drop(held);
         let err = TcpStream::connect(("127.0.0.1", closed_port)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        // No route: the socket never leaves CLOSE, the syscall says why.
+        let err = TcpStream::connect(("10.99.0.1", 81)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENETUNREACH), "{err}");
         (server_port, closed_port, held_count)
     });
     // The refused socket's port must be free again before the last one.
@@ -584,6 +588,12 @@ fn connects_that_never_establish_are_failures_with_their_reason() {
     assert_eq!(
         reason_of(closed_port),
         [("refused", &Value::from("ECONNREFUSED"), &me)],
+        "{failed:?}"
+    );
+    // Seen by the connect() syscall's tracepoint alone.
+    assert_eq!(
+        reason_of(81),
+        [("other", &Value::from("ENETUNREACH"), &me)],
         "{failed:?}"
     );
     let timeout = reason_of(80);

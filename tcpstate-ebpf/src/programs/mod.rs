@@ -42,7 +42,7 @@ mod syscalls;
 
 use record::{Copied, SockState, from_record, from_sock, read_kernel, record, reset};
 use rescue::classic_skipped;
-use syscalls::BindCall;
+use syscalls::Call;
 
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config::ZERO;
@@ -79,7 +79,11 @@ static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(131072, 
 
 /// `bind()` calls in flight, by thread id.
 #[map]
-static BINDS: HashMap<u32, BindCall> = HashMap::with_max_entries(4096, 0);
+static BINDS: HashMap<u32, Call> = HashMap::with_max_entries(4096, 0);
+
+/// `connect()` calls in flight, by thread id.
+#[map]
+static CONNECTS: HashMap<u32, Call> = HashMap::with_max_entries(4096, 0);
 
 /// `PORT_BITMAP_LEN - 1`; see [`port_allowed`].
 static PORT_INDEX_MASK: usize = PORT_BITMAP_LEN - 1;
@@ -183,7 +187,8 @@ fn rescue_reset(ctx: &BtfTracePointContext, sk: u64, what: u8) -> i32 {
 
 #[tracepoint]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
-    if let Err(err) = syscalls::enter_bind(&ctx) {
+    let (fd_at, addr_at) = (conf!(syscalls.bind_fd), conf!(syscalls.bind_addr));
+    if let Err(err) = syscalls::enter(&ctx, &BINDS, fd_at, addr_at) {
         error!(&ctx, "sys_enter_bind: remembering the call failed: {}", err);
     }
     0
@@ -195,6 +200,29 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
         error!(
             &ctx,
             "sys_exit_bind: reading the failed call failed: {}", err
+        );
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let (fd_at, addr_at) = (conf!(syscalls.connect_fd), conf!(syscalls.connect_addr));
+    if let Err(err) = syscalls::enter(&ctx, &CONNECTS, fd_at, addr_at) {
+        error!(
+            &ctx,
+            "sys_enter_connect: remembering the call failed: {}", err
+        );
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    if let Err(err) = syscalls::exit_connect(&ctx) {
+        error!(
+            &ctx,
+            "sys_exit_connect: reading the failed call failed: {}", err
         );
     }
     0

@@ -308,6 +308,9 @@ pub fn record(c: &Change) -> Result<(), i32> {
     };
     let prev_ts_ns = state.last_ts_ns;
     state.last_ts_ns = now;
+    if c.old == tcp::CLOSE && c.new == tcp::SYN_SENT {
+        super::syscalls::connect_reached_syn_sent();
+    }
     if in_owner_context(c.old, c.new) {
         let pid_tgid = bpf_get_current_pid_tgid();
         state.pid = (pid_tgid >> 32) as u32;

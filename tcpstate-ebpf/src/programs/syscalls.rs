@@ -1,69 +1,131 @@
 //! Programs on syscall tracepoints, for what the TCP tracepoints cannot
 //! tell: failed `bind()` calls (the entry program remembers each call's
 //! socket and address by thread, the exit program writes a record when the
-//! call failed with `EADDRINUSE` on a TCP socket), and which process
-//! accepted a connection (it becomes the socket's owner).
+//! call failed with `EADDRINUSE` on a TCP socket), `connect()` calls that
+//! failed before the socket changed state (likewise, with the errno), and
+//! which process accepted a connection (it becomes the socket's owner).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    maps::HashMap,
     programs::TracePointContext,
 };
 use tcpstate_ebpf::{
-    AF_INET, AF_INET6, COMM_LEN, EADDRINUSE, IPPROTO_TCP, RawEvent, bind, flags, kind,
+    AF_INET, AF_INET6, COMM_LEN, EADDRINUSE, EALREADY, EINPROGRESS, EISCONN, IPPROTO_TCP, RawEvent,
+    bind, flags, kind,
 };
 
 use super::{
-    BINDS, SOCKS,
-    record::{bytes, emit, filter_family, netns_of, passes, read_kernel},
+    BINDS, CONNECTS, SOCKS,
+    record::{Addr, bytes, emit, filter_family, netns_of, passes, read_kernel},
 };
 
-/// One `bind()` in flight.
+/// One `bind()` or `connect()` in flight.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct BindCall {
+pub struct Call {
     fd: u64,
     /// The caller's `struct sockaddr *`.
     addr: u64,
+    /// For a `connect()`: the socket reached `SYN_SENT` (the state stream
+    /// reports how it ends).
+    reached: u64,
 }
 
-/// At entry to `bind()`: the call's fd and address, by thread.
-pub fn enter_bind(ctx: &TracePointContext) -> Result<(), i32> {
+/// At entry to `bind()` or `connect()`: the call's fd and address, by
+/// thread, into `calls`, from the tracepoint fields at `fd_at`, `addr_at`.
+pub fn enter(
+    ctx: &TracePointContext,
+    calls: &HashMap<u32, Call>,
+    fd_at: u16,
+    addr_at: u16,
+) -> Result<(), i32> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let (fd_at, addr_at) = (conf!(syscalls.bind_fd), conf!(syscalls.bind_addr));
-    let call = BindCall {
+    let call = Call {
         fd: unsafe { ctx.read_at::<u64>(usize::from(fd_at))? },
         addr: unsafe { ctx.read_at::<u64>(usize::from(addr_at))? },
+        reached: 0,
     };
-    BINDS.insert(tid, call, 0)
+    calls.insert(tid, call, 0)
+}
+
+/// The calling thread's call in flight, taken out of `calls`; `None` when
+/// it began before the programs were attached.
+fn take(calls: &HashMap<u32, Call>) -> Option<Call> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let call = (unsafe { calls.get(tid) }).copied()?;
+    let _ = calls.remove(tid);
+    Some(call)
+}
+
+/// A `connect()` of this thread reached `SYN_SENT`.
+pub fn connect_reached_syn_sent() {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(call) = CONNECTS.get_ptr_mut(tid) {
+        unsafe { (*call).reached = 1 };
+    }
+}
+
+/// The TCP socket behind a call's fd, and the address the call passed
+/// (`struct sockaddr_in`: family, port in network order, address at 4;
+/// `struct sockaddr_in6`: family, port, flow info, address at 8); `None`
+/// for another protocol or family.
+fn tcp_call(call: &Call) -> Result<Option<(u64, u8, u16, Addr)>, i32> {
+    let sk = socket_of(call.fd)?;
+    if sk == 0 || read_kernel::<u16>(sk, conf!(sock.protocol))? != IPPROTO_TCP {
+        return Ok(None);
+    }
+    let head = unsafe { bpf_probe_read_user(call.addr as *const [u16; 2])? };
+    let (family, port) = (head[0] as u8, u16::from_be(head[1]));
+    let mut addr = [0u32; 4];
+    match family {
+        AF_INET => addr[0] = unsafe { bpf_probe_read_user((call.addr + 4) as *const u32)? },
+        AF_INET6 => addr = unsafe { bpf_probe_read_user((call.addr + 8) as *const [u32; 4])? },
+        _ => return Ok(None),
+    }
+    Ok(Some((sk, family, port, addr)))
+}
+
+/// A record of the calling thread about socket `sk`. Inlined: BPF calls
+/// take at most five arguments.
+#[inline(always)]
+fn emit_call(sk: u64, what: u8, detail: u8, family: u8, ports: (u16, u16), addrs: (Addr, Addr)) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut comm = [0u8; COMM_LEN];
+    unsafe { generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    emit(RawEvent {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        skaddr: sk,
+        prev_ts_ns: 0,
+        netns: netns_of(sk),
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        kind: what,
+        oldstate: detail,
+        newstate: 0,
+        family,
+        lport: ports.0,
+        rport: ports.1,
+        flags: flags::OWNER_KNOWN,
+        _pad: [0; 3],
+        laddr: bytes(addrs.0),
+        raddr: bytes(addrs.1),
+        comm,
+    });
 }
 
 /// At exit from `bind()`: the record, when the call failed with
 /// `EADDRINUSE`.
 pub fn exit_bind(ctx: &TracePointContext) -> Result<(), i32> {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(call) = (unsafe { BINDS.get(tid) }).copied() else {
-        // The call began before the programs were attached.
+    let Some(call) = take(&BINDS) else {
         return Ok(());
     };
-    let _ = BINDS.remove(tid);
     if returned(ctx)? != -EADDRINUSE {
         return Ok(());
     }
-    let sk = socket_of(call.fd)?;
-    if sk == 0 || read_kernel::<u16>(sk, conf!(sock.protocol))? != IPPROTO_TCP {
+    let Some((sk, family, lport, laddr)) = tcp_call(&call)? else {
         return Ok(());
-    }
-    // struct sockaddr_in: family, port (network order), address at 4;
-    // struct sockaddr_in6: family, port, flow info, address at 8.
-    let head = unsafe { bpf_probe_read_user(call.addr as *const [u16; 2])? };
-    let family = head[0] as u8;
-    let lport = u16::from_be(head[1]);
-    let mut laddr = [0u32; 4];
-    match family {
-        AF_INET => laddr[0] = unsafe { bpf_probe_read_user((call.addr + 4) as *const u32)? },
-        AF_INET6 => laddr = unsafe { bpf_probe_read_user((call.addr + 8) as *const [u32; 4])? },
-        _ => return Ok(()),
-    }
+    };
     if !passes(filter_family(family, &laddr, &[0; 4]), lport, 0) {
         return Ok(());
     }
@@ -75,28 +137,43 @@ pub fn exit_bind(ctx: &TracePointContext) -> Result<(), i32> {
     if (reuse >> conf!(syscalls.reuseport_shift)) & 1 != 0 {
         options |= bind::REUSEPORT;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let mut comm = [0u8; COMM_LEN];
-    unsafe { generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32) };
-    emit(RawEvent {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        skaddr: sk,
-        prev_ts_ns: 0,
-        netns: netns_of(sk),
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        kind: kind::BIND_FAILED,
-        oldstate: options,
-        newstate: 0,
+    emit_call(
+        sk,
+        kind::BIND_FAILED,
+        options,
         family,
-        lport,
-        rport: 0,
-        flags: flags::OWNER_KNOWN,
-        _pad: [0; 3],
-        laddr: bytes(laddr),
-        raddr: [0; 16],
-        comm,
-    });
+        (lport, 0),
+        (laddr, [0; 4]),
+    );
+    Ok(())
+}
+
+/// At exit from `connect()`: the record of a call that failed before its
+/// socket reached `SYN_SENT` (no route, a firewall's `EPERM`, ...): no
+/// transition shows it. Those that reached it end in the state stream.
+pub fn exit_connect(ctx: &TracePointContext) -> Result<(), i32> {
+    let Some(call) = take(&CONNECTS) else {
+        return Ok(());
+    };
+    let ret = returned(ctx)?;
+    let pending = ret == -EINPROGRESS || ret == -EALREADY || ret == -EISCONN;
+    if ret >= 0 || pending || call.reached != 0 || ret < -255 {
+        return Ok(());
+    }
+    let Some((sk, family, rport, raddr)) = tcp_call(&call)? else {
+        return Ok(());
+    };
+    if !passes(filter_family(family, &[0; 4], &raddr), 0, rport) {
+        return Ok(());
+    }
+    emit_call(
+        sk,
+        kind::CONNECT_ERROR,
+        (-ret) as u8,
+        family,
+        (0, rport),
+        ([0; 4], raddr),
+    );
     Ok(())
 }
 

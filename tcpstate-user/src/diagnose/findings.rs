@@ -1134,6 +1134,7 @@ mod tests {
                     tuple: tuple(0, 7000),
                 },
                 reason: FailReason::NoLocalPort,
+                errno: None,
                 waited_ns: None,
                 owner: Some(owner(5)),
             });

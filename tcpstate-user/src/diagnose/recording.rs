@@ -263,6 +263,7 @@ fn failure(l: &Line) -> Option<ConnectFailure> {
         skaddr: 0,
         id: id(l)?,
         reason: reason(l.reason.as_deref()?)?,
+        errno: None,
         waited_ns: None,
         owner: owner(l),
     })

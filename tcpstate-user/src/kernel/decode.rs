@@ -26,6 +26,11 @@ pub enum Kind {
         reuseaddr: bool,
         reuseport: bool,
     },
+    /// A `connect()` failed with this errno before the socket reached
+    /// `SYN_SENT`.
+    ConnectError {
+        errno: u8,
+    },
 }
 
 /// One decoded ring-buffer record.
@@ -90,6 +95,9 @@ pub fn decode_raw(raw: &RawEvent) -> Result<Event, DecodeError> {
         kind::BIND_FAILED => Kind::BindFailed {
             reuseaddr: raw.oldstate & bind::REUSEADDR != 0,
             reuseport: raw.oldstate & bind::REUSEPORT != 0,
+        },
+        kind::CONNECT_ERROR => Kind::ConnectError {
+            errno: raw.oldstate,
         },
         other => return Err(DecodeError::Kind(other)),
     };
@@ -227,6 +235,10 @@ pub(crate) mod tests {
         );
         assert_eq!(ev.id.tuple.laddr.to_string(), "::");
         assert_eq!(ev.id.tuple.lport, 9098);
+        raw.kind = kind::CONNECT_ERROR;
+        raw.oldstate = 101;
+        let ev = decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(ev.kind, Kind::ConnectError { errno: 101 });
     }
 
     #[test]

@@ -233,9 +233,10 @@ pub fn load(settings: &Settings) -> Result<Probe> {
 /// (absent without `CONFIG_FTRACE_SYSCALLS`) and the BTF offsets.
 fn syscall_offsets(tracefs: &Path, vmlinux: &btf_rs::Btf) -> Result<SyscallOffsets> {
     let enter = tracefs::Format::read(tracefs, "syscalls", "sys_enter_bind")?;
+    let connect = tracefs::Format::read(tracefs, "syscalls", "sys_enter_connect")?;
     let exit_ret =
         tracefs::Format::read(tracefs, "syscalls", "sys_exit_bind")?.offset::<i64>("ret")?;
-    for name in ["sys_exit_accept4", "sys_exit_accept"] {
+    for name in ["sys_exit_connect", "sys_exit_accept4", "sys_exit_accept"] {
         let ret = tracefs::Format::read(tracefs, "syscalls", name)?.offset::<i64>("ret")?;
         if ret != exit_ret {
             bail!("syscalls:{name} has ret at offset {ret}, sys_exit_bind at {exit_ret}");
@@ -244,6 +245,8 @@ fn syscall_offsets(tracefs: &Path, vmlinux: &btf_rs::Btf) -> Result<SyscallOffse
     Ok(SyscallOffsets {
         bind_fd: enter.offset::<u64>("fd")?,
         bind_addr: enter.offset::<u64>("umyaddr")?,
+        connect_fd: connect.offset::<u64>("fd")?,
+        connect_addr: connect.offset::<u64>("uservaddr")?,
         exit_ret,
         ..btf::syscall_offsets(vmlinux)?
     })

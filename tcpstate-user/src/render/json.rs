@@ -115,7 +115,7 @@ fields! {
 fields! {
     struct ConnectFailedJson<'a> {
         reason: &'static str,
-        errno: Option<&'static str>,
+        errno: Option<Cow<'static, str>>,
         waited_ms: Option<f64>,
         pid: Option<u32>,
         comm: Option<Cow<'a, str>>,
@@ -590,7 +590,7 @@ impl<W: Write> Sink for Json<W> {
                 sock: SockJson::new(&f.id),
                 own: ConnectFailedJson {
                     reason: f.reason.as_str(),
-                    errno: f.reason.errno(),
+                    errno: f.errno_name(),
                     waited_ms: f.waited_ns.map(ms),
                     pid: f.owner.map(|o| o.pid),
                     comm: comm_of(&f.owner),
@@ -871,6 +871,7 @@ mod tests {
                 tuple: tuple(0, 8080),
             },
             reason: FailReason::NoLocalPort,
+            errno: None,
             waited_ns: Some(12_000),
             owner: Some(owner(3)),
         };
@@ -899,6 +900,7 @@ mod tests {
             r.connect_failed(&failed);
             r.connect_failed(&ConnectFailure {
                 reason: FailReason::Timeout,
+                errno: None,
                 waited_ns: None,
                 owner: None,
                 ..failed

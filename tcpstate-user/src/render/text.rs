@@ -130,10 +130,7 @@ impl<W: Write> Sink for Text<W> {
     }
 
     fn connect_failed(&mut self, f: &ConnectFailure) {
-        let errno = f
-            .reason
-            .errno()
-            .map_or(String::new(), |e| format!(" ({e})"));
+        let errno = f.errno_name().map_or(String::new(), |e| format!(" ({e})"));
         let waited = f
             .waited_ns
             .map_or(String::new(), |n| format!(", after {:.3} ms", ms(n)));

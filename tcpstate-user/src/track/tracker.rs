@@ -233,6 +233,10 @@ pub struct ConnectFailure {
     /// [`FailReason::NoLocalPort`].
     pub id: SockId,
     pub reason: FailReason,
+    /// The error `connect()` returned, when the syscall said it (a call
+    /// that failed before its socket reached `SYN_SENT`: no route, a
+    /// firewall); else the reason implies it, if anything does.
+    pub errno: Option<i32>,
     /// Time spent in `SYN_SENT`, when its start was seen.
     pub waited_ns: Option<u64>,
     pub owner: Option<Owner>,
@@ -256,6 +260,17 @@ pub struct BindFailure {
     pub time_wait_on_port: Option<usize>,
     /// The calling process.
     pub owner: Option<Owner>,
+}
+
+impl ConnectFailure {
+    /// The name of the error `connect()` returned: traced, or implied by
+    /// the reason.
+    pub fn errno_name(&self) -> Option<std::borrow::Cow<'static, str>> {
+        match self.errno {
+            Some(n) => Some(format!("{:?}", nix::errno::Errno::from_raw(n)).into()),
+            None => self.reason.errno().map(std::borrow::Cow::Borrowed),
+        }
+    }
 }
 
 /// One state transition, annotated.
@@ -418,6 +433,18 @@ impl Tracker {
             Kind::Transition { old, new } => self.on_transition(ev, old, new, sink),
             Kind::ResetReceived => self.on_reset(ev, false, sink),
             Kind::ResetSent => self.on_reset(ev, true, sink),
+            Kind::ConnectError { errno } => {
+                self.stats.connect_failures += 1;
+                sink.connect_failed(&ConnectFailure {
+                    ts_ns: ev.ts_ns,
+                    skaddr: ev.skaddr,
+                    id: ev.id,
+                    reason: FailReason::Other,
+                    errno: Some(i32::from(errno)),
+                    waited_ns: None,
+                    owner: ev.owner,
+                });
+            }
             Kind::BindFailed {
                 reuseaddr,
                 reuseport,
@@ -609,6 +636,7 @@ impl Tracker {
                 skaddr: ev.skaddr,
                 id: ev.id,
                 reason,
+                errno: None,
                 waited_ns,
                 owner: conn.owner,
             });
@@ -1183,6 +1211,12 @@ pub(crate) mod tests {
         assert!(out.failures.iter().all(|f| f.owner == me));
         assert_eq!(out.failures[0].id.tuple.rport, 80);
         assert_eq!(out.failures[2].waited_ns, Some(3_001_000_000));
+        assert_eq!(out.failures[0].errno_name().as_deref(), Some("EADDRNOTAVAIL"));
+        let unreachable = ConnectFailure {
+            errno: Some(101),
+            ..out.failures[3]
+        };
+        assert_eq!(unreachable.errno_name().as_deref(), Some("ENETUNREACH"));
         assert_eq!(FailReason::NoLocalPort.errno(), Some("EADDRNOTAVAIL"));
         assert_eq!(FailReason::Timeout.errno(), None);
         let stats = tracker.stats();
