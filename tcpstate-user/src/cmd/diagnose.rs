@@ -39,6 +39,8 @@ struct Diagnosis<P> {
     threshold: f64,
     /// When tracing began: rates count from there.
     tracing_since: Option<std::time::Instant>,
+    /// When it was told to stop: rates count until there.
+    stopped_at: Option<std::time::Instant>,
     /// The same, in kernel monotonic time, for the TIME_WAIT timeline.
     start_ns: u64,
     /// What it found, once finished, and from how many records.
@@ -114,12 +116,17 @@ impl<P: Printer> View for Diagnosis<P> {
         }
     }
 
+    fn stopped(&mut self) {
+        self.stopped_at = Some(std::time::Instant::now());
+    }
+
     /// The findings instead of the summary.
     fn finish(&mut self, engine: &Engine, lost: Losses, _rescued: u64, duration: Duration) {
         let ev = &mut self.evidence;
+        let stopped_at = self.stopped_at.unwrap_or_else(std::time::Instant::now);
         ev.window_s = self
             .tracing_since
-            .map_or(duration, |t| t.elapsed())
+            .map_or(duration, |t| stopped_at.saturating_duration_since(t))
             .as_secs_f64();
         ev.lost = lost.total();
         ev.own_netns = netns::current_netns().ok();
@@ -176,6 +183,7 @@ async fn diagnose<P: Printer>(
         },
         threshold: args.pressure.threshold,
         tracing_since: None,
+        stopped_at: None,
         start_ns: 0,
         found: Vec::new(),
         events: 0,

@@ -69,6 +69,11 @@ pub trait View: Sink + TwSink {
     /// engine.
     fn started(&mut self, _engine: &Engine) {}
 
+    /// Called when the run is told to stop, before the programs are
+    /// detached (which takes a while: each attachment waits for the kernel
+    /// to let go of it).
+    fn stopped(&mut self) {}
+
     /// Called every `refresh` interval (if any).
     fn refresh(&mut self, _engine: &Engine, _lost: Losses, _now_ns: u64) {}
 
@@ -334,10 +339,33 @@ impl Engine {
         self.drain(ring, view, std::time::Instant::now() + DRAIN_SLICE)
     }
 
-    /// The last drain, once the programs are detached: what [`EXIT_DRAIN`]
-    /// leaves no time for is counted in [`Engine::unread`].
-    fn drain_last<V: View>(&mut self, ring: &mut RingBuf<MapData>, view: &mut V) {
-        if !self.drain(ring, view, std::time::Instant::now() + EXIT_DRAIN) {
+    /// The last drains, while `detaching` lets go of the programs (each
+    /// attachment waits for an RCU grace period, one after the other, so
+    /// it takes a while): records are read for up to [`EXIT_DRAIN`], and
+    /// those left when it is over and the programs are gone are counted in
+    /// [`Engine::unread`].
+    fn drain_last<V: View>(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        view: &mut V,
+        detaching: std::thread::JoinHandle<()>,
+    ) {
+        let deadline = std::time::Instant::now() + EXIT_DRAIN;
+        let mut empty = false;
+        while std::time::Instant::now() < deadline && !(empty && detaching.is_finished()) {
+            empty = self.drain(
+                ring,
+                view,
+                deadline.min(std::time::Instant::now() + DRAIN_SLICE),
+            );
+            if empty && !detaching.is_finished() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        if detaching.join().is_err() {
+            warning!("detaching the eBPF programs failed");
+        }
+        if !self.drain(ring, view, std::time::Instant::now()) {
             while ring.next().is_some() {
                 self.unread += 1;
             }
@@ -618,10 +646,11 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
 
     // The run's length: until it was told to stop.
     let duration = started.elapsed();
-    // Detach first, so that nothing arrives after the final drain.
+    view.stopped();
+    // Detach beside the last drains, so that nothing arrives after them.
     let kernel_lost = kernel.lost()?;
-    drop(kernel);
-    engine.drain_last(events.get_mut(), view);
+    let detaching = std::thread::spawn(move || drop(kernel));
+    engine.drain_last(events.get_mut(), view, detaching);
     engine.release(u64::MAX, view);
     let mut sink = Stage {
         table: &mut engine.table,

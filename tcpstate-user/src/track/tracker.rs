@@ -1211,7 +1211,10 @@ pub(crate) mod tests {
         assert!(out.failures.iter().all(|f| f.owner == me));
         assert_eq!(out.failures[0].id.tuple.rport, 80);
         assert_eq!(out.failures[2].waited_ns, Some(3_001_000_000));
-        assert_eq!(out.failures[0].errno_name().as_deref(), Some("EADDRNOTAVAIL"));
+        assert_eq!(
+            out.failures[0].errno_name().as_deref(),
+            Some("EADDRNOTAVAIL")
+        );
         let unreachable = ConnectFailure {
             errno: Some(101),
             ..out.failures[3]
