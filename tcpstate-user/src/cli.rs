@@ -179,7 +179,8 @@ pub struct Common {
     #[arg(long, value_name = "COMM[,COMM..]", value_delimiter = ',')]
     pub comm: Vec<String>,
     /// Network namespace(s): an inode as `readlink /proc/PID/ns/net` gives
-    /// it (4026531840 or net:[4026531840]), an `ip netns` name, or a path
+    /// it (4026531840 or net:[4026531840]), an `ip netns` name, the name
+    /// tcpstate shows for it (pod:NAME, docker:NAME, a unit), or a path
     /// such as /proc/PID/ns/net.
     #[arg(long, value_name = "NETNS[,NETNS..]", value_delimiter = ',', allow_negative_numbers = true, value_parser = parse_netns)]
     pub netns: Vec<u32>,
@@ -344,13 +345,20 @@ fn parse_netns(s: &str) -> Result<u32, String> {
     } else {
         std::path::Path::new(netns::NAMED).join(s)
     };
-    netns::ns_inode(&path).map_err(|e| {
-        format!(
-            "{} is no network namespace ({e:#}): use an inode as `readlink /proc/PID/ns/net` \
-             gives it, an `ip netns` name or a namespace path",
-            quoted(s)
-        )
-    })
+    netns::ns_inode(&path)
+        .or_else(|e| {
+            // A name tcpstate gives it: `pod:web-5c9f7d`, `docker:web`.
+            let named = (!s.contains('/')).then(|| netns::named(s)).flatten();
+            named.ok_or(e)
+        })
+        .map_err(|e| {
+            format!(
+                "{} is no network namespace ({e:#}): use an inode as `readlink \
+                 /proc/PID/ns/net` gives it, an `ip netns` name, the name tcpstate shows for it \
+                 (`pod:NAME`, `docker:NAME`, a unit) or a namespace path",
+                quoted(s)
+            )
+        })
 }
 
 /// A value as an error message quotes it: long ones cut (a 120 KB value

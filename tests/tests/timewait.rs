@@ -449,6 +449,23 @@ fn namespaces_are_named_after_their_pod_container_or_unit() {
     let unit = namespace(&unit);
     assert_eq!(unit["netns_name"], "tcpstate-test.service", "{unit:#}");
     assert_eq!(unit["container"], Value::Null);
+    // `--netns` takes the names tcpstate shows.
+    let objects = json_lines(&tracer::run(&[
+        "timewait",
+        "--once",
+        "--json",
+        "--netns",
+        "pod:web-5c9f7d",
+    ]));
+    let summary = of_type(&objects, "summary");
+    assert_eq!(summary.len(), 1, "{objects:#?}");
+    let out = std::process::Command::new(tracer::bin())
+        .args(["timewait", "--once", "--netns", "pod:no-such-pod"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pod:NAME"), "{err}");
 }
 
 #[test]

@@ -118,6 +118,16 @@ impl Names {
     }
 }
 
+/// The namespace named `name` (as [`Names`] names it: `host`, an `ip
+/// netns` name, `pod:HOSTNAME`, `docker:NAME`, a unit), if one is.
+pub fn named(name: &str) -> Option<u32> {
+    let (known, _) = scan();
+    let mut matching = known.into_iter().filter(|(_, i)| i.name == name);
+    let (inode, _) = matching.next()?;
+    // Two namespaces of one name (two pods of one hostname) name neither.
+    matching.next().is_none().then_some(inode)
+}
+
 /// Every namespace that can be named, and every one seen: `host` for the
 /// initial namespace (PID 1's), `ip netns` names, then what the cgroups of
 /// the processes in the others say.
