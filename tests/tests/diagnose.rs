@@ -282,13 +282,13 @@ fn a_server_restarting_over_its_time_wait_is_told_to_set_so_reuseaddr() {
     assert_eq!(code, 4, "critical: {objects:#?}");
 }
 
-/// The overflow and reset scenario: 300 server-first closes into 100
+/// The overflow and reset scenario: 150 server-first closes into 50
 /// buckets, and 50 connections a process named `aborter` makes, accepts
 /// and ends with RST.
 fn overflow_and_resets(ns: &NetNs) {
     ns.run(|| {
         let listener = tcp::listen(V4);
-        connections(&listener, Pattern::ServerFirst, 300, "tsserver");
+        connections(&listener, Pattern::ServerFirst, 150, "tsserver");
         connections(&listener, Pattern::ClientReset, 50, "aborter");
     });
 }
@@ -300,7 +300,9 @@ fn overflow_and_resets(ns: &NetNs) {
 fn overflow_and_resets_live_and_from_a_recording() {
     require_root();
     let ns = NetNs::new("tcpstate-test-diag-overflow");
-    set_sysctl(&ns, "net.ipv4.tcp_max_tw_buckets", "100");
+    // Few enough connections that a slow guest makes them well within a
+    // TIME_WAIT length: a bucket freed by an expiry would take a close.
+    set_sysctl(&ns, "net.ipv4.tcp_max_tw_buckets", "50");
     let before = kernel::nstat(&ns, "TcpExtTCPTimeWaitOverflow");
     let netns = ns.inode().to_string();
     let diagnose = Diagnose::start(&["--netns", &netns, "--duration", &secs(3)]);
@@ -309,14 +311,21 @@ fn overflow_and_resets_live_and_from_a_recording() {
     let recording = recorder.stop();
     let (live, code, _) = diagnose.finish();
     let refused = kernel::nstat(&ns, "TcpExtTCPTimeWaitOverflow") - before;
-    assert_eq!(refused, 200, "100 buckets, 300 server closes");
+    // 100 for 50 buckets and 150 server closes, or a few fewer: a bucket
+    // the kernel frees meanwhile (an expiry on a slow guest; once, on
+    // 6.18 under emulation, 12 of 200) takes a close. tcpstate must count
+    // what the kernel counted either way.
+    assert!(
+        (80..=100).contains(&refused),
+        "50 buckets, 150 server closes: {refused}"
+    );
     assert_eq!(code, 4, "{live:#?}");
 
     let overflow = the_finding(&live, "timewait_overflow");
     assert_eq!(overflow["severity"], "critical");
     assert_eq!(overflow["netns"], ns.inode());
     assert_eq!(overflow["evidence"]["tw_refused"], refused, "{overflow:#}");
-    assert_eq!(overflow["evidence"]["tcp_max_tw_buckets"], 100);
+    assert_eq!(overflow["evidence"]["tcp_max_tw_buckets"], 50);
     // The process that sends them, and receives them: the `aborter`
     // thread connected and accepted both ends.
     let resets = findings_of(&live, "rst_closes");
