@@ -446,8 +446,9 @@ pub struct Pacing {
     pub refresh: Option<Duration>,
     /// The output's losses, reported with the kernel's.
     pub output: output::Stats,
-    /// Attach the syscall programs: failed `bind()` calls, and accepted
-    /// connections owned by the process that accepted them.
+    /// Attach the syscall programs: failed `bind()` calls, `connect()`
+    /// calls that fail before `SYN_SENT`, and accepted connections owned by
+    /// the process that accepted them.
     pub syscalls: bool,
 }
 

@@ -36,34 +36,52 @@ pub const NAMED: &str = "/run/netns";
 /// open it, from `/proc/*/ns/net` and `/run/netns/*`; sorted by inode.
 pub fn namespaces() -> Result<Vec<(u32, PathBuf)>> {
     let mut found = BTreeMap::new();
-    for entry in fs::read_dir("/proc").context("listing /proc")? {
-        let entry = entry.context("listing /proc")?;
-        let is_pid = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
-        let path = entry.path().join("ns/net");
+    for pid in pids().context("listing /proc")? {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         // Processes vanish and some are not ours to inspect.
-        if is_pid && let Ok(inode) = ns_inode(&path) {
+        if let Ok(inode) = ns_inode(&path) {
             found.entry(inode).or_insert(path);
         }
     }
-    match fs::read_dir(NAMED) {
-        Ok(entries) => {
-            for entry in entries {
-                let path = entry.with_context(|| format!("listing {NAMED}"))?.path();
-                // A name whose namespace is not mounted is a plain file.
-                let is_ns = statfs(&path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC);
-                if is_ns && let Ok(inode) = ns_inode(&path) {
-                    // Named paths outlive processes: prefer them.
-                    found.insert(inode, path);
-                }
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("listing {NAMED}")),
+    for (_, inode, path) in ip_netns().with_context(|| format!("listing {NAMED}"))? {
+        // Named paths outlive processes: prefer them.
+        found.insert(inode, path);
     }
     Ok(found.into_iter().collect())
+}
+
+/// The PIDs under `/proc`, lowest first (an entry that cannot be read is
+/// left out).
+pub fn pids() -> io::Result<Vec<u32>> {
+    let mut pids: Vec<u32> = fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// The namespaces `ip netns` names under [`NAMED`]: each one's name, inode
+/// and path (none when the directory does not exist).
+fn ip_netns() -> io::Result<Vec<(String, u32, PathBuf)>> {
+    let entries = match fs::read_dir(NAMED) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut named = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        // A name whose namespace is not mounted is a plain file.
+        let is_ns = statfs(&path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC);
+        if is_ns
+            && let Ok(inode) = ns_inode(&path)
+            && let Some(name) = entry.file_name().to_str()
+        {
+            named.push((name.to_string(), inode, path));
+        }
+    }
+    Ok(named)
 }
 
 /// How long a scan of `/proc` for names stands: a namespace first asked
@@ -111,11 +129,6 @@ impl Names {
         }
         cache.known.get(&netns).cloned()
     }
-
-    /// Its name alone.
-    pub fn name_of(&self, netns: u32) -> Option<String> {
-        self.of(netns).map(|i| i.name)
-    }
 }
 
 /// The namespace named `name` (as [`Names`] names it: `host`, an `ip
@@ -140,23 +153,14 @@ fn scan() -> (FxHashMap<u32, Identity>, FxHashSet<u32>) {
     if let Ok(host) = ns_inode(Path::new("/proc/1/ns/net")) {
         known.insert(host, named("host"));
     }
-    if let Ok(entries) = fs::read_dir(NAMED) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let is_ns = statfs(&path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC);
-            if is_ns
-                && let Ok(inode) = ns_inode(&path)
-                && let Some(name) = entry.file_name().to_str()
-            {
-                known.entry(inode).or_insert_with(|| named(name));
-            }
-        }
+    for (name, inode, _) in ip_netns().unwrap_or_default() {
+        known.entry(inode).or_insert_with(|| named(&name));
     }
     // The most telling workload in each other namespace, with the
     // processes that show it.
     let mut workloads: FxHashMap<u32, (Workload, Vec<u32>)> = FxHashMap::default();
     let mut seen = FxHashSet::default();
-    for pid in pids() {
+    for pid in pids().unwrap_or_default() {
         let Ok(inode) = ns_inode(&PathBuf::from(format!("/proc/{pid}/ns/net"))) else {
             continue;
         };
@@ -188,15 +192,6 @@ fn scan() -> (FxHashMap<u32, Identity>, FxHashSet<u32>) {
         );
     }
     (known, seen)
-}
-
-/// The PIDs under `/proc`.
-fn pids() -> impl Iterator<Item = u32> {
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
 }
 
 /// How a workload is named: a pod by its hostname (Kubernetes names a pod's

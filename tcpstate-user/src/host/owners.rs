@@ -20,14 +20,7 @@ use crate::sock::{Comm, Owner};
 pub fn of_sockets(inodes: impl IntoIterator<Item = u32>) -> FxHashMap<u32, Owner> {
     let wanted: FxHashSet<u32> = inodes.into_iter().collect();
     let mut found = FxHashMap::default();
-    let Ok(proc) = fs::read_dir("/proc") else {
-        return found;
-    };
-    let mut pids: Vec<u32> = proc
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    for pid in pids {
+    for pid in super::netns::pids().unwrap_or_default() {
         if found.len() == wanted.len() {
             break;
         }

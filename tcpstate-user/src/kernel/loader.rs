@@ -41,7 +41,8 @@ pub struct Settings {
     /// Wake userspace once this many bytes are waiting (0: every event).
     pub wakeup_bytes: u32,
     /// Attach the syscall programs: `bind()` calls that fail with
-    /// `EADDRINUSE`, and the process that accepts each connection.
+    /// `EADDRINUSE`, `connect()` calls that fail before `SYN_SENT`, and the
+    /// process that accepts each connection.
     pub syscalls: bool,
 }
 
@@ -89,8 +90,9 @@ pub struct Kernel {
     pub(super) counters: PerCpuArray<MapData, u64>,
     /// The classic tracepoint programs attached, whose skipped runs count.
     pub(super) classic: Vec<&'static str>,
-    /// Whether the syscall programs are attached (failed `bind()` calls
-    /// reported, accepted sockets owned by the process that accepted them).
+    /// Whether the syscall programs are attached (failed `bind()` and early
+    /// failed `connect()` calls reported, accepted sockets owned by the
+    /// process that accepted them).
     pub syscalls: bool,
 }
 
@@ -133,8 +135,9 @@ pub fn load(settings: &Settings) -> Result<Probe> {
             Some(Ok(offsets)) => offsets,
             Some(Err(e)) => {
                 warning!(
-                    "failed bind() calls cannot be seen on this kernel, and accepted connections \
-                     belong to the process that listened until another touches them: {e:#}"
+                    "failed bind() calls, and connect() calls that fail before SYN_SENT, cannot \
+                     be seen on this kernel, and accepted connections belong to the process that \
+                     listened until another touches them: {e:#}"
                 );
                 SyscallOffsets::default()
             }
