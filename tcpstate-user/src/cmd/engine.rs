@@ -339,9 +339,8 @@ impl Engine {
         self.drain(ring, view, std::time::Instant::now() + DRAIN_SLICE)
     }
 
-    /// The last drains, while `detaching` lets go of the programs (each
-    /// attachment waits for an RCU grace period, one after the other, so
-    /// it takes a while): records are read for up to [`EXIT_DRAIN`], and
+    /// The last drains, while `detaching` lets go of the programs (which
+    /// takes a few hundred milliseconds, see [`Kernel`]): records are read for up to [`EXIT_DRAIN`], and
     /// those left when it is over and the programs are gone are counted in
     /// [`Engine::unread`].
     fn drain_last<V: View>(
