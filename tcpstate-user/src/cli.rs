@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use tcpstate_ebpf::{FAMILY_V4, FAMILY_V6};
 
 use crate::{
+    export::tally::CloseLabels,
     host::{netns, snapshot::Scope},
     kernel::loader,
     track::filter::Filter,
@@ -40,6 +41,9 @@ pub enum Command {
     /// change: traces for --duration (default 10 s), or reads a recording
     /// (--input). Exit status: 0 healthy, 3 a warning, 4 critical.
     Diagnose(DiagnoseArgs),
+    /// Run always-on as a Prometheus exporter: tracks as timewait does and
+    /// serves /metrics, /findings (the live diagnosis, JSON) and /healthz.
+    Serve(ServeArgs),
     /// Write the man page or a shell completion script to stdout, from
     /// these definitions (for packaging).
     #[command(hide = true)]
@@ -56,6 +60,7 @@ impl Command {
             Command::Watch(w) => Some(&w.common),
             Command::Timewait(t) => Some(&t.common),
             Command::Diagnose(d) => Some(&d.common),
+            Command::Serve(s) => Some(&s.common),
             Command::Generate { .. } => None,
         }
     }
@@ -115,6 +120,50 @@ pub struct DiagnoseArgs {
     /// Also write the report as one self-contained HTML page, with charts.
     #[arg(long, value_name = "FILE")]
     pub html: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub pressure: Pressure,
+}
+
+/// Where `serve` listens unless told: loopback only, so that exposing the
+/// metrics further is a decision.
+pub const SERVE_LISTEN: &str = "127.0.0.1:9977";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Serve HTTP on ADDR:PORT.
+    #[arg(long, value_name = "ADDR:PORT", default_value = SERVE_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// Take a new snapshot of the metrics every SECS (0.05 to 3600): a
+    /// scrape sees figures at most this old.
+    #[arg(long, value_name = "SECS", default_value = "1", allow_negative_numbers = true, value_parser = parse_interval)]
+    pub interval: Duration,
+    /// The live diagnosis looks at the last SECS of closes and failures
+    /// (10 to 3600).
+    #[arg(long, value_name = "SECS", default_value = "60", allow_negative_numbers = true, value_parser = parse_window)]
+    pub window: Duration,
+    /// Pools of local ports exported one by one, the worst first; the
+    /// others are counted together.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top_pools: usize,
+    /// Process names with series of their own in tcpstate_closes_total, the
+    /// most active first; the others count as `other`.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top_processes: usize,
+    /// The labels of tcpstate_closes_total (of netns, role, closer, kind,
+    /// comm); those left out are summed over.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "netns,role,closer,kind,comm"
+    )]
+    pub close_labels: Vec<String>,
+    /// Drop the series of a namespace gone, and of a process name idle,
+    /// for SECS (10 to 86400).
+    #[arg(long, value_name = "SECS", default_value = "300", allow_negative_numbers = true, value_parser = parse_forget)]
+    pub forget_after: Duration,
     #[command(flatten)]
     pub pressure: Pressure,
 }
@@ -227,6 +276,17 @@ impl Cli {
                  --reconcile 0 would leave it without them (give SECS, or leave it out)"
                     .into(),
             );
+        }
+        if let Command::Serve(s) = &self.command {
+            CloseLabels::of(&s.close_labels)?;
+            if common.reconcile.is_zero() {
+                return Err(
+                    "serve reads each namespace's settings from the kernel's tables: \
+                     --reconcile 0 would leave its figures without them (give SECS, or leave \
+                     it out)"
+                        .into(),
+                );
+            }
         }
         let ring = common.ring_mib << 20;
         match common.wakeup_bytes {
@@ -393,6 +453,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
     secs_in(s, 0.05, 3600.0, "a refresh interval")
+}
+
+fn parse_window(s: &str) -> Result<Duration, String> {
+    secs_in(s, 10.0, 3600.0, "a diagnosis window")
+}
+
+fn parse_forget(s: &str) -> Result<Duration, String> {
+    secs_in(s, 10.0, 86_400.0, "a time to forget after")
 }
 
 fn parse_tw_len(s: &str) -> Result<Duration, String> {

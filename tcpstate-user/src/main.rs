@@ -58,6 +58,7 @@ fn trace(command: &Command) -> anyhow::Result<ExitCode> {
             Command::Watch(args) => cmd::watch::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Timewait(args) => cmd::timewait::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Diagnose(args) => cmd::diagnose::run(args).await.map(verdict),
+            Command::Serve(args) => cmd::serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Generate { what } => {
                 cmd::generate::run(*what, &mut std::io::stdout()).map(|()| ExitCode::SUCCESS)
             }

@@ -129,34 +129,41 @@ impl<P: Printer> View for Diagnosis<P> {
             .map_or(duration, |t| stopped_at.saturating_duration_since(t))
             .as_secs_f64();
         ev.lost = lost.total();
-        ev.own_netns = netns::current_netns().ok();
-        if !engine.binds_traced {
-            ev.gaps.push(evidence::BINDS_UNTRACED.into());
-        }
-        ev.namespaces = engine
-            .known_namespaces()
-            .into_iter()
-            .map(|n| {
-                let ns = Namespace {
-                    name: n.name,
-                    facts: n.facts,
-                };
-                (n.netns, ns)
-            })
-            .collect();
-        ev.time_wait = engine
-            .table
-            .entries()
-            .filter(|e| self.filter.matches_entry(e))
-            .map(|e| (e.id, e.role))
-            .collect();
-        ev.established = engine.established.clone();
-        ev.listeners = engine.listeners.clone();
+        state_into(ev, engine, &self.filter);
         self.found = findings::diagnose(ev, self.threshold);
         self.events = engine.events;
         self.printer
             .report(&Report::new(&self.found, ev, "live", Some(engine.events)));
     }
+}
+
+/// The state a diagnosis judges, from the engine now: each namespace's
+/// settings, the TIME_WAIT sockets that pass `filter`, the established
+/// and listening sockets, and what the evidence lacks.
+pub(super) fn state_into(ev: &mut Evidence, engine: &Engine, filter: &Filter) {
+    ev.own_netns = netns::current_netns().ok();
+    if !engine.binds_traced && !ev.gaps.iter().any(|g| g == evidence::BINDS_UNTRACED) {
+        ev.gaps.push(evidence::BINDS_UNTRACED.into());
+    }
+    ev.namespaces = engine
+        .known_namespaces()
+        .into_iter()
+        .map(|n| {
+            let ns = Namespace {
+                name: n.name,
+                facts: n.facts,
+            };
+            (n.netns, ns)
+        })
+        .collect();
+    ev.time_wait = engine
+        .table
+        .entries()
+        .filter(|e| filter.matches_entry(e))
+        .map(|e| (e.id, e.role))
+        .collect();
+    ev.established = engine.established.clone();
+    ev.listeners = engine.listeners.clone();
 }
 
 pub async fn run(args: &DiagnoseArgs) -> Result<Severity> {

@@ -24,7 +24,7 @@ use crate::{
         sysctl::Facts,
     },
     kernel::{
-        counters::Lost,
+        counters::{Lost, ProgramRuns},
         decode::{self, Kind},
         loader::{self, Kernel},
         privileges,
@@ -135,6 +135,8 @@ pub struct Engine {
     holders: FxHashMap<(u32, u16), (u64, usize)>,
     /// Readable names of namespaces.
     pub names: netns::Names,
+    /// What each program's runs cost, as of the latest refresh.
+    pub programs: Vec<ProgramRuns>,
 }
 
 /// How long a count of [`Engine::holders`] stands.
@@ -241,6 +243,7 @@ impl Engine {
             binds_traced: false,
             holders: FxHashMap::default(),
             names: netns::Names::default(),
+            programs: Vec::new(),
         }
     }
 
@@ -300,8 +303,11 @@ impl Engine {
         );
         self.listeners = dump.listeners;
         self.established = dump.established;
-        // Namespaces not dumped this time (no entries) keep their facts.
+        // Namespaces not dumped this time (no entries) keep their facts;
+        // those gone are forgotten (their inode numbers may come back).
+        self.facts.retain(|ns, _| dump.existing.contains(ns));
         self.facts.extend(dump.facts);
+        self.names.retain(&dump.existing);
         self.reconciliations += 1;
     }
 
@@ -602,6 +608,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             }
             _ = tick(&mut refresh) => {
                 engine.drain_slice(events.get_mut(), view);
+                engine.programs = kernel.runs()?;
                 view.refresh(&engine, losses(&kernel, &engine, &pacing.output)?.0, clock::monotonic_ns());
             }
             _ = tick(&mut reconcile), if pending_dump.is_none() && taken_dump.is_none() => {

@@ -5,6 +5,7 @@ pub mod diagnose;
 pub mod engine;
 pub mod generate;
 pub mod output;
+pub mod serve;
 pub mod timewait;
 pub mod watch;
 

@@ -27,10 +27,58 @@ use crate::{
 };
 
 /// The view's options.
-struct Settings {
-    group_by: crate::cli::GroupBy,
-    threshold: f64,
-    tw_len_s: f64,
+pub(super) struct Settings {
+    pub group_by: crate::cli::GroupBy,
+    pub threshold: f64,
+    pub tw_len_s: f64,
+}
+
+/// What the pools did since the last refresh: client-role TIME_WAIT
+/// entries, and failed `connect()`s (any reason, no local port), that
+/// pass the filters.
+#[derive(Default)]
+pub(super) struct Recent {
+    entered: FxHashMap<PoolKey, u64>,
+    failed: FxHashMap<PoolKey, [u64; 2]>,
+}
+
+impl Recent {
+    pub fn entered(&mut self, e: &Entry) {
+        if e.role == Role::Client {
+            *self.entered.entry(PoolKey::of(&e.id)).or_default() += 1;
+        }
+    }
+
+    pub fn failed(&mut self, f: &ConnectFailure) {
+        let pool = self.failed.entry(PoolKey::of(&f.id)).or_default();
+        pool[0] += 1;
+        pool[1] += u64::from(f.reason == FailReason::NoLocalPort);
+    }
+
+    /// The pools' rates over the `window_s` since the last refresh; starts
+    /// the next window.
+    pub fn rates(
+        &mut self,
+        window_s: f64,
+    ) -> (FxHashMap<PoolKey, f64>, FxHashMap<PoolKey, Failures>) {
+        let rates = self
+            .entered
+            .drain()
+            .map(|(key, n)| (key, n as f64 / window_s))
+            .collect();
+        let failures = self
+            .failed
+            .drain()
+            .map(|(key, [any, no_port])| {
+                let failures = Failures {
+                    per_s: any as f64 / window_s,
+                    no_local_port_per_s: no_port as f64 / window_s,
+                };
+                (key, failures)
+            })
+            .collect();
+        (rates, failures)
+    }
 }
 
 /// The live view's state between refreshes.
@@ -38,17 +86,15 @@ struct TwView<P> {
     settings: Settings,
     filter: Filter,
     printer: P,
-    /// Client-role entries per pool since the last refresh.
-    entered: FxHashMap<PoolKey, u64>,
+    recent: Recent,
     entered_total: u64,
     exited_total: u64,
     /// Since the start, of the entries that pass the filters: exits by
     /// reason, and entries the kernel had that tracing had not seen.
     exits: [u64; 4],
     missed: u64,
-    /// Failed `connect()`s that pass the filters: per pool since the last
-    /// refresh (any reason, no local port), and by reason since the start.
-    failed: FxHashMap<PoolKey, [u64; 2]>,
+    /// Failed `connect()`s that pass the filters, by reason, since the
+    /// start.
     failed_total: [u64; 4],
     /// Closes refused a TIME_WAIT socket, per namespace, since the start.
     refused: FxHashMap<u32, u64>,
@@ -69,9 +115,7 @@ impl<P> Sink for TwView<P> {
             return;
         }
         self.failed_total[f.reason as usize] += 1;
-        let pool = self.failed.entry(PoolKey::of(&f.id)).or_default();
-        pool[0] += 1;
-        pool[1] += u64::from(f.reason == FailReason::NoLocalPort);
+        self.recent.failed(f);
     }
     /// Not traced for this view.
     fn bind_failed(&mut self, _: &BindFailure) {}
@@ -85,9 +129,7 @@ impl<P> TwSink for TwView<P> {
         }
         self.entered_total += 1;
         self.missed += u64::from(e.source == Source::Kernel);
-        if e.role == Role::Client {
-            *self.entered.entry(PoolKey::of(&e.id)).or_default() += 1;
-        }
+        self.recent.entered(e);
     }
 
     fn tw_exit(&mut self, e: &Entry, reason: ExitReason, _: u64) {
@@ -120,22 +162,7 @@ impl<P: Printer> View for TwView<P> {
             entered_per_s: self.entered_total as f64 / window_s,
             exited_per_s: self.exited_total as f64 / window_s,
         };
-        let pool_rates: FxHashMap<PoolKey, f64> = self
-            .entered
-            .iter()
-            .map(|(&key, &n)| (key, n as f64 / window_s))
-            .collect();
-        let failures: FxHashMap<PoolKey, Failures> = self
-            .failed
-            .iter()
-            .map(|(&key, &[any, no_port])| {
-                let failures = Failures {
-                    per_s: any as f64 / window_s,
-                    no_local_port_per_s: no_port as f64 / window_s,
-                };
-                (key, failures)
-            })
-            .collect();
+        let (pool_rates, failures) = self.recent.rates(window_s);
         let frame = frame(
             engine,
             &self.filter,
@@ -166,8 +193,6 @@ impl<P: Printer> View for TwView<P> {
         if let Some(n) = &mut self.remaining {
             *n = n.saturating_sub(1);
         }
-        self.entered.clear();
-        self.failed.clear();
         self.entered_total = 0;
         self.exited_total = 0;
     }
@@ -176,15 +201,15 @@ impl<P: Printer> View for TwView<P> {
 /// What the pools did lately: client-role entries and failed `connect()`s
 /// per second; and who holds their established sockets, where looked up.
 #[derive(Clone, Copy)]
-struct Activity<'a> {
-    rates: &'a FxHashMap<PoolKey, f64>,
-    failures: &'a FxHashMap<PoolKey, Failures>,
-    owners: &'a FxHashMap<u32, Comm>,
+pub(super) struct Activity<'a> {
+    pub rates: &'a FxHashMap<PoolKey, f64>,
+    pub failures: &'a FxHashMap<PoolKey, Failures>,
+    pub owners: &'a FxHashMap<u32, Comm>,
 }
 
 /// What one refresh shows, from the table and a fresh reading of the
 /// host's limits.
-fn frame<'a>(
+pub(super) fn frame<'a>(
     engine: &'a Engine,
     filter: &Filter,
     settings: &Settings,
@@ -310,12 +335,11 @@ async fn timewait<P: Printer>(
         settings,
         filter: common.filter(),
         printer,
-        entered: FxHashMap::default(),
+        recent: Recent::default(),
         entered_total: 0,
         exited_total: 0,
         exits: [0; 4],
         missed: 0,
-        failed: FxHashMap::default(),
         failed_total: [0; 4],
         refused: FxHashMap::default(),
         last_refresh: Instant::now(),

@@ -129,6 +129,14 @@ impl Names {
         }
         cache.known.get(&netns).cloned()
     }
+
+    /// Forgets the namespaces not in `existing`: gone, their inode
+    /// numbers may name new ones.
+    pub fn retain(&self, existing: &FxHashSet<u32>) {
+        let mut cache = self.cache.borrow_mut();
+        cache.known.retain(|ns, _| existing.contains(ns));
+        cache.tried.retain(|ns| existing.contains(ns));
+    }
 }
 
 /// The namespace named `name` (as [`Names`] names it: `host`, an `ip

@@ -31,6 +31,9 @@ pub struct Dump {
     pub facts: FxHashMap<u32, Facts>,
     /// Established sockets, for port pressure.
     pub established: Vec<KernelSocket>,
+    /// Every network namespace that existed when the dump began, dumped
+    /// or not: what is known of the others can go.
+    pub existing: FxHashSet<u32>,
 }
 
 impl Dump {
@@ -75,6 +78,7 @@ pub fn dump(scope: &Scope, only: Option<&FxHashSet<u32>>) -> Result<Dump> {
         listeners: Listeners::default(),
         facts: FxHashMap::default(),
         established: Vec::new(),
+        existing: all.iter().map(|(ns, _)| *ns).collect(),
     };
     let states = [
         State::TIME_WAIT,

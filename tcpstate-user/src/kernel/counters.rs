@@ -1,6 +1,6 @@
-//! The kernel's counts of what tracing lost: ring-buffer-full records and
-//! runs the kernel skipped (`recursion_misses`) less those the rescue
-//! programs recorded.
+//! The kernel's counts of what tracing lost (ring-buffer-full records and
+//! runs the kernel skipped, `recursion_misses`, less those the rescue
+//! programs recorded), and of what the programs cost (`bpf_stats`).
 
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 
@@ -44,8 +44,9 @@ impl Kernel {
                 .program(name)
                 .ok_or_else(|| anyhow!("program {name} missing"))?
                 .try_into()?;
-            misses += recursion_misses(program.fd()?.as_fd())
-                .with_context(|| format!("reading the statistics of program {name}"))?;
+            misses += prog_info(program.fd()?.as_fd())
+                .with_context(|| format!("reading the statistics of program {name}"))?
+                .recursion_misses;
         }
         let count = |index: u32| -> Result<u64> {
             Ok(self
@@ -64,9 +65,38 @@ impl Kernel {
     }
 }
 
-/// `recursion_misses` of a loaded program (BPF_OBJ_GET_INFO_BY_FD; aya does
-/// not expose this counter).
-fn recursion_misses(fd: BorrowedFd<'_>) -> Result<u64> {
+/// What one program's runs cost: counted by the kernel only while
+/// `kernel.bpf_stats_enabled` is 1 (0 otherwise).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramRuns {
+    pub name: String,
+    pub runs: u64,
+    pub run_ns: u64,
+}
+
+impl Kernel {
+    /// Each loaded program's runs and time in them (those not loaded, the
+    /// syscall programs of a command without them, are left out).
+    pub fn runs(&self) -> Result<Vec<ProgramRuns>> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| Some((name, program.fd().ok()?)))
+            .map(|(name, fd)| {
+                let info = prog_info(fd.as_fd())
+                    .with_context(|| format!("reading the statistics of program {name}"))?;
+                Ok(ProgramRuns {
+                    name: name.to_string(),
+                    runs: info.run_cnt,
+                    run_ns: info.run_time_ns,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A loaded program's information (BPF_OBJ_GET_INFO_BY_FD; aya does not
+/// expose `recursion_misses`).
+fn prog_info(fd: BorrowedFd<'_>) -> Result<bpf_prog_info> {
     /// The `info` member of `union bpf_attr`.
     #[repr(C)]
     struct InfoAttr {
@@ -94,5 +124,5 @@ fn recursion_misses(fd: BorrowedFd<'_>) -> Result<u64> {
     if ret < 0 {
         return Err(std::io::Error::last_os_error().into());
     }
-    Ok(info.recursion_misses)
+    Ok(info)
 }

@@ -346,6 +346,23 @@ struct DiagnosisSummaryJson<'a> {
     gaps: &'a [String],
 }
 
+/// `serve`'s `/findings`: the live diagnosis as one JSON document, each
+/// finding as `diagnose --json` writes it.
+pub fn findings_document(found: &[Finding], window_s: f64) -> String {
+    #[derive(Serialize)]
+    struct Document<'a> {
+        severity: &'static str,
+        window_s: f64,
+        findings: Vec<FindingJson<'a>>,
+    }
+    let document = Document {
+        severity: findings::worst(found).as_str(),
+        window_s,
+        findings: found.iter().map(FindingJson::new).collect(),
+    };
+    serde_json::to_string(&document).expect("findings serialize")
+}
+
 impl<'a> FindingJson<'a> {
     fn new(f: &'a Finding) -> FindingJson<'a> {
         let p = &f.place;

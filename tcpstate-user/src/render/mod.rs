@@ -1,6 +1,8 @@
 //! Output. One printer per format behind one trait, [`Printer`]: [`text`]
 //! (the readable tables, and the `timewait` [`screen`]) and [`json`] (JSON
-//! Lines, schema version 1, written with the [`encode`] encoder). [`time`]
+//! Lines, schema version 1, written with the [`encode`] encoder), and
+//! beside them the `diagnose` report as a page ([`html`], [`charts`]) and
+//! `serve`'s metrics ([`prometheus`]). [`time`]
 //! formats timestamps; [`escape`] makes outside text safe for a terminal.
 //!
 //! Write errors are kept, not raised: the command checks
@@ -12,6 +14,7 @@ pub mod encode;
 pub mod escape;
 pub mod html;
 pub mod json;
+pub mod prometheus;
 pub mod report;
 pub mod screen;
 pub mod text;
