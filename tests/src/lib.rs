@@ -5,8 +5,10 @@
 //! when they cannot run.
 
 pub mod guard;
+pub mod http;
 pub mod kernel;
 pub mod netns;
+pub mod prometheus;
 pub mod storm;
 pub mod tcp;
 pub mod tracer;

@@ -35,9 +35,15 @@ pub fn listen(addr: IpAddr) -> TcpListener {
 
 /// Runs one connection to `listener` with `pattern`, all in this process.
 pub fn connect(listener: &TcpListener, pattern: Pattern) -> Conn {
+    try_connect(listener, pattern).expect("connect")
+}
+
+/// [`connect`], with `connect()`'s failure returned (`EADDRNOTAVAIL` once
+/// the local ports toward the listener are used up, say).
+pub fn try_connect(listener: &TcpListener, pattern: Pattern) -> std::io::Result<Conn> {
     let server_addr = listener.local_addr().expect("listener address");
-    let client = TcpStream::connect(server_addr).expect("connect");
-    exchange(listener, client, pattern)
+    let client = TcpStream::connect(server_addr)?;
+    Ok(exchange(listener, client, pattern))
 }
 
 /// Like [`connect`], but the client sets SO_REUSEADDR and binds `local`

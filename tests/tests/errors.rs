@@ -32,6 +32,9 @@ fn invalid_values_and_conflicting_flags() {
         (&["watch", "--pid", "nope"], "process id"),
         (&["watch", "-4", "-6"], "cannot be used with"),
         (&["watch", "--count", "0"], "--count"),
+        (&["serve", "--close-labels", "role,pid"], "no label \"pid\""),
+        (&["serve", "--listen", "localhost"], "--listen"),
+        (&["serve", "--reconcile", "0"], "--reconcile 0"),
         (&["frobnicate"], "unrecognized subcommand"),
     ] {
         one_line_error(&tracer::run(args), 2, needle);
@@ -51,6 +54,20 @@ fn as_nobody(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("running setpriv")
+}
+
+/// `serve` on an address another socket holds: refused before tracing.
+#[test]
+fn serve_on_a_taken_port_names_the_address_and_the_fix() {
+    require_root();
+    let taken = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tracer::run(&["serve", "--listen", &addr]);
+    one_line_error(
+        &out,
+        1,
+        &format!("listening on {addr}: choose another address"),
+    );
 }
 
 #[test]

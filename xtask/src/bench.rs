@@ -6,10 +6,12 @@
 //!   and traced by `tcpstate watch --json > file`, several rounds; reports
 //!   the median connection rate of each, their ratio, the whole machine's
 //!   busy CPU time per connection, transitions expected vs seen, and lost
-//!   events; optionally also a tracer waking on every event, and a
-//!   breakdown of where tracing's cost goes;
+//!   events; optionally also a tracer waking on every event, a breakdown
+//!   of where tracing's cost goes, and `tcpstate serve` scraped every
+//!   second;
 //! - the cost of reading 100,000 TIME_WAIT sockets from the kernel and
-//!   reconciling them (`tcpstate timewait --once`), wall and CPU time;
+//!   reconciling them (`tcpstate timewait --once`), wall and CPU time, and
+//!   how fast `serve`'s /metrics answers with them tracked;
 //! - the start with 1,000 idle network namespaces on the host (each read,
 //!   and named, at start): `timewait --once` and the time until `watch`
 //!   traces, against the same without them.
@@ -48,6 +50,9 @@ pub struct Args {
     /// path with the tracer decoding and tracking but rendering nothing.
     #[arg(long)]
     breakdown: bool,
+    /// Also measure `tcpstate serve` with its metrics scraped every second.
+    #[arg(long)]
+    serve: bool,
     /// Skip the criterion benchmark.
     #[arg(long)]
     no_criterion: bool,
@@ -219,10 +224,52 @@ fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
             wall.as_secs_f64() * 1000.0,
             cpu * 1000.0
         );
-        Ok(())
+        scrape_cost(tcpstate, entries)
     });
     delete_netns(ns);
     result
+}
+
+/// How long `serve`'s /metrics takes to answer with `entries` TIME_WAIT
+/// sockets in its table: 20 scrapes, a second apart.
+fn scrape_cost(tcpstate: &Path, entries: usize) -> Result<()> {
+    let out = std::env::temp_dir().join("tcpstate-bench-serve.json");
+    let mut server = start_tracer(
+        tcpstate,
+        &out,
+        &["serve", "--json", "--listen", SERVE_LISTEN],
+    )?;
+    let timed = scrapes(20);
+    nix_kill(&server)?;
+    server.wait()?;
+    let _ = fs::remove_file(&out);
+    let mut timed = timed?;
+    timed.sort_by(f64::total_cmp);
+    println!(
+        "serve: /metrics with {entries} TIME_WAIT sockets tracked answers in {:.1} ms (median \
+         of 20), {:.1} ms at most",
+        median(timed.clone()),
+        timed.last().copied().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The times of `n` scrapes a second apart, once the first snapshot is
+/// there, in ms.
+fn scrapes(n: usize) -> Result<Vec<f64>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while scrape().is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("tcpstate serve took no snapshot within 30 s");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    (0..n)
+        .map(|_| {
+            thread::sleep(Duration::from_secs(1));
+            Ok(scrape()?.as_secs_f64() * 1000.0)
+        })
+        .collect()
 }
 
 /// Makes network namespace `ns` afresh (deleting one a run left behind),
@@ -269,12 +316,19 @@ fn children_cpu() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// The main traced configuration.
+const WATCH: &[&str] = &["watch", "--json"];
+
+/// Where the `serve` variant listens.
+const SERVE_LISTEN: &str = "127.0.0.1:9978";
+
 /// A traced configuration beside the main one, measured in every round.
 struct Variant {
     name: &'static str,
-    /// Extra `tcpstate watch --json` arguments.
+    /// The `tcpstate` command line, `--json` included.
     args: &'static [&'static str],
-    /// Whether it writes the storm's transitions (false: it filters them).
+    /// Whether it writes the storm's transitions (false: it filters them,
+    /// or writes none).
     renders: bool,
     runs: Vec<Traced>,
 }
@@ -291,25 +345,32 @@ impl Variant {
         if args.per_event_wakeup {
             chosen.push(variant(
                 "same, wake-up per event",
-                &["--wakeup-bytes", "0"][..],
+                &["watch", "--json", "--wakeup-bytes", "0"][..],
                 true,
             ));
         }
         if args.breakdown {
             chosen.push(variant(
                 "programs only: the kernel's port filter drops every event (`--lport 1`)",
-                &["--lport", "1"][..],
+                &["watch", "--json", "--lport", "1"][..],
                 false,
             ));
             chosen.push(variant(
                 "whole kernel path, tracer decodes and tracks, renders nothing (`--pid 1`)",
-                &["--pid", "1"][..],
+                &["watch", "--json", "--pid", "1"][..],
                 false,
             ));
             chosen.push(variant(
                 "same as the main run, no reading of the kernel's tables (`--reconcile 0`)",
-                &["--reconcile", "0"][..],
+                &["watch", "--json", "--reconcile", "0"][..],
                 true,
+            ));
+        }
+        if args.serve {
+            chosen.push(variant(
+                "`tcpstate serve`, /metrics scraped every second",
+                &["serve", "--json", "--listen", SERVE_LISTEN][..],
+                false,
             ));
         }
         chosen
@@ -336,7 +397,7 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args, netns: u64) -> Result<()> 
     let out = std::env::temp_dir().join("tcpstate-bench.jsonl");
     for round in 1..=args.rounds {
         let u = untraced_storm(storm, args)?;
-        let t = traced_storm(tcpstate, storm, args, &out, netns, &[])?;
+        let t = traced_storm(tcpstate, storm, args, &out, netns, WATCH)?;
         eprintln!(
             "round {round}: untraced {:.0} conn/s ({:.0} us CPU/conn), traced {:.0} conn/s \
              ({:.0} us CPU/conn), transitions {}/{expected} ({} rescued), lost {}, unfinished {}",
@@ -423,6 +484,18 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args, netns: u64) -> Result<()> 
             "NOT met"
         }
     );
+    for v in variants.iter().filter(|v| v.args.first() == Some(&"serve")) {
+        let ratio = median(v.runs.iter().map(|t| t.run.rate).collect()) / mu;
+        let lost: u64 = v.runs.iter().map(|t| t.lost).sum();
+        println!(
+            "serve bar: >= 0.95 with zero lost events: {} ({ratio:.3}, {lost} lost)",
+            if ratio >= 0.95 && lost == 0 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
     Ok(())
 }
 
@@ -511,11 +584,25 @@ fn traced_storm(
     args: &Args,
     out: &Path,
     netns: u64,
-    extra: &[&str],
+    command: &[&str],
 ) -> Result<Traced> {
-    let mut tracer = start_tracer(tcpstate, out, extra)?;
+    let mut tracer = start_tracer(tcpstate, out, command)?;
     let busy = busy_cpu()?;
-    let rate = storm_rate(storm, args);
+    // A server is scraped as Prometheus would, every second.
+    let storming = std::sync::atomic::AtomicBool::new(true);
+    let rate = thread::scope(|scope| {
+        if command.first() == Some(&"serve") {
+            scope.spawn(|| {
+                while storming.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = scrape();
+                    thread::sleep(Duration::from_secs(1));
+                }
+            });
+        }
+        let rate = storm_rate(storm, args);
+        storming.store(false, std::sync::atomic::Ordering::Relaxed);
+        rate
+    });
     thread::sleep(TAIL);
     nix_kill(&tracer)?;
     let status = tracer.wait()?;
@@ -551,17 +638,30 @@ fn traced_storm(
     })
 }
 
-fn start_tracer(tcpstate: &Path, out: &Path, extra: &[&str]) -> Result<Child> {
+/// One GET of `serve`'s /metrics; how long it took.
+fn scrape() -> Result<Duration> {
+    let started = std::time::Instant::now();
+    let mut response = ureq::get(&format!("http://{SERVE_LISTEN}/metrics"))
+        .call()
+        .context("scraping tcpstate serve")?;
+    response.body_mut().read_to_string()?;
+    Ok(started.elapsed())
+}
+
+/// Starts `tcpstate COMMAND` writing to `out`, and waits until it traces.
+fn start_tracer(tcpstate: &Path, out: &Path, command: &[&str]) -> Result<Child> {
     let mut child = Command::new(tcpstate)
-        .args(["watch", "--json"])
-        .args(extra)
+        .args(command)
         .stdout(File::create(out)?)
         .stderr(Stdio::piped())
         .spawn()
         .context("starting tcpstate")?;
     let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
     let mut line = String::new();
-    stderr.read_line(&mut line)?;
+    // `serve` says where it listens first.
+    while stderr.read_line(&mut line)? > 0 && line.starts_with("tcpstate: serving") {
+        line.clear();
+    }
     if !line.starts_with("tcpstate: tracing") {
         bail!("tcpstate did not start: {line}");
     }

@@ -150,7 +150,7 @@ fn test(env: &toolchain::Env) -> Result<()> {
         bail!("the integration tests load eBPF programs: run `cargo xtask test` as root");
     }
     let tests = timed("kernel test build", || artifacts::kernel_tests(env))?;
-    timed("browser", packages::chromium)?;
+    timed("test packages", packages::install)?;
     timed("kernel integration tests", || {
         artifacts::run_kernel_tests(&tests, &bin)
     })?;

@@ -1,28 +1,52 @@
 //! Debian packages the host's tests use, installed with the system's apt
-//! when missing: Chromium, the real browser the HTML report is opened in.
+//! when missing: Chromium, the real browser the HTML report is opened in;
+//! Prometheus and promtool, which scrape and lint `tcpstate serve`; and
+//! systemd's `systemd-analyze`, which checks the shipped unit.
 
 use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-/// The browser the report test runs.
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// Each package, the program of it the tests run, and what for.
+const PACKAGES: [(&str, &str, &str); 3] = [
+    ("chromium", "/usr/bin/chromium", "the HTML report test"),
+    ("prometheus", "/usr/bin/promtool", "the exporter tests"),
+    (
+        "systemd",
+        "/usr/bin/systemd-analyze",
+        "the systemd unit test",
+    ),
+];
 
-/// Installs Debian's chromium unless it is there.
-pub fn chromium() -> Result<()> {
-    if Path::new(CHROMIUM).exists() {
-        eprintln!("xtask: {CHROMIUM} is installed");
+/// Installs those of [`PACKAGES`] that are missing.
+pub fn install() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, program, _)| {
+            let there = Path::new(program).exists();
+            if there {
+                eprintln!("xtask: {program} is installed");
+            }
+            !there
+        })
+        .map(|(package, _, _)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing chromium (for the HTML report test)");
+    eprintln!("xtask: installing {}", missing.join(", "));
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
     // With the package lists as they are, then refreshed (a fresh machine
     // may have none).
-    if !apt_get(&["install", "-y", "-q", "--no-install-recommends", "chromium"])? {
+    if !apt_get(&args)? {
         apt_get(&["update", "-q"])?;
-        apt_get(&["install", "-y", "-q", "--no-install-recommends", "chromium"])?;
+        apt_get(&args)?;
     }
-    if !Path::new(CHROMIUM).exists() {
-        bail!("apt-get install chromium failed: the report test needs {CHROMIUM}");
+    for (package, program, why) in PACKAGES {
+        if !Path::new(program).exists() {
+            bail!("apt-get install {package} failed: {why} needs {program}");
+        }
     }
     Ok(())
 }

@@ -33,6 +33,10 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 /// The `Content-Type` of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = prometheus_text::CONTENT_TYPE;
 
+/// Findings exported as series, the most severe first (`/findings` has
+/// them all).
+pub const FINDINGS_MAX: usize = 20;
+
 const ROLES: [Role; 3] = [Role::Client, Role::Server, Role::Unknown];
 const EXITS: [ExitReason; 4] = [
     ExitReason::Expired,
@@ -432,11 +436,11 @@ impl Metrics {
         family(
             e,
             "tcpstate_finding",
-            "1 for each finding of the live diagnosis (see /findings for its evidence \
-             and fixes).",
+            "1 for each finding of the live diagnosis, the 20 most severe (see /findings \
+             for them all, with their evidence and fixes).",
             None,
             MetricType::Gauge,
-            s.findings.iter().map(|f| {
+            s.findings.iter().take(FINDINGS_MAX).map(|f| {
                 let p = &f.place;
                 let mut labels = vec![
                     ("kind", f.kind.as_str().to_string()),
