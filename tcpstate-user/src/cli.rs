@@ -82,7 +82,7 @@ pub struct TimewaitArgs {
     pub common: Common,
     /// Print the kernel's current TIME_WAIT sockets once and exit (no
     /// tracing: the live view's options do not apply).
-    #[arg(long, conflicts_with_all = ["interval", "count", "duration", "reconcile", "ring_mib", "wakeup_bytes", "reorder_window"])]
+    #[arg(long, conflicts_with_all = ["interval", "count", "duration", "reconcile", "ring_mib", "wakeup_bytes", "reorder_window", "no_tui"])]
     pub once: bool,
     /// Refresh the live view every SECS (0.05 to 3600).
     #[arg(long, value_name = "SECS", default_value = "1", allow_negative_numbers = true, value_parser = parse_interval)]
@@ -93,6 +93,10 @@ pub struct TimewaitArgs {
     /// How to group the entries in the live view.
     #[arg(long, value_enum, default_value_t = GroupBy::Peer)]
     pub group_by: GroupBy,
+    /// On a terminal, print the live view as lines (as when standard
+    /// output is not a terminal) instead of the full-screen view.
+    #[arg(long)]
+    pub no_tui: bool,
     #[command(flatten)]
     pub pressure: Pressure,
 }

@@ -4,9 +4,13 @@
 //! A closed or full stderr never ends the program (`eprintln!` would panic
 //! on a closed pipe): what cannot be written is dropped. Outside text in a
 //! message (paths, names, kernel messages) is escaped like every text view.
-//! Tests capture the messages instead of printing them.
+//! Tests capture the messages instead of printing them. While a
+//! full-screen view owns the terminal, messages are held and printed when
+//! it gives the terminal back.
 
 use std::fmt;
+#[cfg(not(test))]
+use std::sync::Mutex;
 
 use crate::render::escape::escape_str;
 
@@ -43,11 +47,82 @@ macro_rules! warning {
 }
 pub(crate) use {note, warning};
 
-fn write_line(kind: &str, args: fmt::Arguments<'_>) {
-    let line = format!("tcpstate: {kind}{}\n", escape_str(&args.to_string()));
+/// Lines held while a full-screen view owns the terminal (`None`: none
+/// is), and how many more were dropped.
+type Held = Option<(Vec<String>, u64)>;
+
+#[cfg(not(test))]
+static HELD: Mutex<Held> = Mutex::new(None);
+
+/// `f` on the lines held: process-wide; per thread in tests, which run
+/// side by side.
+fn with_held<R>(f: impl FnOnce(&mut Held) -> R) -> R {
+    #[cfg(not(test))]
+    {
+        f(&mut HELD.lock().unwrap_or_else(|e| e.into_inner()))
+    }
     #[cfg(test)]
     {
-        captured::push(line);
+        thread_local! {
+            static HELD: std::cell::RefCell<Held> = const { std::cell::RefCell::new(None) };
+        }
+        HELD.with(|held| f(&mut held.borrow_mut()))
+    }
+}
+
+/// Lines held at most; later ones are counted.
+const HELD_MAX: usize = 100;
+
+/// Holds messages from now on, until [`release`].
+pub fn hold() {
+    with_held(|held| *held = Some((Vec::new(), 0)));
+}
+
+/// The latest warning or error held, for the view to show.
+pub fn latest_held() -> Option<String> {
+    with_held(|held| {
+        let line =
+            held.as_ref()?.0.iter().rev().find(|l| {
+                l.starts_with("tcpstate: warning: ") || l.starts_with("tcpstate: error: ")
+            })?;
+        Some(line.trim_end().to_string())
+    })
+}
+
+/// Prints the messages held, and stops holding.
+pub fn release() {
+    if let Some((lines, dropped)) = with_held(Option::take) {
+        for line in lines {
+            print_line(&line);
+        }
+        if dropped > 0 {
+            print_line(&format!("tcpstate: {dropped} more messages were dropped\n"));
+        }
+    }
+}
+
+fn write_line(kind: &str, args: fmt::Arguments<'_>) {
+    let line = format!("tcpstate: {kind}{}\n", escape_str(&args.to_string()));
+    let line = with_held(|held| match held {
+        Some((lines, dropped)) => {
+            if lines.len() < HELD_MAX {
+                lines.push(line);
+            } else {
+                *dropped += 1;
+            }
+            None
+        }
+        None => Some(line),
+    });
+    if let Some(line) = line {
+        print_line(&line);
+    }
+}
+
+fn print_line(line: &str) {
+    #[cfg(test)]
+    {
+        captured::push(line.to_string());
     }
     #[cfg(not(test))]
     {
@@ -94,6 +169,24 @@ mod tests {
                 "tcpstate: error: loading program x | verifier: line 1 | line 2\n",
             ]
         );
+    }
+
+    #[test]
+    fn messages_held_for_a_full_screen_view_follow_its_end() {
+        hold();
+        warning!("lost so far: {}", 3);
+        note!("tracing");
+        assert_eq!(
+            latest_held().as_deref(),
+            Some("tcpstate: warning: lost so far: 3")
+        );
+        assert!(captured::take().is_empty());
+        release();
+        assert_eq!(
+            captured::take(),
+            ["tcpstate: warning: lost so far: 3\n", "tcpstate: tracing\n"]
+        );
+        assert_eq!(latest_held(), None);
     }
 
     #[test]

@@ -120,10 +120,10 @@ pub fn run_kernel_tests(tests: &[PathBuf], tcpstate: &std::path::Path) -> Result
     }
 }
 
-/// Tests that run on the host only: `report` opens a browser and `serve`
-/// runs Prometheus, promtool and systemd-analyze, which the kernel
-/// matrix's guests do not have.
-const HOST_ONLY: [&str; 2] = ["report", "serve"];
+/// Tests that run on the host only: `report` opens a browser, `serve`
+/// runs Prometheus, promtool and systemd-analyze, and `tui` runs tmux,
+/// which the kernel matrix's guests do not have.
+const HOST_ONLY: [&str; 3] = ["report", "serve", "tui"];
 
 /// The test executables the guests run: all but [`HOST_ONLY`].
 pub fn guest_tests(tests: &[PathBuf]) -> Vec<PathBuf> {

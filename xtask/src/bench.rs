@@ -1,6 +1,7 @@
 //! `cargo xtask bench`:
-//! - the tracker's criterion benchmark and the TIME_WAIT table's memory per
-//!   entry (1 million entries);
+//! - the tracker's criterion benchmark, the TIME_WAIT table's memory per
+//!   entry (1 million entries), and the full-screen view's refresh with
+//!   100,000 entries;
 //! - the end-to-end benchmark: a loopback connection storm (the server
 //!   closing first) in a fresh network namespace, run alternately untraced
 //!   and traced by `tcpstate watch --json > file`, several rounds; reports
@@ -68,6 +69,7 @@ pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
     if !args.no_criterion {
         env.cargo(&["bench", "--package", "tcpstate", "--bench", "tracker"])?;
         env.cargo(&["bench", "--package", "tcpstate", "--bench", "memory"])?;
+        env.cargo(&["bench", "--package", "tcpstate", "--bench", "tui"])?;
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

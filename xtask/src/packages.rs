@@ -1,7 +1,8 @@
 //! Debian packages the host's tests use, installed with the system's apt
 //! when missing: Chromium, the real browser the HTML report is opened in;
 //! Prometheus and promtool, which scrape and lint `tcpstate serve`; and
-//! systemd's `systemd-analyze`, which checks the shipped unit.
+//! systemd's `systemd-analyze`, which checks the shipped unit; and tmux,
+//! the terminal the full-screen view is tested in.
 
 use std::{path::Path, process::Command};
 

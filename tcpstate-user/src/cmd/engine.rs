@@ -77,6 +77,11 @@ pub trait View: Sink + TwSink {
     /// Called every `refresh` interval (if any).
     fn refresh(&mut self, _engine: &Engine, _lost: Losses, _now_ns: u64) {}
 
+    /// Called at every poll of the ring buffer ([`POLL_INTERVAL`]).
+    fn poll(&mut self) {
+        self.printer_mut().poll();
+    }
+
     /// The view has all it wants (`--count`).
     fn done(&self) -> bool {
         false
@@ -604,6 +609,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             _ = poll.tick() => {
                 engine.drain_slice(events.get_mut(), view);
                 engine.tick(clock::monotonic_ns(), view);
+                view.poll();
                 lost.check(losses(&kernel, &engine, &pacing.output)?.0);
             }
             _ = tick(&mut refresh) => {

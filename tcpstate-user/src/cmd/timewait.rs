@@ -16,7 +16,7 @@ use crate::{
     cli::TimewaitArgs,
     host::{clock, netns, owners, snapshot, sysctl::Facts},
     kernel::privileges,
-    render::{Frame, Losses, NsFigures, Printer, Rates, Summary},
+    render::{Frame, Losses, NsFigures, Printer, Rates, Summary, tui::Tui},
     sock::Comm,
     track::{
         filter::Filter,
@@ -152,10 +152,16 @@ impl<P: Printer> View for TwView<P> {
     }
 
     fn done(&self) -> bool {
-        self.remaining == Some(0)
+        self.remaining == Some(0) || self.printer.quit()
     }
 
     fn refresh(&mut self, engine: &Engine, lost: Losses, now_ns: u64) {
+        // An interactive printer sets its own pace.
+        if let Some(every) = self.printer.interval()
+            && self.last_refresh.elapsed() < every
+        {
+            return;
+        }
         let window_s = self.last_refresh.elapsed().as_secs_f64();
         self.last_refresh = Instant::now();
         let rates = Rates {
@@ -312,7 +318,16 @@ fn limits_of(f: &Facts) -> Limits {
     }
 }
 
+/// How often the engine offers an interactive printer a refresh: it
+/// takes one once its own interval has passed.
+const TUI_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub async fn run(args: &TimewaitArgs) -> Result<()> {
+    if !args.once && !args.common.json && !args.no_tui && super::stdout_is_tty() {
+        let printer = Tui::start(args.group_by.into(), args.interval)
+            .context("taking the terminal over for the live view (--no-tui prints lines)")?;
+        return timewait(args, printer, output::Stats::default()).await;
+    }
     super::with_printer!(args.common.json, printer, stats => timewait(args, printer, stats).await)
 }
 
@@ -345,9 +360,13 @@ async fn timewait<P: Printer>(
         last_refresh: Instant::now(),
         remaining: args.count,
     };
+    let refresh = match view.printer.interval() {
+        Some(_) => TUI_TICK,
+        None => args.interval,
+    };
     let pacing = Pacing {
         reconcile: (!common.reconcile.is_zero()).then_some(common.reconcile),
-        refresh: Some(args.interval),
+        refresh: Some(refresh),
         output,
         syscalls: false,
     };

@@ -2,7 +2,8 @@
 //! (the readable tables, and the `timewait` [`screen`]) and [`json`] (JSON
 //! Lines, schema version 1, written with the [`encode`] encoder), and
 //! beside them the `diagnose` report as a page ([`html`], [`charts`]) and
-//! `serve`'s metrics ([`prometheus`]). [`time`]
+//! `serve`'s metrics ([`prometheus`]), and the full-screen `timewait` view
+//! on a terminal ([`tui`]). [`time`]
 //! formats timestamps; [`escape`] makes outside text safe for a terminal.
 //!
 //! Write errors are kept, not raised: the command checks
@@ -19,6 +20,7 @@ pub mod report;
 pub mod screen;
 pub mod text;
 pub mod time;
+pub mod tui;
 
 use std::{
     io::{self, Write},
@@ -242,6 +244,18 @@ pub trait Printer: Sink + TwSink {
     fn flush(&mut self);
     /// The first write error, if any (e.g. a closed pipe).
     fn error(&self) -> Option<&io::Error>;
+    /// Between refreshes (every poll of the ring buffer): an interactive
+    /// printer takes its keys.
+    fn poll(&mut self) {}
+    /// The user asked to quit (an interactive printer).
+    fn quit(&self) -> bool {
+        false
+    }
+    /// How often the printer wants a `timewait` frame, when it sets that
+    /// itself (an interactive printer; else every `--interval`).
+    fn interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A writer that keeps its first error instead of raising it, and the

@@ -224,34 +224,7 @@ impl<W: Write> Printer for Text<W> {
     /// run that traced nothing.
     fn summary(&mut self, s: &Summary) {
         self.out.flush();
-        if !s.traced {
-            return;
-        }
-        let optional = |n: u64, text: &dyn Fn(u64) -> String| {
-            if n == 0 { String::new() } else { text(n) }
-        };
-        note!(
-            "{} events, {} lost, {:.1} s{}{}{}{}{}",
-            s.events,
-            s.lost.total(),
-            s.duration_ms / 1000.0,
-            optional(s.lost.output, &|n| format!(
-                " (of which {n} lines of output the reader of standard output did not take)"
-            )),
-            optional(s.lost.unread, &|n| format!(
-                " (of which {n} records still in the ring buffer: the run ended before \
-                 reading them)"
-            )),
-            optional(s.rescued, &|n| format!(
-                " ({n} skipped by the kernel for nested runs, recorded by the rescue programs)"
-            )),
-            optional(s.untracked, &|n| format!(
-                ", {n} connections untracked (table full)"
-            )),
-            optional(s.unfinished, &|n| format!(
-                ", {n} connections whose end was never seen (transitions missed)"
-            )),
-        );
+        summary(s);
     }
 
     fn flush(&mut self) {
@@ -261,6 +234,38 @@ impl<W: Write> Printer for Text<W> {
     fn error(&self) -> Option<&std::io::Error> {
         self.out.error()
     }
+}
+
+/// The run's totals on stderr; nothing for a run that traced nothing.
+pub fn summary(s: &Summary) {
+    if !s.traced {
+        return;
+    }
+    let optional = |n: u64, text: &dyn Fn(u64) -> String| {
+        if n == 0 { String::new() } else { text(n) }
+    };
+    note!(
+        "{} events, {} lost, {:.1} s{}{}{}{}{}",
+        s.events,
+        s.lost.total(),
+        s.duration_ms / 1000.0,
+        optional(s.lost.output, &|n| format!(
+            " (of which {n} lines of output the reader of standard output did not take)"
+        )),
+        optional(s.lost.unread, &|n| format!(
+            " (of which {n} records still in the ring buffer: the run ended before \
+             reading them)"
+        )),
+        optional(s.rescued, &|n| format!(
+            " ({n} skipped by the kernel for nested runs, recorded by the rescue programs)"
+        )),
+        optional(s.untracked, &|n| format!(
+            ", {n} connections untracked (table full)"
+        )),
+        optional(s.unfinished, &|n| format!(
+            ", {n} connections whose end was never seen (transitions missed)"
+        )),
+    );
 }
 
 #[cfg(test)]
