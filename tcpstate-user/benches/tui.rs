@@ -89,6 +89,7 @@ fn refresh(c: &mut Criterion) {
         connect_failed: Some([0; 4]),
         group_by: GroupBy::Peer,
         filtered: false,
+        findings: Vec::new(),
     };
     let mut terminal = Terminal::new(TestBackend::new(200, 50)).unwrap();
     let mut model = Model::default();

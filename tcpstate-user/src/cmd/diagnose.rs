@@ -166,6 +166,69 @@ pub(super) fn state_into(ev: &mut Evidence, engine: &Engine, filter: &Filter) {
     ev.listeners = engine.listeners.clone();
 }
 
+/// How long a new window of a [`LiveDiagnosis`] observes before its
+/// findings replace those of the window before.
+const WINDOW_SETTLE: Duration = Duration::from_secs(10);
+
+/// A diagnosis kept live over a sliding window (`serve`, the full-screen
+/// view): closes and failures gathered for `window`, then a new window;
+/// the findings judged at each refresh with the state then.
+pub(super) struct LiveDiagnosis {
+    evidence: Evidence,
+    since: std::time::Instant,
+    window: Duration,
+    threshold: f64,
+    /// The findings of the window before, and its length.
+    previous: Option<(Vec<Finding>, f64)>,
+}
+
+impl LiveDiagnosis {
+    pub fn new(tw_len_s: f64, window: Duration, threshold: f64) -> LiveDiagnosis {
+        LiveDiagnosis {
+            evidence: Evidence {
+                tw_len_s,
+                ..Evidence::default()
+            },
+            since: std::time::Instant::now(),
+            window,
+            threshold,
+            previous: None,
+        }
+    }
+
+    pub fn close(&mut self, c: &Close) {
+        self.evidence.close(c);
+    }
+
+    pub fn connect_failed(&mut self, f: &ConnectFailure) {
+        self.evidence.connect_failed(f);
+    }
+
+    /// The findings of the current window, or of the one before while the
+    /// current one is young, and the window's length; a window over
+    /// starts the next.
+    pub fn findings(&mut self, engine: &Engine, lost: u64, filter: &Filter) -> (Vec<Finding>, f64) {
+        let ev = &mut self.evidence;
+        ev.window_s = self.since.elapsed().as_secs_f64();
+        ev.lost = lost;
+        state_into(ev, engine, filter);
+        let found = findings::diagnose(ev, self.threshold);
+        let window_s = ev.window_s;
+        if self.since.elapsed() >= self.window {
+            self.previous = Some((found.clone(), window_s));
+            self.evidence = Evidence {
+                tw_len_s: ev.tw_len_s,
+                ..Evidence::default()
+            };
+            self.since = std::time::Instant::now();
+        }
+        match &self.previous {
+            Some(previous) if Duration::from_secs_f64(window_s) < WINDOW_SETTLE => previous.clone(),
+            _ => (found, window_s),
+        }
+    }
+}
+
 pub async fn run(args: &DiagnoseArgs) -> Result<Severity> {
     super::with_printer!(args.common.json, printer, stats => diagnose(args, printer, stats).await)
 }

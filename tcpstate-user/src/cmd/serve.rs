@@ -21,17 +21,13 @@ use axum::{
 use rustc_hash::FxHashMap;
 
 use super::{
-    diagnose::state_into,
+    diagnose::LiveDiagnosis,
     engine::{self, Engine, Pacing, View},
     output,
     timewait::{self, Activity, Recent},
 };
 use crate::{
     cli::{GroupBy, ServeArgs},
-    diagnose::{
-        evidence::Evidence,
-        findings::{self, Finding},
-    },
     export::{
         snapshot::{Namespace, Pools, Snapshot},
         tally::{CloseLabels, Tally},
@@ -45,10 +41,6 @@ use crate::{
         tracker::{BindFailure, Close, ConnectFailure, Sink, Transition},
     },
 };
-
-/// How long a new diagnosis window observes before its findings replace
-/// those of the window before.
-const WINDOW_SETTLE: Duration = Duration::from_secs(10);
 
 /// What the HTTP server serves: the latest snapshot, and when it was taken.
 #[derive(Default)]
@@ -67,11 +59,7 @@ struct Exporter<P> {
     tally: Tally,
     recent: Recent,
     last_refresh: Instant,
-    /// The diagnosis window: its evidence, since when, and the findings of
-    /// the window before.
-    evidence: Evidence,
-    window_since: Instant,
-    previous: Option<(Vec<Finding>, f64)>,
+    diagnosis: LiveDiagnosis,
     /// When each namespace with series was last known to exist.
     seen: FxHashMap<u32, Instant>,
     published: Shared,
@@ -80,7 +68,6 @@ struct Exporter<P> {
 /// The options the exporter keeps.
 struct Settings {
     view: timewait::Settings,
-    window: Duration,
     top_pools: usize,
     forget_after: Duration,
 }
@@ -91,14 +78,14 @@ impl<P> Sink for Exporter<P> {
     fn close(&mut self, c: &Close) {
         if self.filter.matches(&c.id, c.owner.as_ref()) {
             self.tally.close(c);
-            self.evidence.close(c);
+            self.diagnosis.close(c);
         }
     }
 
     fn connect_failed(&mut self, f: &ConnectFailure) {
         if self.filter.matches(&f.id, f.owner.as_ref()) {
             self.tally.connect_failed(f.id.netns, f.reason);
-            self.evidence.connect_failed(f);
+            self.diagnosis.connect_failed(f);
             self.recent.failed(f);
         }
     }
@@ -184,7 +171,7 @@ impl<P> Exporter<P> {
                 });
             }
         }
-        let (findings, window_s) = self.diagnose(engine, lost);
+        let (findings, window_s) = self.diagnosis.findings(engine, lost.total(), &self.filter);
         Snapshot {
             namespaces,
             pools: Pools::fold(frame.pools, self.args.top_pools),
@@ -196,29 +183,6 @@ impl<P> Exporter<P> {
             tw: frame.stats,
             programs: engine.programs.clone(),
             process: Usage::read(),
-        }
-    }
-
-    /// The findings of the current window, or of the one before while the
-    /// current one is young; a window over starts the next.
-    fn diagnose(&mut self, engine: &Engine, lost: Losses) -> (Vec<Finding>, f64) {
-        let ev = &mut self.evidence;
-        ev.window_s = self.window_since.elapsed().as_secs_f64();
-        ev.lost = lost.total();
-        state_into(ev, engine, &self.filter);
-        let found = findings::diagnose(ev, self.args.view.threshold);
-        let window_s = ev.window_s;
-        if self.window_since.elapsed() >= self.args.window {
-            self.previous = Some((found.clone(), window_s));
-            self.evidence = Evidence {
-                tw_len_s: self.args.view.tw_len_s,
-                ..Evidence::default()
-            };
-            self.window_since = Instant::now();
-        }
-        match &self.previous {
-            Some(previous) if Duration::from_secs_f64(window_s) < WINDOW_SETTLE => previous.clone(),
-            _ => (found, window_s),
         }
     }
 
@@ -273,7 +237,6 @@ async fn serve<P: Printer>(args: &ServeArgs, printer: P, output: output::Stats) 
                 threshold: args.pressure.threshold,
                 tw_len_s: common.tw_len.as_secs_f64(),
             },
-            window: args.window,
             top_pools: args.top_pools,
             forget_after: args.forget_after,
         },
@@ -282,12 +245,11 @@ async fn serve<P: Printer>(args: &ServeArgs, printer: P, output: output::Stats) 
         tally: Tally::new(labels, args.top_processes, refreshes_to_forget),
         recent: Recent::default(),
         last_refresh: Instant::now(),
-        evidence: Evidence {
-            tw_len_s: common.tw_len.as_secs_f64(),
-            ..Evidence::default()
-        },
-        window_since: Instant::now(),
-        previous: None,
+        diagnosis: LiveDiagnosis::new(
+            common.tw_len.as_secs_f64(),
+            args.window,
+            args.pressure.threshold,
+        ),
         seen: FxHashMap::default(),
         published,
     };

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use rustc_hash::FxHashMap;
 
 use super::{
+    diagnose::LiveDiagnosis,
     engine::{self, Engine, Pacing, Quiet, View},
     output,
 };
@@ -101,13 +102,21 @@ struct TwView<P> {
     last_refresh: Instant,
     /// Refreshes left (`--count`).
     remaining: Option<u64>,
+    /// The live diagnosis, for a printer that shows it.
+    diagnosis: Option<LiveDiagnosis>,
 }
 
 impl<P> Sink for TwView<P> {
     fn transition(&mut self, _: &Transition) {}
     fn close(&mut self, c: &Close) {
-        if c.tw_refused && self.filter.matches(&c.id, c.owner.as_ref()) {
+        if !self.filter.matches(&c.id, c.owner.as_ref()) {
+            return;
+        }
+        if c.tw_refused {
             *self.refused.entry(c.id.netns).or_default() += 1;
+        }
+        if let Some(d) = &mut self.diagnosis {
+            d.close(c);
         }
     }
     fn connect_failed(&mut self, f: &ConnectFailure) {
@@ -116,6 +125,9 @@ impl<P> Sink for TwView<P> {
         }
         self.failed_total[f.reason as usize] += 1;
         self.recent.failed(f);
+        if let Some(d) = &mut self.diagnosis {
+            d.connect_failed(f);
+        }
     }
     /// Not traced for this view.
     fn bind_failed(&mut self, _: &BindFailure) {}
@@ -192,6 +204,9 @@ impl<P: Printer> View for TwView<P> {
             frame.stats.missed = self.missed;
         }
         frame.connect_failed = Some(self.failed_total);
+        if let Some(d) = &mut self.diagnosis {
+            frame.findings = d.findings(engine, lost.total(), &self.filter).0;
+        }
         for ns in &mut frame.namespaces {
             ns.tw_refused = Some(self.refused.get(&ns.netns).copied().unwrap_or(0));
         }
@@ -271,6 +286,7 @@ pub(super) fn frame<'a>(
         connect_failed: None,
         group_by: settings.group_by,
         filtered: filter.is_active(),
+        findings: Vec::new(),
     }
 }
 
@@ -322,6 +338,9 @@ fn limits_of(f: &Facts) -> Limits {
 /// takes one once its own interval has passed.
 const TUI_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The window of the full-screen view's diagnosis.
+const TUI_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn run(args: &TimewaitArgs) -> Result<()> {
     if !args.once && !args.common.json && !args.no_tui && super::stdout_is_tty() {
         let printer = Tui::start(args.group_by.into(), args.interval)
@@ -359,7 +378,16 @@ async fn timewait<P: Printer>(
         refused: FxHashMap::default(),
         last_refresh: Instant::now(),
         remaining: args.count,
+        diagnosis: None,
     };
+    // The full-screen view shows the live diagnosis.
+    if view.printer.interval().is_some() {
+        view.diagnosis = Some(LiveDiagnosis::new(
+            common.tw_len.as_secs_f64(),
+            TUI_WINDOW,
+            args.pressure.threshold,
+        ));
+    }
     let refresh = match view.printer.interval() {
         Some(_) => TUI_TICK,
         None => args.interval,

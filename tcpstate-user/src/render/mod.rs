@@ -115,6 +115,9 @@ pub struct Frame<'a> {
     /// Userspace filters are given: every figure counts only what they
     /// pass, but `lost` and the table's cap drops, which are host-wide.
     pub filtered: bool,
+    /// The live diagnosis, most severe first, for the views that show it
+    /// (the full-screen view); empty for the others.
+    pub findings: Vec<Finding>,
 }
 
 /// One network namespace's figures, from its own settings and counters.

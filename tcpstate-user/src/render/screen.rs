@@ -391,6 +391,7 @@ mod tests {
             connect_failed: None,
             group_by,
             filtered: false,
+            findings: Vec::new(),
         }
     }
 

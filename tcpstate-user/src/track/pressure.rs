@@ -195,7 +195,14 @@ pub fn pools<'a>(
             }
         })
         .collect();
-    pools.sort_by(|a, b| b.used.max(b.projected).total_cmp(&a.used.max(a.projected)));
+    // Worst first: those out of ports now (connect() failing for want of
+    // one, or none left), then by the larger of use and projection.
+    let out_of_ports = |p: &Pool| p.failures.no_local_port_per_s > 0.0 || p.left == 0;
+    pools.sort_by(|a, b| {
+        out_of_ports(b)
+            .cmp(&out_of_ports(a))
+            .then_with(|| b.used.max(b.projected).total_cmp(&a.used.max(a.projected)))
+    });
     pools
 }
 
@@ -413,5 +420,48 @@ mod tests {
         assert!(p.flagged, "700 of 1,000 ports");
         assert!(!p.reuse_applies, "tcp_tw_reuse 0 in that namespace");
         assert_eq!(p.left, 300);
+    }
+
+    /// A pool out of ports comes first, even when another one's projection
+    /// (its entry rate against its range) is higher: its rate is nil once
+    /// connect() fails.
+    #[test]
+    fn a_pool_out_of_ports_is_the_worst() {
+        let mut entries: Vec<Entry> = (0..100u16)
+            .map(|i| entry(40000 + i, 8080, Role::Client))
+            .collect();
+        entries.extend((0..10u16).map(|i| entry(50000 + i, 9090, Role::Client)));
+        let limits = [(
+            1,
+            Limits {
+                range_size: 100,
+                tw_reuse: 0,
+                timestamps: true,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let busy = PoolKey::of(&entries[100].id);
+        let rates = [(busy, 10.0)].into_iter().collect();
+        let inputs = Inputs {
+            established: &[],
+            owners: &FxHashMap::default(),
+            listeners: &Listeners::default(),
+            rates: &rates,
+            failures: &FxHashMap::default(),
+            limits: &limits,
+            fallback: Limits {
+                range_size: 28232,
+                tw_reuse: 2,
+                timestamps: true,
+            },
+            tw_len_s: 60.0,
+            threshold: 0.5,
+        };
+        let found = pools(held(&entries), &inputs);
+        assert_eq!(found[0].key.rport, 8080, "none left");
+        assert_eq!(found[0].left, 0);
+        assert_eq!(found[1].key.rport, 9090);
+        assert!(found[1].projected > found[0].used.max(found[0].projected));
     }
 }

@@ -14,6 +14,7 @@ use ratatui::{
 
 use super::state::{Model, Row, Ui, closer_word};
 use crate::{
+    diagnose::findings::Severity,
     render::{endpoint, escape::escape},
     track::{
         pressure::Pool,
@@ -23,6 +24,8 @@ use crate::{
 
 /// Pools shown at most (the worst ones).
 const MAX_POOLS: usize = 5;
+/// Findings shown at most (the most severe).
+const MAX_FINDINGS: usize = 3;
 
 /// Lines of the header.
 const HEADER: u16 = 4;
@@ -50,6 +53,7 @@ pub fn fit_middle(s: &str, width: usize) -> String {
 struct Areas {
     header: Rect,
     pools: Rect,
+    findings: Rect,
     list: Rect,
     detail: Option<Rect>,
     footer: Rect,
@@ -62,25 +66,25 @@ impl Areas {
         let rest = area.height - header - footer;
         let pools = model.pools.len().min(MAX_POOLS) as u16;
         let pools = if pools == 0 { 0 } else { (pools + 2).min(rest) };
-        let entries = rest - pools;
+        let findings = (model.findings.len().min(MAX_FINDINGS) as u16).min(rest - pools);
+        let entries = rest - pools - findings;
         let at = |y: u16, height: u16| Rect {
             x: area.x,
             y: area.y + y,
             width: area.width,
             height,
         };
+        let top = header + pools + findings;
         let (list, detail) = if detail {
             let list = entries * 55 / 100;
-            (
-                at(header + pools, list),
-                Some(at(header + pools + list, entries - list)),
-            )
+            (at(top, list), Some(at(top + list, entries - list)))
         } else {
-            (at(header + pools, entries), None)
+            (at(top, entries), None)
         };
         Areas {
             header: at(0, header),
             pools: at(header, pools),
+            findings: at(header + pools, findings),
             list,
             detail,
             footer: at(area.height - footer, footer),
@@ -95,6 +99,7 @@ pub fn draw(f: &mut Frame<'_>, model: &Model, ui: &Ui, rows: &[Row]) {
     if areas.pools.height > 0 {
         draw_pools(f, areas.pools, model);
     }
+    draw_findings(f, areas.findings, model);
     draw_rows(f, areas.list, model, ui, rows);
     if let Some(detail) = areas.detail {
         draw_detail(f, detail, model, &rows[ui.selected.min(rows.len() - 1)]);
@@ -289,6 +294,40 @@ fn draw_pools(f: &mut Frame<'_>, area: Rect, m: &Model) {
             .block(Block::default().borders(Borders::TOP).title(title)),
         area,
     );
+}
+
+/// One line per finding: severity, kind, where, the first fix, and what.
+fn draw_findings(f: &mut Frame<'_>, area: Rect, m: &Model) {
+    let lines: Vec<Line> = m
+        .findings
+        .iter()
+        .take(usize::from(area.height))
+        .map(|x| {
+            let style = match x.severity {
+                Severity::Critical => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+                _ => Style::default().fg(Color::Yellow),
+            };
+            let place = x
+                .place
+                .netns_name
+                .clone()
+                .or_else(|| x.place.netns.map(|ns| m.label_of(ns)))
+                .unwrap_or_default();
+            // The fix first: the symptom is in the panels already.
+            let text = match x.fixes.first() {
+                Some(fix) => format!(" {place}: fix: {} ({})", fix.detail, x.what),
+                None => format!(" {place}: {}", x.what),
+            };
+            Line::from(vec![
+                Span::styled(
+                    format!("{} {}", x.severity.as_str().to_uppercase(), x.kind.as_str()),
+                    style,
+                ),
+                Span::raw(escape(text.as_bytes()).into_owned()),
+            ])
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), area);
 }
 
 fn draw_rows(f: &mut Frame<'_>, area: Rect, m: &Model, ui: &Ui, rows: &[Row]) {
@@ -632,6 +671,43 @@ mod tests {
             lines[23].starts_with("filter refused: unknown x"),
             "{lines:#?}"
         );
+    }
+
+    #[test]
+    fn findings_show_one_line_each_with_the_first_fix() {
+        use crate::diagnose::findings::{Finding, Fix, Kind, Place};
+        let mut m = model();
+        m.findings = vec![Finding {
+            kind: Kind::PortExhaustion,
+            severity: Severity::Critical,
+            what: "connect() toward 10.0.0.2:443 fails: no free local port".into(),
+            place: Place {
+                netns_name: Some("shop".into()),
+                ..Place::default()
+            },
+            evidence: Vec::new(),
+            consequence: String::new(),
+            fixes: vec![Fix {
+                action: "keep_alive",
+                detail: "reuse connections in curl".into(),
+            }],
+        }];
+        let lines = screen(200, 50, &m, &Ui::new(Grouping::Peer, 1.0));
+        let at = lines
+            .iter()
+            .position(|l| {
+                l.starts_with("CRITICAL port_exhaustion shop: fix: reuse connections in curl (")
+            })
+            .unwrap_or_else(|| panic!("{lines:#?}"));
+        assert!(
+            lines[at].contains("(connect() toward 10.0.0.2:443 fails"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[at - 1].starts_with("net:[1] "),
+            "after the pools: {lines:#?}"
+        );
+        assert!(lines[at + 1].contains("TIME_WAIT by peer"), "{lines:#?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 
 use crate::{
+    diagnose::findings::{Finding, Severity},
     kernel::loader,
     render::{Frame, NsFigures, endpoint, escape::escape},
     track::{
@@ -142,6 +143,8 @@ pub struct Model {
     /// Entries and exits per second, the latest last.
     pub history: VecDeque<(u64, u64)>,
     pub filtered: bool,
+    /// The live diagnosis's warnings and critical findings, worst first.
+    pub findings: Vec<Finding>,
 }
 
 impl Model {
@@ -170,6 +173,12 @@ impl Model {
         self.exited_per_s = exited;
         self.connect_failed = failed;
         self.filtered = f.filtered;
+        self.findings = f
+            .findings
+            .iter()
+            .filter(|x| x.severity > Severity::Info)
+            .cloned()
+            .collect();
         if self.history.len() == HISTORY {
             self.history.pop_front();
         }
