@@ -217,6 +217,40 @@ mod tests {
         },
     };
 
+    /// What a pool computation without sockets, owners or failures
+    /// borrows.
+    #[derive(Default)]
+    struct Nothing {
+        owners: FxHashMap<u32, Comm>,
+        listeners: Listeners,
+        rates: FxHashMap<PoolKey, f64>,
+        failures: FxHashMap<PoolKey, Failures>,
+    }
+
+    /// Inputs with only `limits` (others judged by the host's defaults)
+    /// and `rates`.
+    fn judged_by<'a>(
+        limits: &'a FxHashMap<u32, Limits>,
+        rates: &'a FxHashMap<PoolKey, f64>,
+        none: &'a Nothing,
+    ) -> Inputs<'a> {
+        Inputs {
+            established: &[],
+            owners: &none.owners,
+            listeners: &none.listeners,
+            rates,
+            failures: &none.failures,
+            limits,
+            fallback: Limits {
+                range_size: 28232,
+                tw_reuse: 2,
+                timestamps: true,
+            },
+            tw_len_s: 60.0,
+            threshold: 0.5,
+        }
+    }
+
     fn held(entries: &[Entry]) -> impl Iterator<Item = (&SockId, Role, Option<Comm>)> {
         entries
             .iter()
@@ -255,20 +289,10 @@ mod tests {
             tuple: tuple(0, 8080),
         });
         let rates = [(key, 500.0)].into_iter().collect();
+        let (none, limits) = (Nothing::default(), FxHashMap::default());
         let inputs = Inputs {
             established: &established,
-            owners: &FxHashMap::default(),
-            listeners: &Listeners::default(),
-            rates: &rates,
-            failures: &FxHashMap::default(),
-            limits: &FxHashMap::default(),
-            fallback: Limits {
-                range_size: 28232,
-                tw_reuse: 2,
-                timestamps: true,
-            },
-            tw_len_s: 60.0,
-            threshold: 0.5,
+            ..judged_by(&limits, &rates, &none)
         };
         let pools = pools(held(&entries), &inputs);
         assert_eq!(pools.len(), 1, "server-role entries are not a client pool");
@@ -399,21 +423,8 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        let inputs = Inputs {
-            established: &[],
-            owners: &FxHashMap::default(),
-            listeners: &Listeners::default(),
-            rates: &FxHashMap::default(),
-            failures: &FxHashMap::default(),
-            limits: &limits,
-            fallback: Limits {
-                range_size: 28232,
-                tw_reuse: 2,
-                timestamps: true,
-            },
-            tw_len_s: 60.0,
-            threshold: 0.5,
-        };
+        let none = Nothing::default();
+        let inputs = judged_by(&limits, &none.rates, &none);
         let p = pools(held(&entries), &inputs)[0];
         assert_eq!(p.range_size, 1000);
         assert!((p.used - 0.7).abs() < 1e-12);
@@ -443,22 +454,8 @@ mod tests {
         .collect();
         let busy = PoolKey::of(&entries[100].id);
         let rates = [(busy, 10.0)].into_iter().collect();
-        let inputs = Inputs {
-            established: &[],
-            owners: &FxHashMap::default(),
-            listeners: &Listeners::default(),
-            rates: &rates,
-            failures: &FxHashMap::default(),
-            limits: &limits,
-            fallback: Limits {
-                range_size: 28232,
-                tw_reuse: 2,
-                timestamps: true,
-            },
-            tw_len_s: 60.0,
-            threshold: 0.5,
-        };
-        let found = pools(held(&entries), &inputs);
+        let none = Nothing::default();
+        let found = pools(held(&entries), &judged_by(&limits, &rates, &none));
         assert_eq!(found[0].key.rport, 8080, "none left");
         assert_eq!(found[0].left, 0);
         assert_eq!(found[1].key.rport, 9090);
