@@ -1,6 +1,6 @@
 //! Debian packages the host's tests use, installed with the system's apt
 //! when missing: Chromium, the real browser the HTML report is opened in;
-//! Prometheus and promtool, which scrape and lint `tcpstate serve`; and
+//! Prometheus and promtool, which scrape and lint `tcpstate serve`;
 //! systemd's `systemd-analyze`, which checks the shipped unit; and tmux,
 //! the terminal the full-screen view is tested in.
 
@@ -9,7 +9,7 @@ use std::{path::Path, process::Command};
 use anyhow::{Context as _, Result, bail};
 
 /// Each package, the program of it the tests run, and what for.
-const PACKAGES: [(&str, &str, &str); 3] = [
+const PACKAGES: [(&str, &str, &str); 4] = [
     ("chromium", "/usr/bin/chromium", "the HTML report test"),
     ("prometheus", "/usr/bin/promtool", "the exporter tests"),
     (
@@ -17,6 +17,7 @@ const PACKAGES: [(&str, &str, &str); 3] = [
         "/usr/bin/systemd-analyze",
         "the systemd unit test",
     ),
+    ("tmux", "/usr/bin/tmux", "the full-screen view test"),
 ];
 
 /// Installs those of [`PACKAGES`] that are missing.
