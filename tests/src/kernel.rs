@@ -32,6 +32,17 @@ pub fn time_wait(ns: &NetNs) -> Vec<KernelTw> {
     stdout_of(&mut ss).lines().map(parse_ss_line).collect()
 }
 
+/// Every TCP socket of `ns` on `port`, in any state, as `ss -tanoe` prints
+/// them: for the failure message of a test whose oracle disagrees.
+pub fn sockets_on(ns: &NetNs, port: u16) -> String {
+    let mut ss = ns.command("ss");
+    ss.args([
+        "-tanHoe",
+        &format!("( sport = :{port} or dport = :{port} )"),
+    ]);
+    stdout_of(&mut ss)
+}
+
 /// The absolute value of a kernel SNMP counter in `ns`, e.g.
 /// `TcpExtTWRecycled` (`nstat -asz`).
 pub fn nstat(ns: &NetNs, counter: &str) -> u64 {

@@ -566,7 +566,19 @@ fn storm_time_wait_set_matches_the_kernel() {
         "missing from the tracker: {}",
         examples(&missing)
     );
-    assert!(extra.is_empty(), "not in the kernel: {}", examples(&extra));
+    // What the kernel has on an extra entry's ports, in any state: a
+    // FIN_WAIT2 timewait socket, or a new connection on the 4-tuple.
+    let states: Vec<String> = extra
+        .iter()
+        .take(5)
+        .map(|t| kernel::sockets_on(&ns, t.3))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "not in the kernel: {}; the kernel's sockets on their remote ports:\n{}",
+        examples(&extra),
+        states.join("")
+    );
     // Every transition is recorded at most once: 5 on each end of a
     // connection, 2 for the listener.
     let transitions: Vec<_> = of_type(&objects, "transition")
