@@ -267,6 +267,7 @@ async fn diagnose<P: Printer>(
         refresh: None,
         output,
         syscalls: true,
+        program_runs: false,
     };
     engine::run(&common, pacing, &mut view).await?;
     printer = view.printer;

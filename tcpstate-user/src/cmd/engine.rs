@@ -70,8 +70,8 @@ pub trait View: Sink + TwSink {
     fn started(&mut self, _engine: &Engine) {}
 
     /// Called when the run is told to stop, before the programs are
-    /// detached (which takes a while: each attachment waits for the kernel
-    /// to let go of it).
+    /// detached (which takes a while: the kernel waits for its readers of
+    /// each classic tracepoint to be done).
     fn stopped(&mut self) {}
 
     /// Called every `refresh` interval (if any).
@@ -140,7 +140,8 @@ pub struct Engine {
     holders: FxHashMap<(u32, u16), (u64, usize)>,
     /// Readable names of namespaces.
     pub names: netns::Names,
-    /// What each program's runs cost, as of the latest refresh.
+    /// What each program's runs cost, as of the latest refresh (read only
+    /// when [`Pacing::program_runs`] asks for it).
     pub programs: Vec<ProgramRuns>,
 }
 
@@ -351,9 +352,9 @@ impl Engine {
     }
 
     /// The last drains, while `detaching` lets go of the programs (which
-    /// takes a few hundred milliseconds, see [`Kernel`]): records are read for up to [`EXIT_DRAIN`], and
-    /// those left when it is over and the programs are gone are counted in
-    /// [`Engine::unread`].
+    /// takes a few hundred milliseconds, see [`Kernel`]): records are read
+    /// for up to [`EXIT_DRAIN`], and those left when it is over and the
+    /// programs are gone are counted in [`Engine::unread`].
     fn drain_last<V: View>(
         &mut self,
         ring: &mut RingBuf<MapData>,
@@ -460,6 +461,9 @@ pub struct Pacing {
     /// calls that fail before `SYN_SENT`, and accepted connections owned by
     /// the process that accepted them.
     pub syscalls: bool,
+    /// Read each program's runs and run time at every refresh, into
+    /// [`Engine::programs`] (the exporter's self-observation).
+    pub program_runs: bool,
 }
 
 /// The signals that end a run, installed before anything slow starts.
@@ -614,7 +618,9 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             }
             _ = tick(&mut refresh) => {
                 engine.drain_slice(events.get_mut(), view);
-                engine.programs = kernel.runs()?;
+                if pacing.program_runs {
+                    engine.programs = kernel.runs()?;
+                }
                 view.refresh(&engine, losses(&kernel, &engine, &pacing.output)?.0, clock::monotonic_ns());
             }
             _ = tick(&mut reconcile), if pending_dump.is_none() && taken_dump.is_none() => {

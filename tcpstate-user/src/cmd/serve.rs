@@ -58,7 +58,6 @@ struct Exporter<P> {
     printer: P,
     tally: Tally,
     recent: Recent,
-    last_refresh: Instant,
     diagnosis: LiveDiagnosis,
     /// When each namespace with series was last known to exist.
     seen: FxHashMap<u32, Instant>,
@@ -130,9 +129,7 @@ impl<P: Printer> View for Exporter<P> {
 
 impl<P> Exporter<P> {
     fn snapshot(&mut self, engine: &Engine, lost: Losses, now_ns: u64) -> Snapshot {
-        let window_s = self.last_refresh.elapsed().as_secs_f64();
-        self.last_refresh = Instant::now();
-        let (rates, failures) = self.recent.rates(window_s);
+        let (_, rates, failures) = self.recent.rates();
         let frame = timewait::frame(
             engine,
             &self.filter,
@@ -243,8 +240,7 @@ async fn serve<P: Printer>(args: &ServeArgs, printer: P, output: output::Stats) 
         filter: common.filter(),
         printer,
         tally: Tally::new(labels, args.top_processes, refreshes_to_forget),
-        recent: Recent::default(),
-        last_refresh: Instant::now(),
+        recent: Recent::new(),
         diagnosis: LiveDiagnosis::new(
             common.tw_len.as_secs_f64(),
             args.window,
@@ -258,6 +254,7 @@ async fn serve<P: Printer>(args: &ServeArgs, printer: P, output: output::Stats) 
         refresh: Some(args.interval),
         output,
         syscalls: false,
+        program_runs: true,
     };
     let result = engine::run(common, pacing, &mut view).await;
     view.printer.flush();

@@ -37,13 +37,27 @@ pub(super) struct Settings {
 /// What the pools did since the last refresh: client-role TIME_WAIT
 /// entries, and failed `connect()`s (any reason, no local port), that
 /// pass the filters.
-#[derive(Default)]
 pub(super) struct Recent {
+    /// When the window began (the last refresh).
+    since: Instant,
     entered: FxHashMap<PoolKey, u64>,
     failed: FxHashMap<PoolKey, [u64; 2]>,
 }
 
 impl Recent {
+    pub fn new() -> Recent {
+        Recent {
+            since: Instant::now(),
+            entered: FxHashMap::default(),
+            failed: FxHashMap::default(),
+        }
+    }
+
+    /// How long the window has run.
+    pub fn age(&self) -> std::time::Duration {
+        self.since.elapsed()
+    }
+
     pub fn entered(&mut self, e: &Entry) {
         if e.role == Role::Client {
             *self.entered.entry(PoolKey::of(&e.id)).or_default() += 1;
@@ -56,12 +70,11 @@ impl Recent {
         pool[1] += u64::from(f.reason == FailReason::NoLocalPort);
     }
 
-    /// The pools' rates over the `window_s` since the last refresh; starts
-    /// the next window.
-    pub fn rates(
-        &mut self,
-        window_s: f64,
-    ) -> (FxHashMap<PoolKey, f64>, FxHashMap<PoolKey, Failures>) {
+    /// The window's length in seconds and the pools' rates over it;
+    /// starts the next window.
+    pub fn rates(&mut self) -> (f64, FxHashMap<PoolKey, f64>, FxHashMap<PoolKey, Failures>) {
+        let window_s = self.since.elapsed().as_secs_f64();
+        self.since = Instant::now();
         let rates = self
             .entered
             .drain()
@@ -78,7 +91,7 @@ impl Recent {
                 (key, failures)
             })
             .collect();
-        (rates, failures)
+        (window_s, rates, failures)
     }
 }
 
@@ -99,7 +112,6 @@ struct TwView<P> {
     failed_total: [u64; 4],
     /// Closes refused a TIME_WAIT socket, per namespace, since the start.
     refused: FxHashMap<u32, u64>,
-    last_refresh: Instant,
     /// Refreshes left (`--count`).
     remaining: Option<u64>,
     /// The live diagnosis, for a printer that shows it.
@@ -170,17 +182,15 @@ impl<P: Printer> View for TwView<P> {
     fn refresh(&mut self, engine: &Engine, lost: Losses, now_ns: u64) {
         // An interactive printer sets its own pace.
         if let Some(every) = self.printer.interval()
-            && self.last_refresh.elapsed() < every
+            && self.recent.age() < every
         {
             return;
         }
-        let window_s = self.last_refresh.elapsed().as_secs_f64();
-        self.last_refresh = Instant::now();
+        let (window_s, pool_rates, failures) = self.recent.rates();
         let rates = Rates {
             entered_per_s: self.entered_total as f64 / window_s,
             exited_per_s: self.exited_total as f64 / window_s,
         };
-        let (pool_rates, failures) = self.recent.rates(window_s);
         let frame = frame(
             engine,
             &self.filter,
@@ -369,14 +379,13 @@ async fn timewait<P: Printer>(
         settings,
         filter: common.filter(),
         printer,
-        recent: Recent::default(),
+        recent: Recent::new(),
         entered_total: 0,
         exited_total: 0,
         exits: [0; 4],
         missed: 0,
         failed_total: [0; 4],
         refused: FxHashMap::default(),
-        last_refresh: Instant::now(),
         remaining: args.count,
         diagnosis: None,
     };
@@ -397,6 +406,7 @@ async fn timewait<P: Printer>(
         refresh: Some(refresh),
         output,
         syscalls: false,
+        program_runs: false,
     };
     let result = engine::run(common, pacing, &mut view).await;
     view.printer.flush();
