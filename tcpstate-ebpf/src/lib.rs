@@ -70,6 +70,129 @@ pub mod flags {
     pub const OWNER_KNOWN: u8 = 1;
 }
 
+/// A connection's life as the programs follow it, and what it tells of the
+/// connection: the one classification of role and closer, shared by the
+/// programs (which keep each socket's [`Life`]) and userspace (which reads
+/// it from each record).
+pub mod life {
+    use super::tcp;
+
+    /// The bit of `state` in [`Life::seen`].
+    pub const fn bit(state: u8) -> u16 {
+        1 << (state & 0xf)
+    }
+
+    /// Whether `old -> new` starts a socket's life: `connect()`, `listen()`
+    /// or a connection accepted from a listener.
+    pub const fn begins(old: u8, new: u8) -> bool {
+        old == tcp::CLOSE || (old == tcp::LISTEN && new == tcp::SYN_RECV)
+    }
+
+    /// What is kept of one socket's life, from its first transition seen.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Life {
+        /// When the life began ([`begins`]), 0 when tracing came later.
+        pub opened_ns: u64,
+        /// [`bit`] of every state entered since.
+        pub seen: u16,
+        pub _pad: [u16; 3],
+    }
+
+    impl Life {
+        /// The life after transition `old -> new` at `now_ns`.
+        pub const fn after(self, old: u8, new: u8, now_ns: u64) -> Life {
+            if begins(old, new) {
+                Life {
+                    opened_ns: now_ns,
+                    seen: bit(new),
+                    _pad: [0; 3],
+                }
+            } else {
+                Life {
+                    seen: self.seen | bit(new),
+                    ..self
+                }
+            }
+        }
+
+        /// Which end this socket is.
+        pub const fn role(self) -> Role {
+            if self.seen & bit(tcp::SYN_SENT) != 0 {
+                Role::Client
+            } else if self.seen & bit(tcp::SYN_RECV) != 0 {
+                Role::Server
+            } else {
+                Role::Unknown
+            }
+        }
+
+        /// Which end closed first, as far as the states tell: this end
+        /// sending its FIN from ESTABLISHED (FIN_WAIT1), the peer's FIN
+        /// arriving first (CLOSE_WAIT), or both crossing (CLOSING).
+        pub const fn closer(self) -> Closer {
+            if self.seen & bit(tcp::CLOSING) != 0 {
+                Closer::Simultaneous
+            } else if self.seen & bit(tcp::FIN_WAIT1) != 0 {
+                Closer::Local
+            } else if self.seen & bit(tcp::CLOSE_WAIT) != 0 {
+                Closer::Remote
+            } else {
+                Closer::Unknown
+            }
+        }
+    }
+
+    /// Whether the closes-only stream carries `old -> new`: a listener's
+    /// transitions, the end of a handshake (the first record with both
+    /// ports, which says a TIME_WAIT socket on that 4-tuple was reused) and
+    /// every end. The rest is kept in the socket's [`Life`].
+    pub const fn in_closes_only(old: u8, new: u8) -> bool {
+        new == tcp::LISTEN || new == tcp::CLOSE || old == tcp::SYN_SENT || old == tcp::SYN_RECV
+    }
+
+    /// Which end of the connection a socket is.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+    pub enum Role {
+        /// This end called `connect()`.
+        Client,
+        /// This end was accepted from a listener.
+        Server,
+        /// Tracing started after the connection was set up.
+        Unknown,
+    }
+
+    impl Role {
+        pub const fn as_str(self) -> &'static str {
+            match self {
+                Role::Client => "client",
+                Role::Server => "server",
+                Role::Unknown => "unknown",
+            }
+        }
+    }
+
+    /// Which end closed first.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+    pub enum Closer {
+        Local,
+        Remote,
+        Simultaneous,
+        Unknown,
+    }
+
+    impl Closer {
+        pub const fn as_str(self) -> &'static str {
+            match self {
+                Closer::Local => "local",
+                Closer::Remote => "remote",
+                Closer::Simultaneous => "simultaneous",
+                Closer::Unknown => "unknown",
+            }
+        }
+    }
+}
+
 /// One record of the ring buffer: a transition or a reset on one socket.
 ///
 /// For resets, `oldstate`/`newstate` both hold the socket's state and the
@@ -107,13 +230,18 @@ pub struct RawEvent {
     pub rport: u16,
     /// Bits of [`flags`].
     pub flags: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The socket's [`life::Life::seen`] after this transition (0 for other
+    /// records).
+    pub seen: u16,
     /// This host's address: 4 bytes for IPv4, 16 for IPv6, network order.
     pub laddr: [u8; 16],
     /// The peer's address, as `laddr`.
     pub raddr: [u8; 16],
     /// Owner's `comm`, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// The socket's [`life::Life::opened_ns`] (0 for other records).
+    pub opened_ns: u64,
 }
 
 /// Bytes of a `sock:inet_sock_set_state` record the program copies in one
@@ -261,6 +389,10 @@ pub struct Config {
     pub wakeup_bytes: u64,
     pub guard: GuardOffsets,
     pub syscalls: SyscallOffsets,
+    /// Non-zero: only the transitions [`life::in_closes_only`] names are
+    /// written; the others only update the socket's [`life::Life`].
+    pub closes_only: u8,
+    pub _pad: [u8; 7],
 }
 
 impl Config {
@@ -342,5 +474,6 @@ mod user {
 }
 
 // The layouts are part of the kernel/userspace contract: no implicit padding.
-const _: () = assert!(core::mem::size_of::<RawEvent>() == 96);
-const _: () = assert!(core::mem::size_of::<Config>() == 112);
+const _: () = assert!(core::mem::size_of::<RawEvent>() == 104);
+const _: () = assert!(core::mem::size_of::<Config>() == 120);
+const _: () = assert!(core::mem::size_of::<life::Life>() == 16);

@@ -2,8 +2,10 @@
 //! record each, into a ring buffer.
 //!
 //! Kept deliberately small: read the tracepoint, filter by family and port,
-//! attribute the socket's owner, write the record. Everything else (naming,
-//! classification, TIME_WAIT tracking) happens in userspace.
+//! attribute the socket's owner, follow its life (`tcpstate_ebpf::life`),
+//! write the record; in closes-only mode, only the records that end a
+//! handshake, a listener or a connection. Everything else (naming,
+//! classification from the life, TIME_WAIT tracking) happens in userspace.
 //!
 //! - [`programs`]: the entry points, maps and globals;
 //! - `programs/record.rs`: reading a transition or reset and writing its

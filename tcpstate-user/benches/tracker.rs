@@ -19,6 +19,7 @@ use tcpstate::{
         tracker::{BindFailure, Close, ConnectFailure, Sink, Tracker, Transition},
     },
 };
+use tcpstate_ebpf::life::Life;
 
 const CONNS: u64 = 50_000;
 
@@ -97,8 +98,16 @@ fn storm() -> Vec<Event> {
             f(S::FIN_WAIT2, S::CLOSE),
             p(S::LAST_ACK, S::CLOSE),
         ]);
+        // Each socket's life, as the kernel keeps it.
+        let mut lives = [(client_sk, Life::default()), (server_sk, Life::default())];
         for (skaddr, tuple, old, new) in seq {
             ts += 5_000;
+            let (_, life) = lives
+                .iter_mut()
+                .find(|(sk, _)| *sk == skaddr)
+                .expect("one of the two sockets");
+            *life = life.after(old.0, new.0, ts);
+            let life = *life;
             events.push(Event {
                 ts_ns: ts,
                 kind: Kind::Transition { old, new },
@@ -109,6 +118,7 @@ fn storm() -> Vec<Event> {
                 },
                 prev_ts_ns: Some(ts - 5_000),
                 owner,
+                life,
             });
         }
     }

@@ -320,6 +320,7 @@ impl Common {
             ring_bytes: self.ring_mib << 20,
             wakeup_bytes: self.wakeup_bytes.unwrap_or((self.ring_mib << 20) / 16),
             syscalls: false,
+            closes_only: false,
         }
     }
 

@@ -13,7 +13,9 @@ use aya_ebpf::{
 };
 use tcpstate_ebpf::{
     AF_INET, AF_INET6, COMM_LEN, FAMILY_V4, FAMILY_V6, IPPROTO_TCP, RawEvent, SET_STATE_RECORD_LEN,
-    counter, flags, kind, tcp,
+    counter, flags, kind,
+    life::{self, Life},
+    tcp,
 };
 
 use super::{EVENTS, LPORTS, PORTS, RECORD, RPORTS, SOCKS, count, port_allowed};
@@ -30,6 +32,7 @@ pub struct SockState {
     netns: u32,
     pub(super) owner_known: u8,
     _pad: [u8; 3],
+    life: Life,
 }
 
 impl SockState {
@@ -41,6 +44,11 @@ impl SockState {
         netns: 0,
         owner_known: 0,
         _pad: [0; 3],
+        life: Life {
+            opened_ns: 0,
+            seen: 0,
+            _pad: [0; 3],
+        },
     };
 
     /// [`RawEvent::flags`] for a record naming this owner.
@@ -308,6 +316,7 @@ pub fn record(c: &Change) -> Result<(), i32> {
     };
     let prev_ts_ns = state.last_ts_ns;
     state.last_ts_ns = now;
+    state.life = state.life.after(c.old, c.new, now);
     if c.old == tcp::CLOSE && c.new == tcp::SYN_SENT {
         super::syscalls::connect_reached_syn_sent();
     }
@@ -320,7 +329,25 @@ pub fn record(c: &Change) -> Result<(), i32> {
         state.owner_known = 1;
     }
 
-    emit(RawEvent {
+    if conf!(closes_only) == 0 || life::in_closes_only(c.old, c.new) {
+        emit(transition(c, state, now, prev_ts_ns));
+    }
+    match stored {
+        Some(_) if c.new == tcp::CLOSE => {
+            let _ = SOCKS.remove(c.sk);
+        }
+        None if c.new != tcp::CLOSE => {
+            let _ = SOCKS.insert(c.sk, fresh, 0);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The record of transition `c` of the socket whose state is now `state`.
+#[inline(always)]
+fn transition(c: &Change, state: &SockState, now: u64, prev_ts_ns: u64) -> RawEvent {
+    RawEvent {
         ts_ns: now,
         skaddr: c.sk,
         prev_ts_ns,
@@ -334,21 +361,13 @@ pub fn record(c: &Change) -> Result<(), i32> {
         lport: c.lport,
         rport: c.rport,
         flags: state.flags(),
-        _pad: [0; 3],
+        _pad: 0,
+        seen: state.life.seen,
         laddr: bytes(c.laddr),
         raddr: bytes(c.raddr),
         comm: state.comm,
-    });
-    match stored {
-        Some(_) if c.new == tcp::CLOSE => {
-            let _ = SOCKS.remove(c.sk);
-        }
-        None if c.new != tcp::CLOSE => {
-            let _ = SOCKS.insert(c.sk, fresh, 0);
-        }
-        _ => {}
+        opened_ns: state.life.opened_ns,
     }
-    Ok(())
 }
 
 /// A reset on a full socket: family, ports and state come from the socket
@@ -399,10 +418,12 @@ pub fn reset(sk: u64, what: u8) -> Result<(), i32> {
         lport,
         rport,
         flags: owner.flags(),
-        _pad: [0; 3],
+        _pad: 0,
+        seen: 0,
         laddr: [0; 16],
         raddr: [0; 16],
         comm: owner.comm,
+        opened_ns: 0,
     });
     Ok(())
 }

@@ -107,10 +107,12 @@ fn emit_call(sk: u64, what: u8, detail: u8, family: u8, ports: (u16, u16), addrs
         lport: ports.0,
         rport: ports.1,
         flags: flags::OWNER_KNOWN,
-        _pad: [0; 3],
+        _pad: 0,
+        seen: 0,
         laddr: bytes(addrs.0),
         raddr: bytes(addrs.1),
         comm,
+        opened_ns: 0,
     });
 }
 

@@ -267,6 +267,7 @@ async fn diagnose<P: Printer>(
         refresh: None,
         output,
         syscalls: true,
+        closes_only: true,
         program_runs: false,
     };
     engine::run(&common, pacing, &mut view).await?;

@@ -461,6 +461,10 @@ pub struct Pacing {
     /// calls that fail before `SYN_SENT`, and accepted connections owned by
     /// the process that accepted them.
     pub syscalls: bool,
+    /// Read only the records that end a handshake, a listener or a
+    /// connection: what the TIME_WAIT table, the closes and the failures
+    /// need, a fraction of every transition (see [`loader::Settings`]).
+    pub closes_only: bool,
     /// Read each program's runs and run time at every refresh, into
     /// [`Engine::programs`] (the exporter's self-observation).
     pub program_runs: bool,
@@ -498,12 +502,13 @@ impl Signals {
 /// Loads and attaches the programs, then seeds the TIME_WAIT table and the
 /// listeners' owners from the kernel's tables (when reconciling): the slow
 /// part of a start, run off the event loop so that a signal ends it.
-fn start(common: &Common, reconciling: bool, syscalls: bool) -> Result<(loader::Probe, Engine)> {
+fn start(
+    common: &Common,
+    reconciling: bool,
+    programs: &loader::Settings,
+) -> Result<(loader::Probe, Engine)> {
     let scope = common.scope();
-    let probe = loader::load(&loader::Settings {
-        syscalls,
-        ..scope.settings.clone()
-    })?;
+    let probe = loader::load(programs)?;
     if reconciling {
         privileges::check_namespace_access()?;
     }
@@ -562,10 +567,15 @@ fn combine(lost: Lost, engine: &Engine, output: &output::Stats) -> (Losses, u64)
 pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Result<()> {
     let started = Instant::now();
     let mut signals = Signals::install()?;
-    let (reconciling, syscalls) = (pacing.reconcile.is_some(), pacing.syscalls);
+    let reconciling = pacing.reconcile.is_some();
+    let programs = loader::Settings {
+        syscalls: pacing.syscalls,
+        closes_only: pacing.closes_only,
+        ..common.settings()
+    };
     let starting = {
         let common = common.clone();
-        tokio::task::spawn_blocking(move || start(&common, reconciling, syscalls))
+        tokio::task::spawn_blocking(move || start(&common, reconciling, &programs))
     };
     let (probe, mut engine) = tokio::select! {
         started = starting => started.context("the start-up task")??,
@@ -755,7 +765,7 @@ impl LostWatch {
             (
                 lost.nested,
                 "events the kernel skipped as nested program runs (a softirq transition while \
-                 the same CPU ran a BPF program) that the rescue programs could not record",
+                 the same CPU ran the same program) that the rescue programs could not record",
             ),
             (
                 lost.inferred,

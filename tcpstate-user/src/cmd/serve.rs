@@ -254,6 +254,7 @@ async fn serve<P: Printer>(args: &ServeArgs, printer: P, output: output::Stats) 
         refresh: Some(args.interval),
         output,
         syscalls: false,
+        closes_only: true,
         program_runs: true,
     };
     let result = engine::run(common, pacing, &mut view).await;

@@ -406,6 +406,7 @@ async fn timewait<P: Printer>(
         refresh: Some(refresh),
         output,
         syscalls: false,
+        closes_only: true,
         program_runs: false,
     };
     let result = engine::run(common, pacing, &mut view).await;

@@ -119,6 +119,7 @@ async fn watch<P: Printer>(args: &WatchArgs, printer: P, output: output::Stats) 
         refresh: None,
         output,
         syscalls: true,
+        closes_only: false,
         program_runs: false,
     };
     engine::run(common, pacing, &mut view).await

@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use tcpstate_ebpf::{AF_INET, AF_INET6, RawEvent, bind, flags, kind};
+use tcpstate_ebpf::{AF_INET, AF_INET6, RawEvent, bind, flags, kind, life::Life};
 
 use crate::sock::{Comm, Owner, SockId, State, Tuple};
 
@@ -47,6 +47,9 @@ pub struct Event {
     pub prev_ts_ns: Option<u64>,
     /// The owner as attributed in the kernel.
     pub owner: Option<Owner>,
+    /// The socket's life as the kernel follows it (transitions only; zero
+    /// for other records).
+    pub life: Life,
 }
 
 /// Why a record could not be decoded.
@@ -124,6 +127,11 @@ pub fn decode_raw(raw: &RawEvent) -> Result<Event, DecodeError> {
         },
         prev_ts_ns: (raw.prev_ts_ns != 0).then_some(raw.prev_ts_ns),
         owner,
+        life: Life {
+            opened_ns: raw.opened_ns,
+            seen: raw.seen,
+            _pad: [0; 3],
+        },
     })
 }
 
@@ -152,10 +160,12 @@ pub(crate) mod tests {
             lport: 9098,
             rport: 41566,
             flags: flags::OWNER_KNOWN,
-            _pad: [0; 3],
+            _pad: 0,
+            seen: 1 << 4,
             laddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             raddr: [127, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
+            opened_ns: 1_000_000,
         }
     }
 

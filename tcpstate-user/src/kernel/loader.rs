@@ -47,6 +47,10 @@ pub struct Settings {
     /// `EADDRINUSE`, `connect()` calls that fail before `SYN_SENT`, and the
     /// process that accepts each connection.
     pub syscalls: bool,
+    /// Write only the records that end a handshake, a listener or a
+    /// connection (`tcpstate_ebpf::life::in_closes_only`): the others only
+    /// update the socket's life in the kernel.
+    pub closes_only: bool,
 }
 
 impl Settings {
@@ -187,6 +191,8 @@ pub fn load(settings: &Settings) -> Result<Probe> {
             );
             Default::default()
         }),
+        closes_only: u8::from(settings.closes_only),
+        _pad: [0; 7],
     };
     let record_end = set_state.end();
     if record_end > SET_STATE_RECORD_LEN {

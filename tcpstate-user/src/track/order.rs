@@ -189,6 +189,7 @@ mod tests {
             },
             prev_ts_ns: None,
             owner: None,
+            life: Default::default(),
         }
     }
 

@@ -327,10 +327,11 @@ impl Table {
     ///
     /// Only a connection's opening transitions can do that (from CLOSE with
     /// a bound port, from SYN_SENT once `connect()` chose its port, from
-    /// LISTEN for an accepted one), so the others skip the lookup: it is a
-    /// likely cache miss on a table of up to a minute of closes.
+    /// LISTEN or SYN_RECV for an accepted one: a closes-only stream has
+    /// only the latter), so the others skip the lookup: it is a likely
+    /// cache miss on a table of up to a minute of closes.
     pub fn on_transition(&mut self, t: &Transition, sink: &mut impl TwSink) {
-        let opening = matches!(t.old, State::CLOSE | State::SYN_SENT)
+        let opening = matches!(t.old, State::CLOSE | State::SYN_SENT | State::SYN_RECV)
             || t.old == State::LISTEN && t.new != State::CLOSE;
         if !opening || t.id.tuple.lport == 0 || t.id.tuple.rport == 0 {
             return;

@@ -3,10 +3,14 @@
 //! lifetime, whether this end entered TIME_WAIT), or, for a `connect()`
 //! that never established, one `connect_failed` record saying why.
 //!
-//! Pure logic over [`Event`]s, with no kernel access: the classification
-//! rests on the facts in the design notes:
+//! Pure logic over [`Event`]s, with no kernel access. Every record carries
+//! its socket's life as the kernel follows it (`tcpstate_ebpf::life`: when
+//! it began, the states it entered), so the same classification serves the
+//! full stream and the closes-only one. It rests on the facts in the design
+//! notes:
 //! - `ESTABLISHED -> FIN_WAIT1` means this end closed first, `ESTABLISHED ->
-//!   CLOSE_WAIT` the peer did, `FIN_WAIT1 -> CLOSING` both at once;
+//!   CLOSE_WAIT` the peer did, `FIN_WAIT1 -> CLOSING` both at once
+//!   (`Life::closer`);
 //! - TIME_WAIT never appears as a new state: `FIN_WAIT2 -> CLOSE` or
 //!   `CLOSING -> CLOSE` without a reset is the full socket handing over to its
 //!   TIME_WAIT mini-socket;
@@ -23,6 +27,8 @@ use std::collections::{VecDeque, hash_map::Entry};
 
 use rustc_hash::FxHashMap;
 
+use tcpstate_ebpf::life::Life;
+
 use crate::{
     kernel::decode::{Event, Kind},
     sock::{Owner, SockId, State},
@@ -35,46 +41,7 @@ pub const RESET_GRACE_NS: u64 = 20_000_000;
 /// Default cap on tracked connections.
 pub const DEFAULT_MAX_CONNS: usize = 1 << 20;
 
-/// Which end of the connection this socket is.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Role {
-    /// This end called `connect()`.
-    Client,
-    /// This end was accepted from a listener.
-    Server,
-    /// Tracing started after the connection was set up.
-    Unknown,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Client => "client",
-            Role::Server => "server",
-            Role::Unknown => "unknown",
-        }
-    }
-}
-
-/// Which end closed first.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Closer {
-    Local,
-    Remote,
-    Simultaneous,
-    Unknown,
-}
-
-impl Closer {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Closer::Local => "local",
-            Closer::Remote => "remote",
-            Closer::Simultaneous => "simultaneous",
-            Closer::Unknown => "unknown",
-        }
-    }
-}
+pub use tcpstate_ebpf::life::{Closer, Role};
 
 /// How the connection ended.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -340,9 +307,8 @@ struct Conn {
     /// The socket as last seen (the local port is 0 until `connect()`
     /// picks one).
     id: SockId,
-    opened_ns: Option<u64>,
-    role: Role,
-    closer: Closer,
+    /// Its life as the kernel follows it: role, closer, opening time.
+    life: Life,
     reset_received: bool,
     reset_sent: bool,
     owner: Option<Owner>,
@@ -352,9 +318,7 @@ impl Conn {
     fn new(id: SockId) -> Conn {
         Conn {
             id,
-            opened_ns: None,
-            role: Role::Unknown,
-            closer: Closer::Unknown,
+            life: Life::default(),
             reset_received: false,
             reset_sent: false,
             owner: None,
@@ -364,15 +328,25 @@ impl Conn {
     /// Starts a new life of the socket (the kernel may reuse a freed
     /// socket's address). Returns the previous life when it was seen
     /// opening but never closing: transitions were missed.
-    fn begin(&mut self, id: SockId, role: Role, owner: Option<Owner>, ts_ns: u64) -> Option<Conn> {
+    fn begin(&mut self, id: SockId, life: Life, owner: Option<Owner>) -> Option<Conn> {
         let previous = *self;
+        if previous.life.seen == 0 {
+            // Only resets were seen: they are this life's (a closes-only
+            // stream reports a reset before the life's first record).
+            *self = Conn {
+                id,
+                life,
+                owner: owner.or(previous.owner),
+                ..previous
+            };
+            return None;
+        }
         *self = Conn {
-            opened_ns: Some(ts_ns),
-            role,
+            life,
             owner,
             ..Conn::new(id)
         };
-        previous.opened_ns.is_some().then_some(previous)
+        (previous.life.opened_ns != 0).then_some(previous)
     }
 }
 
@@ -543,7 +517,10 @@ impl Tracker {
             return;
         }
 
-        let listener_owner = if old == State::LISTEN {
+        // An accepted connection belongs to its listener's owner until a
+        // process touches it (the kernel's records carry that process from
+        // then on).
+        let listener_owner = if ev.owner.is_none() && ev.life.role() == Role::Server {
             self.listeners
                 .get(&(ev.id.netns, ev.id.tuple.lport))
                 .copied()
@@ -556,46 +533,34 @@ impl Tracker {
             sink.transition(&t);
             return;
         };
-        // The previous life's owner, should this transition begin a new one.
+        // The previous life's owner, should this record begin a new one.
         let previous_owner = conn.owner;
-        conn.owner = ev.owner.or(conn.owner).or(listener_owner);
-        t.owner = conn.owner;
         let mut unfinished = None;
-        match (old, new) {
+        if ev.life.opened_ns != 0 && ev.life.opened_ns != conn.life.opened_ns {
+            // The first record of a life: its opening, or in a
+            // closes-only stream the first one the kernel writes.
+            unfinished = conn.begin(ev.id, ev.life, ev.owner.or(listener_owner));
+        } else {
+            conn.life.seen |= ev.life.seen;
+            conn.owner = ev.owner.or(conn.owner).or(listener_owner);
+        }
+        t.owner = conn.owner;
+        t.note = match (old, new) {
             // The kernel re-reports a state, e.g. close() after shutdown().
             (State::FIN_WAIT1 | State::FIN_WAIT2 | State::CLOSING | State::LAST_ACK, _)
                 if old == new =>
             {
-                t.note = Note::CloseAfterShutdown
+                Note::CloseAfterShutdown
             }
-            _ if old == new => {}
-            (State::CLOSE, State::SYN_SENT) => {
-                unfinished = conn.begin(ev.id, Role::Client, ev.owner, ev.ts_ns);
-                t.note = Note::Connect;
-            }
-            (State::LISTEN, State::SYN_RECV) => {
-                unfinished = conn.begin(ev.id, Role::Server, ev.owner.or(listener_owner), ev.ts_ns);
-                t.note = Note::PassiveOpen;
-            }
-            (_, State::FIN_WAIT1) => {
-                if conn.closer == Closer::Unknown {
-                    conn.closer = Closer::Local;
-                }
-                t.note = Note::ActiveClose;
-            }
-            (_, State::CLOSE_WAIT) => {
-                if conn.closer == Closer::Unknown {
-                    conn.closer = Closer::Remote;
-                }
-                t.note = Note::PassiveClose;
-            }
-            (State::CLOSE_WAIT, State::LAST_ACK) => t.note = Note::CloseAfterPeer,
-            (_, State::CLOSING) => {
-                conn.closer = Closer::Simultaneous;
-                t.note = Note::SimultaneousClose;
-            }
-            _ => {}
-        }
+            _ if old == new => Note::None,
+            (State::CLOSE, State::SYN_SENT) => Note::Connect,
+            (State::LISTEN, State::SYN_RECV) => Note::PassiveOpen,
+            (_, State::FIN_WAIT1) => Note::ActiveClose,
+            (_, State::CLOSE_WAIT) => Note::PassiveClose,
+            (State::CLOSE_WAIT, State::LAST_ACK) => Note::CloseAfterPeer,
+            (_, State::CLOSING) => Note::SimultaneousClose,
+            _ => Note::None,
+        };
         if new != State::LISTEN && new != State::SYN_SENT && ev.id.tuple.lport != 0 {
             conn.id = ev.id;
         }
@@ -607,8 +572,8 @@ impl Tracker {
                 ts_ns: ev.ts_ns,
                 skaddr: ev.skaddr,
                 id: previous.id,
-                role: previous.role,
-                closer: previous.closer,
+                role: previous.life.role(),
+                closer: previous.life.closer(),
                 kind: CloseKind::Unknown,
                 time_wait: false,
                 tw_refused: false,
@@ -657,12 +622,13 @@ impl Tracker {
             ts_ns: ev.ts_ns,
             skaddr: ev.skaddr,
             id: ev.id,
-            role: conn.role,
-            closer: conn.closer,
+            role: conn.life.role(),
+            closer: conn.life.closer(),
             kind: kind.unwrap_or(CloseKind::Abort),
             time_wait: false,
             tw_refused: false,
-            lifetime_ns: conn.opened_ns.map(|o| ev.ts_ns.saturating_sub(o)),
+            lifetime_ns: (conn.life.opened_ns != 0)
+                .then(|| ev.ts_ns.saturating_sub(conn.life.opened_ns)),
             owner: conn.owner,
         };
         let pending = Pending {
@@ -751,6 +717,9 @@ pub(crate) mod tests {
         pub tuple: Tuple,
         pub ts: u64,
         pub events: Vec<Event>,
+        /// The life and the owner the kernel keeps for the socket.
+        life: Life,
+        owner: Option<Owner>,
     }
 
     impl Sock {
@@ -760,6 +729,8 @@ pub(crate) mod tests {
                 tuple: tuple(lport, rport),
                 ts: 1_000_000_000,
                 events: Vec::new(),
+                life: Life::default(),
+                owner: None,
             }
         }
 
@@ -783,6 +754,20 @@ pub(crate) mod tests {
         fn push(&mut self, kind: Kind, owner: Option<Owner>) {
             self.ts += 1_000_000;
             let prev = self.events.last().map(|e| e.ts_ns);
+            // The kernel's records carry the owner last captured for the
+            // socket, and its life.
+            let life = match kind {
+                Kind::Transition { old, new } => {
+                    if tcpstate_ebpf::life::begins(old.0, new.0) {
+                        self.owner = None;
+                    }
+                    self.life = self.life.after(old.0, new.0, self.ts);
+                    self.life
+                }
+                _ => Life::default(),
+            };
+            self.owner = owner.or(self.owner);
+            let owner = self.owner;
             self.events.push(Event {
                 ts_ns: self.ts,
                 kind,
@@ -793,6 +778,7 @@ pub(crate) mod tests {
                 },
                 prev_ts_ns: prev,
                 owner,
+                life,
             });
         }
     }
@@ -826,6 +812,50 @@ pub(crate) mod tests {
         (server, client)
     }
 
+    /// Both ends close at once.
+    fn simultaneous_close_sock() -> Sock {
+        Sock::new(4, 40002, 80)
+            .go(S::CLOSE, S::SYN_SENT, None)
+            .go(S::SYN_SENT, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::FIN_WAIT1, None)
+            .go(S::FIN_WAIT1, S::CLOSING, None)
+            .go(S::CLOSING, S::CLOSE, None)
+    }
+
+    /// An accepted connection the peer resets.
+    fn rst_received_sock() -> Sock {
+        Sock::new(5, 80, 40003)
+            .go(S::LISTEN, S::SYN_RECV, None)
+            .go(S::SYN_RECV, S::ESTABLISHED, None)
+            .reset(false)
+            .go(S::ESTABLISHED, S::CLOSE, None)
+    }
+
+    /// SO_LINGER 0: the kernel reports CLOSE, then tcp_send_reset.
+    fn lingered_sock() -> Sock {
+        Sock::new(7, 40005, 80)
+            .go(S::CLOSE, S::SYN_SENT, Some(owner(7)))
+            .go(S::SYN_SENT, S::ESTABLISHED, None)
+            .go(S::ESTABLISHED, S::CLOSE, Some(owner(7)))
+            .reset(true)
+    }
+
+    /// A refused connect(): the RST is reported before the CLOSE.
+    fn refused_sock() -> Sock {
+        Sock::new(41, 40001, 81)
+            .go(S::CLOSE, S::SYN_SENT, Some(owner(9)))
+            .reset(false)
+            .go(S::SYN_SENT, S::CLOSE, None)
+    }
+
+    /// A connection set up before tracing began, closed by the peer.
+    fn open_before_tracing_sock() -> Sock {
+        Sock::new(12, 5432, 40010)
+            .go(S::ESTABLISHED, S::CLOSE_WAIT, None)
+            .go(S::CLOSE_WAIT, S::LAST_ACK, Some(owner(12)))
+            .go(S::LAST_ACK, S::CLOSE, None)
+    }
+
     #[test]
     fn server_closes_first_server_end() {
         let (server, _) = server_closes_first();
@@ -849,6 +879,59 @@ pub(crate) mod tests {
                 Note::TimeWait
             ]
         );
+    }
+
+    /// These sockets' events that `keep` passes, in time order, as the
+    /// kernel interleaves them.
+    fn merged(socks: &[&Sock], keep: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let mut events: Vec<Event> = socks
+            .iter()
+            .flat_map(|s| s.events.iter().copied())
+            .filter(|e| keep(e))
+            .collect();
+        events.sort_by_key(|e| e.ts_ns);
+        events
+    }
+
+    #[test]
+    fn a_closes_only_stream_classifies_as_the_full_one() {
+        let (server, client) = server_closes_first();
+        let listener = Sock::new(13, 80, 0).go(S::CLOSE, S::LISTEN, Some(owner(42)));
+        let simultaneous = simultaneous_close_sock();
+        let reset = rst_received_sock();
+        let linger = lingered_sock();
+        let refused = refused_sock();
+        let older = open_before_tracing_sock();
+        let socks = [
+            &listener,
+            &server,
+            &client,
+            &simultaneous,
+            &reset,
+            &linger,
+            &refused,
+            &older,
+        ];
+        let full = merged(&socks, |_| true);
+        // What a closes-only stream carries.
+        let thin = merged(&socks, |e| match e.kind {
+            Kind::Transition { old, new } => tcpstate_ebpf::life::in_closes_only(old.0, new.0),
+            _ => true,
+        });
+        // Two records a connection (handshake done, closed) and the resets.
+        assert_eq!((thin.len(), full.len()), (16, 30));
+        let (full, thin) = (run(&full), run(&thin));
+        assert_eq!(thin.closes, full.closes);
+        assert_eq!(thin.failures, full.failures);
+        assert_eq!(full.closes.len(), 6);
+        let owner_of = |skaddr| {
+            let c = thin.closes.iter().find(|c| c.skaddr == skaddr);
+            c.and_then(|c| c.owner).map(|o| o.pid)
+        };
+        // An accepted connection is its listener's until a process touches
+        // it.
+        assert_eq!((owner_of(1), owner_of(5)), (Some(100), Some(42)));
+        assert_eq!(thin.failures[0].reason, FailReason::Refused);
     }
 
     #[test]
@@ -906,13 +989,7 @@ pub(crate) mod tests {
 
     #[test]
     fn simultaneous_close() {
-        let sock = Sock::new(4, 40002, 80)
-            .go(S::CLOSE, S::SYN_SENT, None)
-            .go(S::SYN_SENT, S::ESTABLISHED, None)
-            .go(S::ESTABLISHED, S::FIN_WAIT1, None)
-            .go(S::FIN_WAIT1, S::CLOSING, None)
-            .go(S::CLOSING, S::CLOSE, None);
-        let out = run(&sock.events);
+        let out = run(&simultaneous_close_sock().events);
         let c = out.closes[0];
         assert_eq!(
             (c.closer, c.kind, c.time_wait),
@@ -923,12 +1000,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rst_received_makes_no_time_wait() {
-        let sock = Sock::new(5, 80, 40003)
-            .go(S::LISTEN, S::SYN_RECV, None)
-            .go(S::SYN_RECV, S::ESTABLISHED, None)
-            .reset(false)
-            .go(S::ESTABLISHED, S::CLOSE, None);
-        let out = run(&sock.events);
+        let out = run(&rst_received_sock().events);
         let c = out.closes[0];
         assert_eq!(
             (c.role, c.closer, c.kind, c.time_wait),
@@ -953,13 +1025,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rst_sent_after_close_is_matched() {
-        // SO_LINGER 0: the kernel reports CLOSE, then tcp_send_reset.
-        let sock = Sock::new(7, 40005, 80)
-            .go(S::CLOSE, S::SYN_SENT, Some(owner(7)))
-            .go(S::SYN_SENT, S::ESTABLISHED, None)
-            .go(S::ESTABLISHED, S::CLOSE, Some(owner(7)))
-            .reset(true);
-        let out = run(&sock.events);
+        let out = run(&lingered_sock().events);
         assert_eq!(out.closes.len(), 1);
         let c = out.closes[0];
         assert_eq!(
@@ -1018,11 +1084,7 @@ pub(crate) mod tests {
 
     #[test]
     fn connection_open_before_tracing() {
-        let sock = Sock::new(12, 5432, 40010)
-            .go(S::ESTABLISHED, S::CLOSE_WAIT, None)
-            .go(S::CLOSE_WAIT, S::LAST_ACK, Some(owner(12)))
-            .go(S::LAST_ACK, S::CLOSE, None);
-        let out = run(&sock.events);
+        let out = run(&open_before_tracing_sock().events);
         let c = out.closes[0];
         assert_eq!(
             (c.role, c.closer, c.kind, c.time_wait, c.lifetime_ns),
@@ -1175,11 +1237,7 @@ pub(crate) mod tests {
             Sock::new(40, 0, 80)
                 .go(S::CLOSE, S::SYN_SENT, me)
                 .go(S::SYN_SENT, S::CLOSE, me);
-        // Refused: the RST is reported before the CLOSE.
-        let refused = Sock::new(41, 40001, 81)
-            .go(S::CLOSE, S::SYN_SENT, me)
-            .reset(false)
-            .go(S::SYN_SENT, S::CLOSE, None);
+        let refused = refused_sock();
         // No answer for 3 s (two SYNs unanswered).
         let mut timeout = Sock::new(42, 40002, 82).go(S::CLOSE, S::SYN_SENT, me);
         timeout.ts += 3_000_000_000;
