@@ -29,7 +29,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use crate::toolchain::{self, Env};
+use crate::{
+    packages,
+    toolchain::{self, Env},
+    workload::{Nginx, Workload},
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,19 +55,28 @@ pub struct Args {
     /// path with the tracer decoding and tracking but rendering nothing.
     #[arg(long)]
     breakdown: bool,
-    /// Also measure `tcpstate serve` with its metrics scraped every second.
+    /// Also measure the closes-only stream: `tcpstate timewait`, and
+    /// `tcpstate serve` with its metrics scraped every second.
     #[arg(long)]
     serve: bool,
+    /// Also run every measurement on Debian's nginx under ApacheBench, after
+    /// the storm.
+    #[arg(long)]
+    nginx: bool,
+    /// Also measure the peer: libbpf-tools `tcpstates` (every transition,
+    /// one text line each).
+    #[arg(long)]
+    peer: bool,
     /// Skip the criterion benchmark.
     #[arg(long)]
     no_criterion: bool,
 }
 
-/// Transitions one storm connection produces: 5 on each end.
+/// Transitions one connection produces: 5 on each end.
 const TRANSITIONS_PER_CONN: u64 = 10;
-/// The storm's listener: CLOSE -> LISTEN and LISTEN -> CLOSE.
-const LISTENER_TRANSITIONS: u64 = 2;
 const NETNS: &str = "tcpstate-bench";
+/// The peer the `--peer` variant runs (Debian package libbpf-tools).
+const PEER: &str = "/usr/sbin/tcpstates";
 
 pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
     if !args.no_criterion {
@@ -77,9 +90,23 @@ pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
             "the storm benchmark loads eBPF programs and makes a network namespace: run it as root"
         );
     }
+    if args.nginx || args.peer {
+        packages::install(&packages::BENCH)?;
+    }
     let storm = tcpstate.with_file_name("storm");
     let result = create_netns(NETNS)
-        .and_then(|netns| storms(tcpstate, &storm, args, netns))
+        .and_then(|netns| {
+            let storm = Workload::Storm {
+                storm: storm.clone(),
+                threads: args.threads,
+            };
+            storms(tcpstate, &storm, args, netns)?;
+            if args.nginx {
+                let nginx = Workload::Nginx(Nginx::start(NETNS)?);
+                storms(tcpstate, &nginx, args, netns)?;
+            }
+            Ok(())
+        })
         // Before the reconciliation benchmark: the kernel tears its
         // namespace of 100,000 TIME_WAIT sockets down for seconds after,
         // and every namespace operation waits for it meanwhile.
@@ -236,7 +263,7 @@ fn reconcile_cost(tcpstate: &Path, storm: &Path) -> Result<()> {
 /// sockets in its table: 20 scrapes, a second apart.
 fn scrape_cost(tcpstate: &Path, entries: usize) -> Result<()> {
     let out = std::env::temp_dir().join("tcpstate-bench-serve.json");
-    let mut server = start_tracer(
+    let (mut server, _) = start_tracer(
         tcpstate,
         &out,
         &["serve", "--json", "--listen", SERVE_LISTEN],
@@ -327,8 +354,8 @@ const SERVE_LISTEN: &str = "127.0.0.1:9978";
 /// A traced configuration beside the main one, measured in every round.
 struct Variant {
     name: &'static str,
-    /// The `tcpstate` command line, `--json` included.
-    args: &'static [&'static str],
+    /// What runs.
+    tracer: Tracer,
     /// Whether it writes the storm's transitions (false: it filters them,
     /// or writes none).
     renders: bool,
@@ -339,7 +366,7 @@ impl Variant {
     fn chosen(args: &Args) -> Vec<Variant> {
         let variant = |name, args, renders| Variant {
             name,
-            args,
+            tracer: Tracer::Tcpstate(args),
             renders,
             runs: Vec::new(),
         };
@@ -370,13 +397,42 @@ impl Variant {
         }
         if args.serve {
             chosen.push(variant(
+                "`tcpstate timewait`: the closes-only stream, the table written every 10 s",
+                &["timewait", "--json", "--interval", "10"][..],
+                false,
+            ));
+            chosen.push(variant(
                 "`tcpstate serve`, /metrics scraped every second",
                 &["serve", "--json", "--listen", SERVE_LISTEN][..],
                 false,
             ));
         }
+        if args.peer {
+            chosen.push(Variant {
+                name: "peer: libbpf-tools `tcpstates > file`",
+                tracer: Tracer::Peer,
+                renders: true,
+                runs: Vec::new(),
+            });
+        }
         chosen
     }
+}
+
+impl Variant {
+    /// Whether it reads the closes-only stream (the 95% bar).
+    fn closes_only(&self) -> bool {
+        matches!(self.tracer, Tracer::Tcpstate(c) if matches!(c.first(), Some(&("serve" | "timewait"))))
+    }
+}
+
+/// A tracer the benchmark runs.
+#[derive(Clone, Copy)]
+enum Tracer {
+    /// `tcpstate ARGS`, `--json` included.
+    Tcpstate(&'static [&'static str]),
+    /// [`PEER`], as its users run it.
+    Peer,
 }
 
 struct Traced {
@@ -390,16 +446,24 @@ struct Traced {
     rescued: u64,
 }
 
-/// The storms in namespace [`NETNS`], whose inode is `netns`.
-fn storms(tcpstate: &Path, storm: &Path, args: &Args, netns: u64) -> Result<()> {
-    let expected = args.conns * TRANSITIONS_PER_CONN + LISTENER_TRANSITIONS;
+/// The interleaved runs of `workload` in namespace [`NETNS`], whose inode
+/// is `netns`.
+fn storms(tcpstate: &Path, workload: &Workload, args: &Args, netns: u64) -> Result<()> {
+    let expected = args.conns * TRANSITIONS_PER_CONN + workload.listener_transitions();
     let mut untraced = Vec::new();
     let mut traced = Vec::new();
     let mut variants = Variant::chosen(args);
     let out = std::env::temp_dir().join("tcpstate-bench.jsonl");
     for round in 1..=args.rounds {
-        let u = untraced_storm(storm, args)?;
-        let t = traced_storm(tcpstate, storm, args, &out, netns, WATCH)?;
+        let u = untraced_storm(workload, args)?;
+        let t = traced_storm(
+            tcpstate,
+            workload,
+            args,
+            &out,
+            netns,
+            Tracer::Tcpstate(WATCH),
+        )?;
         eprintln!(
             "round {round}: untraced {:.0} conn/s ({:.0} us CPU/conn), traced {:.0} conn/s \
              ({:.0} us CPU/conn), transitions {}/{expected} ({} rescued), lost {}, unfinished {}",
@@ -408,7 +472,7 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args, netns: u64) -> Result<()> 
         untraced.push(u);
         traced.push(t);
         for v in &mut variants {
-            let t = traced_storm(tcpstate, storm, args, &out, netns, v.args)?;
+            let t = traced_storm(tcpstate, workload, args, &out, netns, v.tracer)?;
             eprintln!(
                 "round {round}: {}: {:.0} conn/s ({:.0} us CPU/conn), lost {}",
                 v.name, t.run.rate, t.run.cpu_us, t.lost
@@ -430,8 +494,10 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args, netns: u64) -> Result<()> 
             .collect(),
     );
     println!(
-        "\nconnection storm: {} connections x {} rounds, server closes first, {} client thread(s)",
-        args.conns, args.rounds, args.threads
+        "\n{}: {} connections x {} rounds",
+        workload.name(),
+        args.conns,
+        args.rounds
     );
     println!(
         "| run | median conn/s | vs untraced | median busy CPU per conn | transitions seen / expected | of which rescued | lost | unfinished |"
@@ -486,11 +552,12 @@ fn storms(tcpstate: &Path, storm: &Path, args: &Args, netns: u64) -> Result<()> 
             "NOT met"
         }
     );
-    for v in variants.iter().filter(|v| v.args.first() == Some(&"serve")) {
+    for v in variants.iter().filter(|v| v.closes_only()) {
         let ratio = median(v.runs.iter().map(|t| t.run.rate).collect()) / mu;
         let lost: u64 = v.runs.iter().map(|t| t.lost).sum();
         println!(
-            "serve bar: >= 0.95 with zero lost events: {} ({ratio:.3}, {lost} lost)",
+            "{} bar: >= 0.95 with zero lost events: {} ({ratio:.3}, {lost} lost)",
+            v.name,
             if ratio >= 0.95 && lost == 0 {
                 "met"
             } else {
@@ -520,9 +587,9 @@ struct Run {
 /// How long the tracer keeps running after its storm, to catch up.
 const TAIL: Duration = Duration::from_millis(300);
 
-fn untraced_storm(storm: &Path, args: &Args) -> Result<Run> {
+fn untraced_storm(workload: &Workload, args: &Args) -> Result<Run> {
     let busy = busy_cpu()?;
-    let rate = storm_rate(storm, args)?;
+    let rate = workload.rate(NETNS, args.conns)?;
     thread::sleep(TAIL);
     Ok(Run {
         rate,
@@ -557,43 +624,23 @@ fn busy_cpu() -> Result<f64> {
     Ok((user + nice + system + irq + softirq) as f64 / hz)
 }
 
-/// Runs one storm in the namespace; returns its connection rate.
-fn storm_rate(storm: &Path, args: &Args) -> Result<f64> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", NETNS])
-        .arg(storm)
-        .args([
-            "--conns",
-            &args.conns.to_string(),
-            "--threads",
-            &args.threads.to_string(),
-        ])
-        .output()
-        .context("running the storm")?;
-    if !out.status.success() {
-        bail!("storm failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let report: Value = serde_json::from_slice(&out.stdout).context("storm output")?;
-    if report["failures"] != 0 {
-        bail!("storm had failed connections: {report}");
-    }
-    report["rate"].as_f64().context("storm rate")
-}
-
 fn traced_storm(
     tcpstate: &Path,
-    storm: &Path,
+    workload: &Workload,
     args: &Args,
     out: &Path,
     netns: u64,
-    command: &[&str],
+    tracer: Tracer,
 ) -> Result<Traced> {
-    let mut tracer = start_tracer(tcpstate, out, command)?;
+    let (mut child, stderr) = match tracer {
+        Tracer::Tcpstate(command) => start_tracer(tcpstate, out, command)?,
+        Tracer::Peer => start_peer(out)?,
+    };
     let busy = busy_cpu()?;
     // A server is scraped as Prometheus would, every second.
     let storming = std::sync::atomic::AtomicBool::new(true);
     let rate = thread::scope(|scope| {
-        if command.first() == Some(&"serve") {
+        if matches!(tracer, Tracer::Tcpstate(c) if c.first() == Some(&"serve")) {
             scope.spawn(|| {
                 while storming.load(std::sync::atomic::Ordering::Relaxed) {
                     let _ = scrape();
@@ -601,20 +648,35 @@ fn traced_storm(
                 }
             });
         }
-        let rate = storm_rate(storm, args);
+        let rate = workload.rate(NETNS, args.conns);
         storming.store(false, std::sync::atomic::Ordering::Relaxed);
         rate
     });
     thread::sleep(TAIL);
-    nix_kill(&tracer)?;
-    let status = tracer.wait()?;
+    nix_kill(&child)?;
+    let status = child.wait()?;
     if !status.success() {
-        bail!("tcpstate exited with {status}");
+        bail!("the tracer exited with {status}");
     }
     let run = Run {
         rate: rate?,
         cpu_us: cpu_per_conn(busy, args)?,
     };
+    let reported_lost = stderr
+        .join()
+        .map_err(|_| anyhow::anyhow!("the tracer's stderr reader panicked"))?;
+    if let Tracer::Peer = tracer {
+        // One line per transition, after a header; the host is otherwise
+        // quiet.
+        let lines = BufReader::new(File::open(out)?).lines().count() as u64;
+        return Ok(Traced {
+            run,
+            seen: lines.saturating_sub(1),
+            lost: reported_lost,
+            unfinished: 0,
+            rescued: 0,
+        });
+    }
     let mut seen = 0;
     let mut lost = None;
     let mut unfinished = 0;
@@ -650,8 +712,13 @@ fn scrape() -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-/// Starts `tcpstate COMMAND` writing to `out`, and waits until it traces.
-fn start_tracer(tcpstate: &Path, out: &Path, command: &[&str]) -> Result<Child> {
+/// Starts `tcpstate COMMAND` writing to `out`, and waits until it traces;
+/// with the thread echoing its stderr.
+fn start_tracer(
+    tcpstate: &Path,
+    out: &Path,
+    command: &[&str],
+) -> Result<(Child, thread::JoinHandle<u64>)> {
     let mut child = Command::new(tcpstate)
         .args(command)
         .stdout(File::create(out)?)
@@ -667,12 +734,64 @@ fn start_tracer(tcpstate: &Path, out: &Path, command: &[&str]) -> Result<Child> 
     if !line.starts_with("tcpstate: tracing") {
         bail!("tcpstate did not start: {line}");
     }
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            eprintln!("[tcpstate] {line}");
+    Ok((child, echo(stderr, "tcpstate")))
+}
+
+/// Starts [`PEER`] writing to `out`, and waits until its program is
+/// attached (a BPF link among its descriptors: its header reaches a file
+/// only at exit); with the thread reading its stderr, which returns the
+/// events it reports lost.
+fn start_peer(out: &Path) -> Result<(Child, thread::JoinHandle<u64>)> {
+    let mut child = Command::new(PEER)
+        .stdout(File::create(out)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {PEER}"))?;
+    let stderr = echo(
+        BufReader::new(child.stderr.take().context("stderr")?),
+        "tcpstates",
+    );
+    for _ in 0..100 {
+        if bpf_links(child.id()) > 0 {
+            return Ok((child, stderr));
         }
-    });
-    Ok(child)
+        if let Some(status) = child.try_wait()? {
+            bail!("{PEER} exited with {status} before tracing");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    bail!("{PEER} attached no program within 10 s")
+}
+
+/// BPF links among the descriptors of process `pid`.
+fn bpf_links(pid: u32) -> usize {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| fs::read_to_string(fd.path()).ok())
+        .filter(|info| info.contains("link_type:"))
+        .count()
+}
+
+/// Echoes a tracer's stderr, prefixed; returns the sum of the `lost N
+/// events` it reports (libbpf-tools' wording).
+fn echo(stderr: impl BufRead + Send + 'static, who: &'static str) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut lost = 0;
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("[{who}] {line}");
+            if let Some(n) = line
+                .strip_prefix("lost ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                lost += n;
+            }
+        }
+        lost
+    })
 }
 
 fn nix_kill(child: &Child) -> Result<()> {

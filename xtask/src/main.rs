@@ -24,6 +24,7 @@ mod fuzz;
 mod kernels;
 mod packages;
 mod toolchain;
+mod workload;
 
 use std::{
     ffi::OsString,
@@ -150,7 +151,7 @@ fn test(env: &toolchain::Env) -> Result<()> {
         bail!("the integration tests load eBPF programs: run `cargo xtask test` as root");
     }
     let tests = timed("kernel test build", || artifacts::kernel_tests(env))?;
-    timed("test packages", packages::install)?;
+    timed("test packages", || packages::install(&packages::TESTS))?;
     timed("kernel integration tests", || {
         artifacts::run_kernel_tests(&tests, &bin)
     })?;

@@ -1,15 +1,19 @@
-//! Debian packages the host's tests use, installed with the system's apt
-//! when missing: Chromium, the real browser the HTML report is opened in;
+//! Debian packages the host's tests and the benchmark use, installed with
+//! the system's apt when missing. The tests': Chromium, the real browser the HTML report is opened in;
 //! Prometheus and promtool, which scrape and lint `tcpstate serve`;
 //! systemd's `systemd-analyze`, which checks the shipped unit; and tmux,
-//! the terminal the full-screen view is tested in.
+//! the terminal the full-screen view is tested in. The benchmark's: nginx
+//! and ApacheBench, its second workload, and libbpf-tools, its peer.
 
 use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-/// Each package, the program of it the tests run, and what for.
-const PACKAGES: [(&str, &str, &str); 4] = [
+/// A Debian package, the program of it that is run, and what for.
+pub type Package = (&'static str, &'static str, &'static str);
+
+/// What the host's tests run.
+pub const TESTS: [Package; 4] = [
     ("chromium", "/usr/bin/chromium", "the HTML report test"),
     ("prometheus", "/usr/bin/promtool", "the exporter tests"),
     (
@@ -20,9 +24,16 @@ const PACKAGES: [(&str, &str, &str); 4] = [
     ("tmux", "/usr/bin/tmux", "the full-screen view test"),
 ];
 
-/// Installs those of [`PACKAGES`] that are missing.
-pub fn install() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// What the benchmark's second workload and its peer run.
+pub const BENCH: [Package; 3] = [
+    ("nginx", "/usr/sbin/nginx", "the nginx benchmark"),
+    ("apache2-utils", "/usr/bin/ab", "the nginx benchmark's load"),
+    ("libbpf-tools", "/usr/sbin/tcpstates", "the peer benchmark"),
+];
+
+/// Installs those of `packages` that are missing.
+pub fn install(packages: &[Package]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, program, _)| {
             let there = Path::new(program).exists();
@@ -45,7 +56,7 @@ pub fn install() -> Result<()> {
         apt_get(&["update", "-q"])?;
         apt_get(&args)?;
     }
-    for (package, program, why) in PACKAGES {
+    for (package, program, why) in packages {
         if !Path::new(program).exists() {
             bail!("apt-get install {package} failed: {why} needs {program}");
         }
