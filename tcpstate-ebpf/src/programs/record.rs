@@ -25,12 +25,12 @@ use super::{EVENTS, LPORTS, PORTS, RECORD, RPORTS, SOCKS, count, port_allowed};
 #[derive(Clone, Copy)]
 pub struct SockState {
     last_ts_ns: u64,
-    pub(super) pid: u32,
-    pub(super) tid: u32,
-    pub(super) comm: [u8; COMM_LEN],
+    pid: u32,
+    tid: u32,
+    comm: [u8; COMM_LEN],
     /// Inode of the socket's network namespace, read once.
     netns: u32,
-    pub(super) owner_known: u8,
+    owner_known: u8,
     _pad: [u8; 3],
     life: Life,
 }
@@ -50,6 +50,16 @@ impl SockState {
             _pad: [0; 3],
         },
     };
+
+    /// Makes the current task the socket's owner.
+    pub(super) fn take_current_owner(&mut self) {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        self.pid = (pid_tgid >> 32) as u32;
+        self.tid = pid_tgid as u32;
+        // Straight into the entry; the helper zeroes it on failure.
+        unsafe { generated::bpf_get_current_comm(self.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+        self.owner_known = 1;
+    }
 
     /// [`RawEvent::flags`] for a record naming this owner.
     fn flags(&self) -> u8 {
@@ -321,12 +331,7 @@ pub fn record(c: &Change) -> Result<(), i32> {
         super::syscalls::connect_reached_syn_sent();
     }
     if in_owner_context(c.old, c.new) {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        state.pid = (pid_tgid >> 32) as u32;
-        state.tid = pid_tgid as u32;
-        // Straight into the entry; the helper zeroes it on failure.
-        unsafe { generated::bpf_get_current_comm(state.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
-        state.owner_known = 1;
+        state.take_current_owner();
     }
 
     if conf!(closes_only) == 0 || life::in_closes_only(c.old, c.new) {

@@ -193,12 +193,7 @@ pub fn exit_accept(ctx: &TracePointContext) -> Result<(), i32> {
     let Some(state) = SOCKS.get_ptr_mut(sk) else {
         return Ok(());
     };
-    let state = unsafe { &mut *state };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    state.pid = (pid_tgid >> 32) as u32;
-    state.tid = pid_tgid as u32;
-    unsafe { generated::bpf_get_current_comm(state.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
-    state.owner_known = 1;
+    unsafe { (*state).take_current_owner() };
     Ok(())
 }
 
