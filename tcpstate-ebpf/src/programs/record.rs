@@ -314,8 +314,11 @@ pub fn record(c: &Change) -> Result<(), i32> {
     // first transition starts afresh, without a lookup: an entry left by an
     // earlier socket at the same address (whose CLOSE was missed) says
     // nothing about this one, and the insert below replaces it.
-    let first = c.old == tcp::CLOSE || (c.old == tcp::LISTEN && c.new == tcp::SYN_RECV);
-    let stored = if first { None } else { SOCKS.get_ptr_mut(c.sk) };
+    let stored = if life::begins(c.old, c.new) {
+        None
+    } else {
+        SOCKS.get_ptr_mut(c.sk)
+    };
     let mut fresh = SockState::UNKNOWN;
     let state = match stored {
         Some(s) => unsafe { &mut *s },
