@@ -513,7 +513,7 @@ fn start(
         privileges::check_namespace_access()?;
     }
     let mut engine = Engine::new(common.tw_len.as_nanos() as u64, reconciling);
-    engine.kernel_filter = Some(scope.settings.clone());
+    engine.kernel_filter = Some(programs.clone());
     engine.binds_traced = probe.kernel.syscalls;
     engine.reorder = Reorder::new(common.reorder_window.as_nanos() as u64);
     if reconciling {
