@@ -1,6 +1,6 @@
 //! Debian packages the host's tests and the benchmark use, installed with
-//! the system's apt when missing. The tests': Chromium, the real browser the HTML report is opened in;
-//! Prometheus and promtool, which scrape and lint `tcpstate serve`;
+//! the system's apt when missing. The tests': Chromium, the real browser
+//! the HTML report is opened in; Prometheus and promtool, which scrape and lint `tcpstate serve`;
 //! systemd's `systemd-analyze`, which checks the shipped unit; and tmux,
 //! the terminal the full-screen view is tested in. The benchmark's: nginx
 //! and ApacheBench, its second workload, and libbpf-tools, its peer.
