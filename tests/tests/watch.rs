@@ -16,11 +16,13 @@ use tcpstate_tests::{
     tracer::{Tracer, of_type, summary},
 };
 
-/// The transitions of the socket whose local port is `lport` and remote
-/// port `rport`, in order. Grouped by skaddr so that the connect transition
-/// (local port still 0) is included, and split at CLOSE: the kernel reuses a
-/// freed socket's address for the next one.
-fn transitions_of(objects: &[Value], lport: u16, rport: u16) -> Vec<&Value> {
+/// The transitions of the `nth` socket (from 0, in time order) whose local
+/// port is `lport` and remote port `rport`, in order. Grouped by skaddr so
+/// that the connect transition (local port still 0) is included, and split
+/// at CLOSE: the kernel reuses a freed socket's address for the next one,
+/// and a client port whose socket ended without TIME_WAIT may come back for
+/// a later connection to the same listener.
+fn transitions_of(objects: &[Value], lport: u16, rport: u16, nth: usize) -> Vec<&Value> {
     let mut lives: std::collections::HashMap<&Value, Vec<Vec<&Value>>> = Default::default();
     for o in objects.iter().filter(|o| o["type"] == "transition") {
         let socket_lives = lives.entry(&o["skaddr"]).or_default();
@@ -37,8 +39,13 @@ fn transitions_of(objects: &[Value], lport: u16, rport: u16) -> Vec<&Value> {
                 .any(|t| t["lport"] == lport && t["rport"] == rport)
         })
         .collect();
-    assert_eq!(found.len(), 1, "one socket {lport} -> {rport}: {found:?}");
-    found.remove(0)
+    found.sort_by_key(|life| life[0]["ts"].as_str().unwrap_or_default());
+    assert!(
+        nth < found.len(),
+        "socket {nth} (from 0) {lport} -> {rport}: only {} found: {found:?}",
+        found.len()
+    );
+    found.remove(nth)
 }
 
 fn states(ts: &[&Value]) -> Vec<String> {
@@ -53,20 +60,36 @@ fn states(ts: &[&Value]) -> Vec<String> {
         .collect()
 }
 
-fn close_of(objects: &[Value], lport: u16, rport: u16) -> &Value {
-    let closes: Vec<_> = of_type(objects, "close")
+/// The close of the `nth` connection (from 0, in time order) from `lport`
+/// to `rport`; `expected` connections had that pair of ports.
+fn close_of(objects: &[Value], lport: u16, rport: u16, nth: usize, expected: usize) -> &Value {
+    let mut closes: Vec<_> = of_type(objects, "close")
         .into_iter()
         .filter(|c| c["lport"] == lport && c["rport"] == rport)
         .collect();
-    assert_eq!(closes.len(), 1, "exactly one close for {lport} -> {rport}");
-    closes[0]
+    assert_eq!(
+        closes.len(),
+        expected,
+        "closes for {lport} -> {rport}: {closes:?}"
+    );
+    closes.sort_by_key(|c| c["ts"].as_str().unwrap_or_default());
+    closes[nth]
 }
 
-fn check(objects: &[Value], conn: Conn, pattern: Pattern, family: &str) {
+/// Checks the transitions and the closes of `conns[nth]` against `pattern`.
+/// Connections with the same pair of ports (a client port reused) are told
+/// apart by their order.
+fn check(objects: &[Value], conns: &[Conn], nth: usize, pattern: Pattern, family: &str) {
     let me = u64::from(std::process::id());
+    let conn = conns[nth];
     let (s, c) = (conn.server_port, conn.client_port);
-    let client = transitions_of(objects, c, s);
-    let server = transitions_of(objects, s, c);
+    let same_ports = |k: &Conn| (k.server_port, k.client_port) == (s, c);
+    let (earlier, all) = (
+        conns[..nth].iter().filter(|k| same_ports(k)).count(),
+        conns.iter().filter(|k| same_ports(k)).count(),
+    );
+    let client = transitions_of(objects, c, s, earlier);
+    let server = transitions_of(objects, s, c, earlier);
     let (client_states, server_states): (&[&str], &[&str]) = match pattern {
         Pattern::ClientFirst => (
             &[
@@ -130,7 +153,10 @@ fn check(objects: &[Value], conn: Conn, pattern: Pattern, family: &str) {
         assert_eq!(t["pid"], me, "owner of {t}");
     }
 
-    let (client_close, server_close) = (close_of(objects, c, s), close_of(objects, s, c));
+    let (client_close, server_close) = (
+        close_of(objects, c, s, earlier, all),
+        close_of(objects, s, c, earlier, all),
+    );
     let expect = |close: &Value, role: &str, closer: &str, kind: &str, tw: bool| {
         assert_eq!(
             (
@@ -191,7 +217,7 @@ fn close_patterns_on_ipv4_and_ipv6_loopback() {
     }
     let objects = tracer.stop();
     for (conn, pattern, family) in runs {
-        check(&objects, conn, pattern, family);
+        check(&objects, &[conn], 0, pattern, family);
     }
     let summary = summary(&objects);
     assert_eq!(summary["lost"], 0);
@@ -205,7 +231,7 @@ fn transitions_carry_time_in_old_state_and_timestamps() {
     let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let conn = tcp::connect(&listener, Pattern::ServerFirst);
     let objects = tracer.stop();
-    let server = transitions_of(&objects, conn.server_port, conn.client_port);
+    let server = transitions_of(&objects, conn.server_port, conn.client_port, 0);
     assert!(
         server[0]["in_old_ms"].is_null(),
         "time in LISTEN was not seen"
@@ -231,7 +257,7 @@ fn a_listener_from_before_tracing_lends_its_owner_to_accepted_sockets() {
     let tracer = Tracer::start(&["watch", "--json"]);
     let conn = tcp::connect(&listener, Pattern::ClientFirst);
     let objects = tracer.stop();
-    let server = transitions_of(&objects, conn.server_port, conn.client_port);
+    let server = transitions_of(&objects, conn.server_port, conn.client_port, 0);
     assert_eq!(
         states(&server),
         [
@@ -248,7 +274,7 @@ fn a_listener_from_before_tracing_lends_its_owner_to_accepted_sockets() {
         assert_eq!(t["pid"], std::process::id(), "{t}");
     }
     assert_eq!(
-        close_of(&objects, conn.server_port, conn.client_port)["pid"],
+        close_of(&objects, conn.server_port, conn.client_port, 0, 1)["pid"],
         std::process::id()
     );
 }
@@ -292,7 +318,7 @@ fn an_accepted_connection_belongs_to_the_process_that_accepted_it() {
     assert_eq!(unsafe { libc::waitpid(worker, &mut status, 0) }, worker);
     assert_eq!(status, 0, "the worker failed");
     let objects = tracer.stop();
-    let server = transitions_of(&objects, addr.port(), client_port);
+    let server = transitions_of(&objects, addr.port(), client_port, 0);
     let pid_of = |from_to: &str| {
         server
             .iter()
@@ -311,7 +337,7 @@ fn an_accepted_connection_belongs_to_the_process_that_accepted_it() {
     assert_eq!(pid_of("SYN_RECV->ESTABLISHED"), me);
     // After it, in softirq: the worker.
     assert_eq!(pid_of("ESTABLISHED->CLOSE_WAIT"), worker as u64);
-    let close = close_of(&objects, addr.port(), client_port);
+    let close = close_of(&objects, addr.port(), client_port, 0, 1);
     assert_eq!(
         (&close["pid"], &close["comm"]),
         (&Value::from(worker), &Value::from("tsworker"))
@@ -412,8 +438,8 @@ fn transitions_the_kernel_skips_for_nested_runs_are_rescued() {
             continue;
         }
         assert_eq!(summary["lost"], 0, "{summary}");
-        for conn in conns {
-            check(&objects, conn, Pattern::ServerFirst, "ipv4");
+        for nth in 0..conns.len() {
+            check(&objects, &conns, nth, Pattern::ServerFirst, "ipv4");
         }
         return;
     }

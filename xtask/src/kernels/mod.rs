@@ -79,8 +79,9 @@ pub fn run(tcpstate: &Path, tests: &[PathBuf]) -> Result<()> {
         guests.push(matrix::Guest { kernel, dir });
     }
     eprintln!(
-        "xtask: booting {} guests, at most two at a time (prepared in {:.0?})",
+        "xtask: booting {} guest{}, at most two at a time (prepared in {:.0?})",
         guests.len(),
+        if guests.len() == 1 { "" } else { "s" },
         started.elapsed()
     );
     let expected: Vec<String> = tests.iter().map(|t| artifacts::name(t)).collect();
