@@ -15,7 +15,7 @@ use std::{
     io::{self, Write},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
     },
     thread,
@@ -26,6 +26,9 @@ use bytes::{Bytes, BytesMut};
 
 /// A chunk is sent once this much is written, even without a flush.
 const CHUNK_BYTES: usize = 256 << 10;
+/// Room a buffer has beyond [`CHUNK_BYTES`], so that the write that fills
+/// a chunk does not grow it (growing copies everything written so far).
+const LINE_ROOM: usize = 64 << 10;
 /// Chunks waiting for the writer thread at most.
 const QUEUE_CHUNKS: usize = 2;
 /// Bytes kept while the queue is full before they are dropped. With the
@@ -44,10 +47,16 @@ struct Shared {
     dropped: AtomicU64,
     /// The thread's write error, which ends the run (e.g. a closed pipe).
     error: Mutex<Option<io::ErrorKind>>,
+    /// Whether `error` is set: read on every write, without the lock.
+    failed: AtomicBool,
     /// What was left when the [`Output`] went away with the queue full:
     /// written after the queue, within [`Writer::finish`]'s grace.
-    last: Mutex<Option<Bytes>>,
+    last: Mutex<Option<Chunk>>,
 }
+
+/// Bytes for the writer thread and the lines they hold, counted once, as
+/// they were written.
+type Chunk = (Bytes, u64);
 
 /// The writing end the printers use.
 pub struct Output {
@@ -56,7 +65,10 @@ pub struct Output {
     buf_lines: u64,
     /// Size of `buf` at which a full chunk is next offered to the thread.
     next_try: usize,
-    tx: Option<SyncSender<Bytes>>,
+    tx: Option<SyncSender<Chunk>>,
+    /// Buffers the thread has written, for reuse: a fresh one of this size
+    /// is fresh memory from the system, which faults in page by page.
+    spare: Receiver<BytesMut>,
     shared: Arc<Shared>,
     /// [`PENDING_BYTES`], smaller in tests.
     pending_max: usize,
@@ -93,7 +105,8 @@ fn start_with(
     chunks: usize,
     pending_max: usize,
 ) -> io::Result<(Output, Writer)> {
-    let (tx, rx) = mpsc::sync_channel::<Bytes>(chunks);
+    let (tx, rx) = mpsc::sync_channel::<Chunk>(chunks);
+    let (spare_tx, spare) = mpsc::sync_channel::<BytesMut>(chunks + 1);
     let (done_tx, done) = mpsc::channel();
     let shared = Arc::new(Shared::default());
     let theirs = Arc::clone(&shared);
@@ -101,21 +114,31 @@ fn start_with(
         .name("tcpstate-output".into())
         .spawn(move || {
             let last = || theirs.last.lock().unwrap_or_else(|p| p.into_inner()).take();
-            for chunk in rx.into_iter().chain(std::iter::from_fn(last)) {
+            for (chunk, lines) in rx.into_iter().chain(std::iter::from_fn(last)) {
                 if let Err(e) = sink.write_all(&chunk).and_then(|()| sink.flush()) {
                     *theirs.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.kind());
+                    theirs.failed.store(true, Ordering::Release);
                     break;
                 }
-                theirs.written.fetch_add(lines(&chunk), Ordering::Relaxed);
+                theirs.written.fetch_add(lines, Ordering::Relaxed);
+                // Not one that grew while the queue was full: spares stay
+                // the size of a chunk.
+                if let Ok(mut buf) = chunk.try_into_mut()
+                    && buf.capacity() <= CHUNK_BYTES + LINE_ROOM
+                {
+                    buf.clear();
+                    let _ = spare_tx.try_send(buf);
+                }
             }
             let _ = done_tx.send(());
         })?;
     Ok((
         Output {
-            buf: BytesMut::with_capacity(CHUNK_BYTES),
+            buf: BytesMut::with_capacity(CHUNK_BYTES + LINE_ROOM),
             buf_lines: 0,
             next_try: 0,
             tx: Some(tx),
+            spare,
             shared: Arc::clone(&shared),
             pending_max,
         },
@@ -123,8 +146,8 @@ fn start_with(
     ))
 }
 
-fn lines(chunk: &[u8]) -> u64 {
-    chunk.iter().filter(|&&b| b == b'\n').count() as u64
+fn lines(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64
 }
 
 /// What the output lost so far, readable while the printers own the
@@ -154,12 +177,15 @@ impl Output {
         }
         let Some(tx) = &self.tx else { return };
         let chunk = std::mem::take(&mut self.buf).freeze();
-        match tx.try_send(chunk) {
+        match tx.try_send((chunk, self.buf_lines)) {
             Ok(()) => {
                 self.shared
                     .sent
                     .fetch_add(self.buf_lines, Ordering::Relaxed);
-                self.buf = BytesMut::with_capacity(CHUNK_BYTES);
+                self.buf = self
+                    .spare
+                    .try_recv()
+                    .unwrap_or_else(|_| BytesMut::with_capacity(CHUNK_BYTES + LINE_ROOM));
             }
             Err(TrySendError::Full(chunk)) if last => {
                 self.shared
@@ -167,7 +193,7 @@ impl Output {
                     .fetch_add(self.buf_lines, Ordering::Relaxed);
                 *self.shared.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(chunk);
             }
-            Err(TrySendError::Full(chunk)) if chunk.len() < self.pending_max => {
+            Err(TrySendError::Full((chunk, _))) if chunk.len() < self.pending_max => {
                 // Unique, so taken back without copying.
                 self.buf = chunk
                     .try_into_mut()
@@ -186,6 +212,9 @@ impl Output {
     }
 
     fn error(&self) -> Option<io::Error> {
+        if !self.shared.failed.load(Ordering::Acquire) {
+            return None;
+        }
         let kind = *self.shared.error.lock().unwrap_or_else(|p| p.into_inner());
         kind.map(io::Error::from)
     }

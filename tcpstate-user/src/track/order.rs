@@ -14,7 +14,7 @@
 //! it, to keep the order): long enough for a stalled CPU, short enough
 //! when the next record never comes (a kernel filter dropped it).
 
-use std::{cmp::Reverse, collections::BinaryHeap};
+use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
@@ -42,37 +42,19 @@ pub fn has_listener_tuple(event: &Event) -> bool {
 /// told otherwise (`--reorder-window`).
 pub const WINDOW_NS: u64 = 2_000_000;
 
-/// A held record, ordered by timestamp, then arrival.
+/// A held record and its arrival number.
 struct Held {
-    ts_ns: u64,
     seq: u64,
     event: Event,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts_ns, self.seq) == (other.ts_ns, other.seq)
-    }
-}
-
-impl Eq for Held {}
-
-impl PartialOrd for Held {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Held {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts_ns, self.seq).cmp(&(other.ts_ns, other.seq))
-    }
 }
 
 /// The reorder window.
 pub struct Reorder {
     window_ns: u64,
-    held: BinaryHeap<Reverse<Held>>,
+    /// Oldest first; within one timestamp, in arrival order. Records come
+    /// nearly in order, so each goes in at or near the back: no record is
+    /// moved to keep the order, as a heap would move several.
+    held: VecDeque<Held>,
     seq: u64,
     /// The newest timestamp seen.
     newest_ns: u64,
@@ -95,7 +77,7 @@ impl Reorder {
     pub fn new(window_ns: u64) -> Reorder {
         Reorder {
             window_ns,
-            held: BinaryHeap::new(),
+            held: VecDeque::new(),
             seq: 0,
             newest_ns: 0,
             awaiting: FxHashMap::default(),
@@ -123,11 +105,24 @@ impl Reorder {
             self.completed.insert(accept, event.id);
         }
         self.newest_ns = self.newest_ns.max(event.ts_ns);
-        self.held.push(Reverse(Held {
-            ts_ns: event.ts_ns,
-            seq: self.seq,
-            event,
-        }));
+        // After every record stamped at or before it: arrival order within
+        // a timestamp.
+        let at = if self
+            .held
+            .back()
+            .is_none_or(|h| h.event.ts_ns <= event.ts_ns)
+        {
+            self.held.len()
+        } else {
+            self.held.partition_point(|h| h.event.ts_ns <= event.ts_ns)
+        };
+        self.held.insert(
+            at,
+            Held {
+                seq: self.seq,
+                event,
+            },
+        );
     }
 
     /// The oldest record, if it has waited out the window behind the newest
@@ -139,19 +134,19 @@ impl Reorder {
     /// The oldest record stamped at or before `horizon_ns` (`u64::MAX`:
     /// every record, at the end).
     pub fn pop_until(&mut self, horizon_ns: u64) -> Option<Event> {
-        let oldest = &self.held.peek()?.0;
-        if oldest.ts_ns > horizon_ns {
+        let oldest = self.held.front()?;
+        if oldest.event.ts_ns > horizon_ns {
             return None;
         }
         let now_ns = horizon_ns.saturating_add(self.window_ns);
         let awaiting = self.awaiting.get(&oldest.event.skaddr) == Some(&oldest.seq);
         if awaiting
             && horizon_ns != u64::MAX
-            && oldest.ts_ns.saturating_add(COMPLETION_WAIT_NS) > now_ns
+            && oldest.event.ts_ns.saturating_add(COMPLETION_WAIT_NS) > now_ns
         {
             return None;
         }
-        let Held { seq, mut event, .. } = self.held.pop()?.0;
+        let Held { seq, mut event } = self.held.pop_front()?;
         if awaiting {
             self.awaiting.remove(&event.skaddr);
         } else if let Some(id) = self.completed.remove(&seq) {
@@ -209,6 +204,27 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.pop_until(u64::MAX).map(|e| e.skaddr), Some(4));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn records_in_any_order_leave_sorted_ties_in_arrival_order() {
+        let mut r = Reorder::new(u64::MAX);
+        // Timestamps in a scrambled order with many ties; skaddr is the
+        // arrival number.
+        let stamps: Vec<u64> = (0..500u64).map(|i| (i * 7919) % 61).collect();
+        for (arrival, &ts) in stamps.iter().enumerate() {
+            r.push(event(ts, arrival as u64));
+        }
+        let out: Vec<_> = std::iter::from_fn(|| r.pop_until(u64::MAX))
+            .map(|e| (e.ts_ns, e.skaddr))
+            .collect();
+        let mut expected: Vec<_> = stamps
+            .iter()
+            .enumerate()
+            .map(|(arrival, &ts)| (ts, arrival as u64))
+            .collect();
+        expected.sort();
+        assert_eq!(out, expected);
     }
 
     #[test]
