@@ -17,12 +17,19 @@ use tcpstate_tests::{
 };
 
 /// The transitions of the `nth` socket (from 0, in time order) whose local
-/// port is `lport` and remote port `rport`, in order. Grouped by skaddr so
+/// port is `lport` and remote port `rport`, in order; `expected` sockets
+/// had that pair of ports. Grouped by skaddr so
 /// that the connect transition (local port still 0) is included, and split
 /// at CLOSE: the kernel reuses a freed socket's address for the next one,
 /// and a client port whose socket ended without TIME_WAIT may come back for
 /// a later connection to the same listener.
-fn transitions_of(objects: &[Value], lport: u16, rport: u16, nth: usize) -> Vec<&Value> {
+fn transitions_of(
+    objects: &[Value],
+    lport: u16,
+    rport: u16,
+    nth: usize,
+    expected: usize,
+) -> Vec<&Value> {
     let mut lives: std::collections::HashMap<&Value, Vec<Vec<&Value>>> = Default::default();
     for o in objects.iter().filter(|o| o["type"] == "transition") {
         let socket_lives = lives.entry(&o["skaddr"]).or_default();
@@ -39,12 +46,12 @@ fn transitions_of(objects: &[Value], lport: u16, rport: u16, nth: usize) -> Vec<
                 .any(|t| t["lport"] == lport && t["rport"] == rport)
         })
         .collect();
-    found.sort_by_key(|life| life[0]["ts"].as_str().unwrap_or_default());
-    assert!(
-        nth < found.len(),
-        "socket {nth} (from 0) {lport} -> {rport}: only {} found: {found:?}",
-        found.len()
+    assert_eq!(
+        found.len(),
+        expected,
+        "sockets {lport} -> {rport}: {found:?}"
     );
+    found.sort_by_key(|life| life[0]["ts"].as_str().unwrap_or_default());
     found.remove(nth)
 }
 
@@ -88,8 +95,8 @@ fn check(objects: &[Value], conns: &[Conn], nth: usize, pattern: Pattern, family
         conns[..nth].iter().filter(|k| same_ports(k)).count(),
         conns.iter().filter(|k| same_ports(k)).count(),
     );
-    let client = transitions_of(objects, c, s, earlier);
-    let server = transitions_of(objects, s, c, earlier);
+    let client = transitions_of(objects, c, s, earlier, all);
+    let server = transitions_of(objects, s, c, earlier, all);
     let (client_states, server_states): (&[&str], &[&str]) = match pattern {
         Pattern::ClientFirst => (
             &[
@@ -231,7 +238,7 @@ fn transitions_carry_time_in_old_state_and_timestamps() {
     let listener = tcp::listen(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let conn = tcp::connect(&listener, Pattern::ServerFirst);
     let objects = tracer.stop();
-    let server = transitions_of(&objects, conn.server_port, conn.client_port, 0);
+    let server = transitions_of(&objects, conn.server_port, conn.client_port, 0, 1);
     assert!(
         server[0]["in_old_ms"].is_null(),
         "time in LISTEN was not seen"
@@ -257,7 +264,7 @@ fn a_listener_from_before_tracing_lends_its_owner_to_accepted_sockets() {
     let tracer = Tracer::start(&["watch", "--json"]);
     let conn = tcp::connect(&listener, Pattern::ClientFirst);
     let objects = tracer.stop();
-    let server = transitions_of(&objects, conn.server_port, conn.client_port, 0);
+    let server = transitions_of(&objects, conn.server_port, conn.client_port, 0, 1);
     assert_eq!(
         states(&server),
         [
@@ -318,7 +325,7 @@ fn an_accepted_connection_belongs_to_the_process_that_accepted_it() {
     assert_eq!(unsafe { libc::waitpid(worker, &mut status, 0) }, worker);
     assert_eq!(status, 0, "the worker failed");
     let objects = tracer.stop();
-    let server = transitions_of(&objects, addr.port(), client_port, 0);
+    let server = transitions_of(&objects, addr.port(), client_port, 0, 1);
     let pid_of = |from_to: &str| {
         server
             .iter()
