@@ -14,8 +14,8 @@
 use std::{
     io::{self, Write},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
     },
     thread,
@@ -46,9 +46,8 @@ struct Shared {
     /// Lines dropped because the queue was full.
     dropped: AtomicU64,
     /// The thread's write error, which ends the run (e.g. a closed pipe).
-    error: Mutex<Option<io::ErrorKind>>,
-    /// Whether `error` is set: read on every write, without the lock.
-    failed: AtomicBool,
+    /// Read on every write: once set, without a lock.
+    error: OnceLock<io::ErrorKind>,
     /// What was left when the [`Output`] went away with the queue full:
     /// written after the queue, within [`Writer::finish`]'s grace.
     last: Mutex<Option<Chunk>>,
@@ -116,8 +115,7 @@ fn start_with(
             let last = || theirs.last.lock().unwrap_or_else(|p| p.into_inner()).take();
             for (chunk, lines) in rx.into_iter().chain(std::iter::from_fn(last)) {
                 if let Err(e) = sink.write_all(&chunk).and_then(|()| sink.flush()) {
-                    *theirs.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.kind());
-                    theirs.failed.store(true, Ordering::Release);
+                    let _ = theirs.error.set(e.kind());
                     break;
                 }
                 theirs.written.fetch_add(lines, Ordering::Relaxed);
@@ -212,11 +210,7 @@ impl Output {
     }
 
     fn error(&self) -> Option<io::Error> {
-        if !self.shared.failed.load(Ordering::Acquire) {
-            return None;
-        }
-        let kind = *self.shared.error.lock().unwrap_or_else(|p| p.into_inner());
-        kind.map(io::Error::from)
+        self.shared.error.get().map(|&kind| io::Error::from(kind))
     }
 }
 

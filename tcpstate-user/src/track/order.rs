@@ -107,15 +107,7 @@ impl Reorder {
         self.newest_ns = self.newest_ns.max(event.ts_ns);
         // After every record stamped at or before it: arrival order within
         // a timestamp.
-        let at = if self
-            .held
-            .back()
-            .is_none_or(|h| h.event.ts_ns <= event.ts_ns)
-        {
-            self.held.len()
-        } else {
-            self.held.partition_point(|h| h.event.ts_ns <= event.ts_ns)
-        };
+        let at = self.held.partition_point(|h| h.event.ts_ns <= event.ts_ns);
         self.held.insert(
             at,
             Held {
