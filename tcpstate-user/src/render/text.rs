@@ -114,7 +114,7 @@ impl<W: Write> Sink for Text<W> {
             .lifetime_ns
             .map_or(String::new(), |n| format!(", lived {:.3} ms", ms(n)));
         let line = format!(
-            "{:>25} closed: role {}, first close by {}, {}{}{}",
+            "{:>25} closed: role {}, first close: {}, {}{}{}",
             "",
             c.role.as_str(),
             c.closer.as_str(),
