@@ -20,7 +20,7 @@
 use std::{
     fs::{self, File},
     io::{BufRead, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::Duration,
@@ -67,6 +67,18 @@ pub struct Args {
     /// one text line each).
     #[arg(long)]
     peer: bool,
+    /// Also measure another build of tcpstate (e.g. the one before a
+    /// change) in every round: `watch --json`, and with `--serve` the
+    /// closes-only `timewait`.
+    #[arg(long, value_name = "TCPSTATE")]
+    against: Option<PathBuf>,
+    /// After the rounds, one more storm per tcpstate run with the kernel's
+    /// BPF run statistics on (`kernel.bpf_stats_enabled`, read with
+    /// bpftool): each program's runs and time per run, and the kernel
+    /// path's time per transition. The statistics cost time themselves, so
+    /// they are off during the rounds.
+    #[arg(long)]
+    program_stats: bool,
     /// Skip the criterion benchmark.
     #[arg(long)]
     no_criterion: bool,
@@ -92,6 +104,9 @@ pub fn run(env: &Env, tcpstate: &Path, args: &Args) -> Result<()> {
     }
     if args.nginx || args.peer {
         packages::install(&packages::BENCH)?;
+    }
+    if args.program_stats {
+        packages::install(&packages::PROGRAM_STATS)?;
     }
     let storm = tcpstate.with_file_name("storm");
     let result = create_netns(NETNS)
@@ -364,48 +379,65 @@ struct Variant {
 
 impl Variant {
     fn chosen(args: &Args) -> Vec<Variant> {
-        let variant = |name, args, renders| Variant {
+        let variant = |name, bin, args, renders| Variant {
             name,
-            tracer: Tracer::Tcpstate(args),
+            tracer: Tracer::Tcpstate(bin, args),
             renders,
             runs: Vec::new(),
         };
+        let tested = |name, args, renders| variant(name, Bin::Tested, args, renders);
         let mut chosen = Vec::new();
         if args.per_event_wakeup {
-            chosen.push(variant(
+            chosen.push(tested(
                 "same, wake-up per event",
                 &["watch", "--json", "--wakeup-bytes", "0"][..],
                 true,
             ));
         }
         if args.breakdown {
-            chosen.push(variant(
+            chosen.push(tested(
                 "programs only: the kernel's port filter drops every event (`--lport 1`)",
                 &["watch", "--json", "--lport", "1"][..],
                 false,
             ));
-            chosen.push(variant(
+            chosen.push(tested(
                 "whole kernel path, tracer decodes and tracks, renders nothing (`--pid 1`)",
                 &["watch", "--json", "--pid", "1"][..],
                 false,
             ));
-            chosen.push(variant(
+            chosen.push(tested(
                 "same as the main run, no reading of the kernel's tables (`--reconcile 0`)",
                 &["watch", "--json", "--reconcile", "0"][..],
                 true,
             ));
         }
         if args.serve {
-            chosen.push(variant(
+            chosen.push(tested(
                 "`tcpstate timewait`: the closes-only stream, the table written every 10 s",
-                &["timewait", "--json", "--interval", "10"][..],
+                TIMEWAIT,
                 false,
             ));
-            chosen.push(variant(
+            chosen.push(tested(
                 "`tcpstate serve`, /metrics scraped every second",
                 &["serve", "--json", "--listen", SERVE_LISTEN][..],
                 false,
             ));
+        }
+        if args.against.is_some() {
+            chosen.push(variant(
+                "`--against` build: `tcpstate watch --json`",
+                Bin::Against,
+                WATCH,
+                true,
+            ));
+            if args.serve {
+                chosen.push(variant(
+                    "`--against` build: `tcpstate timewait`",
+                    Bin::Against,
+                    TIMEWAIT,
+                    false,
+                ));
+            }
         }
         if args.peer {
             chosen.push(Variant {
@@ -420,19 +452,32 @@ impl Variant {
 }
 
 impl Variant {
-    /// Whether it reads the closes-only stream (the 95% bar).
+    /// Whether the build under test reads the closes-only stream (the 95%
+    /// bar).
     fn closes_only(&self) -> bool {
-        matches!(self.tracer, Tracer::Tcpstate(c) if matches!(c.first(), Some(&("serve" | "timewait"))))
+        matches!(self.tracer, Tracer::Tcpstate(Bin::Tested, c) if matches!(c.first(), Some(&("serve" | "timewait"))))
     }
 }
+
+/// The closes-only configuration of `timewait`.
+const TIMEWAIT: &[&str] = &["timewait", "--json", "--interval", "10"];
 
 /// A tracer the benchmark runs.
 #[derive(Clone, Copy)]
 enum Tracer {
     /// `tcpstate ARGS`, `--json` included.
-    Tcpstate(&'static [&'static str]),
+    Tcpstate(Bin, &'static [&'static str]),
     /// [`PEER`], as its users run it.
     Peer,
+}
+
+/// Which build of tcpstate runs.
+#[derive(Clone, Copy)]
+enum Bin {
+    /// The one under test.
+    Tested,
+    /// `--against`.
+    Against,
 }
 
 struct Traced {
@@ -444,6 +489,97 @@ struct Traced {
     /// Transitions the kernel skipped for the classic program that the
     /// rescue programs recorded (summary `rescued`), included in `seen`.
     rescued: u64,
+    /// The programs' run statistics, when taken.
+    programs: Vec<Program>,
+}
+
+/// One BPF program's run statistics over a storm.
+struct Program {
+    name: String,
+    runs: u64,
+    ns: u64,
+}
+
+/// The run statistics of the tracing programs loaded now (tcpstate's: the
+/// benchmark runs one tracer at a time), from `bpftool prog show`.
+fn program_stats() -> Result<Vec<Program>> {
+    let out = Command::new("bpftool")
+        .args(["--json", "prog", "show"])
+        .output()
+        .context("running bpftool")?;
+    if !out.status.success() {
+        bail!("bpftool failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let shown: Vec<Value> = serde_json::from_slice(&out.stdout).context("bpftool's JSON")?;
+    Ok(shown
+        .iter()
+        .filter(|p| matches!(p["type"].as_str(), Some("tracepoint" | "tracing")))
+        .filter_map(|p| {
+            Some(Program {
+                name: p["name"].as_str()?.to_owned(),
+                runs: p["run_cnt"].as_u64().filter(|&n| n > 0)?,
+                ns: p["run_time_ns"].as_u64()?,
+            })
+        })
+        .collect())
+}
+
+/// Sets `kernel.bpf_stats_enabled`; returns what it was.
+fn bpf_stats(on: bool) -> Result<String> {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let was = fs::read_to_string(PATH).with_context(|| format!("reading {PATH}"))?;
+    fs::write(PATH, if on { "1" } else { "0" }).with_context(|| format!("writing {PATH}"))?;
+    Ok(was.trim().to_owned())
+}
+
+/// One more storm per tcpstate run of the benchmark with the kernel's run
+/// statistics on: each program's time per run, and the kernel path's time
+/// per transition.
+fn program_costs(
+    tcpstate: &Path,
+    workload: &Workload,
+    args: &Args,
+    out: &Path,
+    netns: u64,
+    variants: &[Variant],
+) -> Result<()> {
+    let was = bpf_stats(true)?;
+    let mut runs = Vec::new();
+    let tracers = std::iter::once((
+        "tcpstate watch --json",
+        Tracer::Tcpstate(Bin::Tested, WATCH),
+    ))
+    .chain(variants.iter().map(|v| (v.name, v.tracer)))
+    .filter(|(_, t)| matches!(t, Tracer::Tcpstate(..)));
+    let measured = tracers.map(|(name, tracer)| {
+        let t = traced_storm(tcpstate, workload, args, out, netns, tracer, true)?;
+        runs.push((name, t));
+        Ok::<_, anyhow::Error>(())
+    });
+    let result = measured.collect::<Result<Vec<()>>>();
+    bpf_stats(was == "1")?;
+    result?;
+    let transitions = (args.conns * TRANSITIONS_PER_CONN + workload.listener_transitions()) as f64;
+    println!(
+        "
+program run statistics (kernel.bpf_stats_enabled, one storm each; their own cost included):"
+    );
+    println!("| run | program | runs | ns per run | ns per transition |");
+    println!("|---|---|---|---|---|");
+    for (name, t) in &runs {
+        for p in &t.programs {
+            println!(
+                "| {name} | {} | {} | {:.0} | {:.0} |",
+                p.name,
+                p.runs,
+                p.ns as f64 / p.runs as f64,
+                p.ns as f64 / transitions
+            );
+        }
+        let total: u64 = t.programs.iter().map(|p| p.ns).sum();
+        println!("| {name} | all | | | {:.0} |", total as f64 / transitions);
+    }
+    Ok(())
 }
 
 /// The interleaved runs of `workload` in namespace [`NETNS`], whose inode
@@ -462,7 +598,8 @@ fn storms(tcpstate: &Path, workload: &Workload, args: &Args, netns: u64) -> Resu
             args,
             &out,
             netns,
-            Tracer::Tcpstate(WATCH),
+            Tracer::Tcpstate(Bin::Tested, WATCH),
+            false,
         )?;
         eprintln!(
             "round {round}: untraced {:.0} conn/s ({:.0} us CPU/conn), traced {:.0} conn/s \
@@ -472,13 +609,16 @@ fn storms(tcpstate: &Path, workload: &Workload, args: &Args, netns: u64) -> Resu
         untraced.push(u);
         traced.push(t);
         for v in &mut variants {
-            let t = traced_storm(tcpstate, workload, args, &out, netns, v.tracer)?;
+            let t = traced_storm(tcpstate, workload, args, &out, netns, v.tracer, false)?;
             eprintln!(
                 "round {round}: {}: {:.0} conn/s ({:.0} us CPU/conn), lost {}",
                 v.name, t.run.rate, t.run.cpu_us, t.lost
             );
             v.runs.push(t);
         }
+    }
+    if args.program_stats {
+        program_costs(tcpstate, workload, args, &out, netns, &variants)?;
     }
     let _ = fs::remove_file(&out);
     let mu = median(untraced.iter().map(|u| u.rate).collect());
@@ -631,16 +771,17 @@ fn traced_storm(
     out: &Path,
     netns: u64,
     tracer: Tracer,
+    stats: bool,
 ) -> Result<Traced> {
     let (mut child, stderr) = match tracer {
-        Tracer::Tcpstate(command) => start_tracer(tcpstate, out, command)?,
+        Tracer::Tcpstate(bin, command) => start_tracer(build(tcpstate, args, bin)?, out, command)?,
         Tracer::Peer => start_peer(out)?,
     };
     let busy = busy_cpu()?;
     // A server is scraped as Prometheus would, every second.
     let storming = std::sync::atomic::AtomicBool::new(true);
     let rate = thread::scope(|scope| {
-        if matches!(tracer, Tracer::Tcpstate(c) if c.first() == Some(&"serve")) {
+        if matches!(tracer, Tracer::Tcpstate(_, c) if c.first() == Some(&"serve")) {
             scope.spawn(|| {
                 while storming.load(std::sync::atomic::Ordering::Relaxed) {
                     let _ = scrape();
@@ -653,8 +794,15 @@ fn traced_storm(
         rate
     });
     thread::sleep(TAIL);
+    // Read while the programs are still loaded.
+    let programs = if stats {
+        program_stats()
+    } else {
+        Ok(Vec::new())
+    };
     nix_kill(&child)?;
     let status = child.wait()?;
+    let programs = programs?;
     if !status.success() {
         bail!("the tracer exited with {status}");
     }
@@ -675,6 +823,7 @@ fn traced_storm(
             lost: reported_lost,
             unfinished: 0,
             rescued: 0,
+            programs,
         });
     }
     let mut seen = 0;
@@ -699,7 +848,16 @@ fn traced_storm(
         lost: lost.context("no summary from tcpstate")?,
         unfinished,
         rescued,
+        programs,
     })
+}
+
+/// The tcpstate binary of `bin`.
+fn build<'a>(tcpstate: &'a Path, args: &'a Args, bin: Bin) -> Result<&'a Path> {
+    match bin {
+        Bin::Tested => Ok(tcpstate),
+        Bin::Against => args.against.as_deref().context("no --against build"),
+    }
 }
 
 /// One GET of `serve`'s /metrics; how long it took.

@@ -3,7 +3,8 @@
 //! the HTML report is opened in; Prometheus and promtool, which scrape and lint `tcpstate serve`;
 //! systemd's `systemd-analyze`, which checks the shipped unit; and tmux,
 //! the terminal the full-screen view is tested in. The benchmark's: nginx
-//! and ApacheBench, its second workload, and libbpf-tools, its peer.
+//! and ApacheBench, its second workload, libbpf-tools, its peer, and
+//! bpftool, which reads the programs' run statistics.
 
 use std::{path::Path, process::Command};
 
@@ -30,6 +31,13 @@ pub const BENCH: [Package; 3] = [
     ("apache2-utils", "/usr/bin/ab", "the nginx benchmark's load"),
     ("libbpf-tools", "/usr/sbin/tcpstates", "the peer benchmark"),
 ];
+
+/// What reads the programs' run statistics for the benchmark.
+pub const PROGRAM_STATS: [Package; 1] = [(
+    "bpftool",
+    "/usr/sbin/bpftool",
+    "the benchmark's program statistics",
+)];
 
 /// Installs those of `packages` that are missing.
 pub fn install(packages: &[Package]) -> Result<()> {

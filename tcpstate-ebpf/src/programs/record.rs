@@ -234,7 +234,17 @@ pub fn from_sock(sk: u64, old: u8, new: u8) -> Result<Option<Change>, i32> {
 
 /// Attributes the owner, keeps the socket's entry and writes the record.
 pub fn record(c: &Change) -> Result<(), i32> {
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The clock only where its reading is used: every record of the full
+    // stream; in closes-only mode, the records written and the start of a
+    // life (which a connect failure's wait is measured from). A record
+    // whose previous transition went unclocked carries no time in the old
+    // state (0: unknown), never a wrong one.
+    let written = conf!(closes_only) == 0 || life::in_closes_only(c.old, c.new);
+    let now = if written || life::begins(c.old, c.new) {
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
 
     // Owner: the current task when this transition runs in its context,
     // otherwise whoever was recorded for the socket earlier. The entry is
@@ -266,7 +276,7 @@ pub fn record(c: &Change) -> Result<(), i32> {
         state.take_current_owner();
     }
 
-    if conf!(closes_only) == 0 || life::in_closes_only(c.old, c.new) {
+    if written {
         emit(transition(c, state, now, prev_ts_ns));
     }
     match stored {
