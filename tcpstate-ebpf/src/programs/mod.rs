@@ -141,7 +141,7 @@ pub fn set_state_rescue(ctx: BtfTracePointContext) -> i32 {
     let Some(cpu) = cpu::this(Some(c.sk)) else {
         return 0;
     };
-    if cpu.claims.second(cpu.context(), c) {
+    if cpu.claims.second(c) {
         count(counter::RESCUED);
         record_transition(&ctx, &c);
     }
