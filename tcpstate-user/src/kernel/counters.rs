@@ -5,6 +5,7 @@
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 
 use anyhow::{Context as _, Result, anyhow};
+use aya::programs::TracePoint;
 use aya_obj::generated::{bpf_cmd, bpf_prog_info};
 use tcpstate_ebpf::counter;
 
@@ -15,11 +16,10 @@ use super::loader::Kernel;
 pub struct Lost {
     /// The ring buffer was full.
     pub ring_full: u64,
-    /// The kernel skipped a program because the same CPU was already
-    /// running it or, for a classic program, any BPF program (a softirq
-    /// transition interrupting a process-context one), and its rescuer did
-    /// not record the event either: the programs' `recursion_misses` less
-    /// the rescues.
+    /// The kernel skipped a classic program because the same CPU was
+    /// already running a BPF program (a softirq transition interrupting a
+    /// process-context one), and its rescuer did not record the event
+    /// either: the programs' `recursion_misses` less the rescues.
     pub nested: u64,
     /// Not lost: events the kernel skipped that the rescuers recorded.
     pub rescued: u64,
@@ -38,11 +38,12 @@ impl Kernel {
         // report a skipped event as rescued before it shows as missed, but
         // never the other way round.
         let mut misses = 0;
-        for &name in &self.counted {
-            let program = self
+        for &name in &self.classic {
+            let program: &TracePoint = self
                 .ebpf
                 .program(name)
-                .ok_or_else(|| anyhow!("program {name} missing"))?;
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
             misses += prog_info(program.fd()?.as_fd())
                 .with_context(|| format!("reading the statistics of program {name}"))?
                 .recursion_misses;
