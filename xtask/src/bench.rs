@@ -544,25 +544,27 @@ fn program_costs(
     variants: &[Variant],
 ) -> Result<()> {
     let was = bpf_stats(true)?;
-    let mut runs = Vec::new();
     let tracers = std::iter::once((
         "tcpstate watch --json",
         Tracer::Tcpstate(Bin::Tested, WATCH),
     ))
     .chain(variants.iter().map(|v| (v.name, v.tracer)))
     .filter(|(_, t)| matches!(t, Tracer::Tcpstate(..)));
-    let measured = tracers.map(|(name, tracer)| {
-        let t = traced_storm(tcpstate, workload, args, out, netns, tracer, true)?;
-        runs.push((name, t));
-        Ok::<_, anyhow::Error>(())
-    });
-    let result = measured.collect::<Result<Vec<()>>>();
+    let runs: Result<Vec<_>> = tracers
+        .map(|(name, tracer)| {
+            Ok((
+                name,
+                traced_storm(tcpstate, workload, args, out, netns, tracer, true)?,
+            ))
+        })
+        .collect();
+    // Back to what it was, whatever happened.
     bpf_stats(was == "1")?;
-    result?;
+    let runs = runs?;
     let transitions = (args.conns * TRANSITIONS_PER_CONN + workload.listener_transitions()) as f64;
     println!(
-        "
-program run statistics (kernel.bpf_stats_enabled, one storm each; their own cost included):"
+        "\nprogram run statistics (kernel.bpf_stats_enabled, one storm each; their own cost \
+         included):"
     );
     println!("| run | program | runs | ns per run | ns per transition |");
     println!("|---|---|---|---|---|");
@@ -774,7 +776,7 @@ fn traced_storm(
     stats: bool,
 ) -> Result<Traced> {
     let (mut child, stderr) = match tracer {
-        Tracer::Tcpstate(bin, command) => start_tracer(build(tcpstate, args, bin)?, out, command)?,
+        Tracer::Tcpstate(bin, command) => start_tracer(binary(tcpstate, args, bin)?, out, command)?,
         Tracer::Peer => start_peer(out)?,
     };
     let busy = busy_cpu()?;
@@ -853,7 +855,7 @@ fn traced_storm(
 }
 
 /// The tcpstate binary of `bin`.
-fn build<'a>(tcpstate: &'a Path, args: &'a Args, bin: Bin) -> Result<&'a Path> {
+fn binary<'a>(tcpstate: &'a Path, args: &'a Args, bin: Bin) -> Result<&'a Path> {
     match bin {
         Bin::Tested => Ok(tcpstate),
         Bin::Against => args.against.as_deref().context("no --against build"),
