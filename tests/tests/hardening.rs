@@ -542,16 +542,34 @@ fn records_are_written_in_time_order() {
     })
     .expect("storm");
     let objects = tracer.stop();
+    let summary = objects.last().expect("no output");
+    assert_eq!(summary["type"], "summary", "{summary}");
+    let late = summary["late"].as_u64().expect("a count of late records");
     let mut previous = "";
-    let mut checked = 0;
+    let mut checked = 0u64;
+    let mut disorder = Vec::new();
     for o in &objects {
         // Without reconciliation every record comes from tracing, stamped
         // with the time it happened; the summary has no `ts`.
         let Some(ts) = o["ts"].as_str() else { continue };
         // RFC 3339 with a fixed width: text order is time order.
-        assert!(ts >= previous, "{ts} after {previous}: {o}");
+        if ts < previous {
+            disorder.push(format!("{ts} after {previous}: {o}"));
+        }
         previous = ts;
         checked += 1;
     }
     assert!(checked > 200_000, "only {checked} records");
+    // A record can only be out of order if it came later than the window
+    // (its CPU stalled), and then it is counted; that is rare.
+    assert!(
+        disorder.len() as u64 <= late,
+        "{} records out of order, {late} counted late ({summary}); the first: {}",
+        disorder.len(),
+        disorder[0]
+    );
+    assert!(
+        late * 1000 <= checked,
+        "{late} of {checked} records late ({summary}): {disorder:?}"
+    );
 }

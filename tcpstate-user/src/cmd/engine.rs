@@ -5,7 +5,7 @@
 
 use std::{io, os::fd::AsRawFd, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -101,6 +101,7 @@ pub trait View: Sink + TwSink {
             untracked: engine.tracker.stats().untracked,
             unfinished: engine.tracker.stats().unfinished,
             rescued,
+            late: engine.reorder.late(),
         });
     }
 
@@ -124,6 +125,11 @@ pub struct Engine {
     pub facts: FxHashMap<u32, Facts>,
     /// Records read from the kernel.
     pub events: u64,
+    /// When the ring buffer was last read to its end (kernel monotonic
+    /// time): every record placed before then has been read. Time-driven
+    /// release goes no further: while the reader is behind, the records
+    /// still in the ring buffer are older than the clock.
+    caught_up_ns: u64,
     /// Records left in the ring buffer when the run ended: the last drain
     /// ran out of time.
     pub unread: u64,
@@ -243,6 +249,7 @@ impl Engine {
             established: Vec::new(),
             facts: FxHashMap::default(),
             events: 0,
+            caught_up_ns: 0,
             unread: 0,
             reconciliations: 0,
             kernel_filter: None,
@@ -327,9 +334,11 @@ impl Engine {
         view: &mut V,
         deadline: std::time::Instant,
     ) -> bool {
+        let started_ns = clock::monotonic_ns();
         loop {
             for _ in 0..DRAIN_STEP {
                 let Some(item) = ring.next() else {
+                    self.caught_up_ns = started_ns;
                     self.process_settled(view);
                     return true;
                 };
@@ -354,13 +363,14 @@ impl Engine {
     /// The last drains, while `detaching` lets go of the programs (which
     /// takes a few hundred milliseconds, see [`Kernel`]): records are read
     /// for up to [`EXIT_DRAIN`], and those left when it is over and the
-    /// programs are gone are counted in [`Engine::unread`].
+    /// programs are gone are counted in [`Engine::unread`]. Returns what
+    /// the programs lost, read once they were gone.
     fn drain_last<V: View>(
         &mut self,
         ring: &mut RingBuf<MapData>,
         view: &mut V,
-        detaching: std::thread::JoinHandle<()>,
-    ) {
+        detaching: std::thread::JoinHandle<Result<Lost>>,
+    ) -> Result<Lost> {
         let deadline = std::time::Instant::now() + EXIT_DRAIN;
         let mut empty = false;
         while std::time::Instant::now() < deadline && !(empty && detaching.is_finished()) {
@@ -373,14 +383,16 @@ impl Engine {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        if detaching.join().is_err() {
-            warning!("detaching the eBPF programs failed");
-        }
+        let lost = detaching
+            .join()
+            .map_err(|_| anyhow!("detaching the eBPF programs failed"))?
+            .context("reading what the eBPF programs lost")?;
         if !self.drain(ring, view, std::time::Instant::now()) {
             while ring.next().is_some() {
                 self.unread += 1;
             }
         }
+        Ok(lost)
     }
 
     fn process_settled<V: View>(&mut self, view: &mut V) {
@@ -432,9 +444,10 @@ impl Engine {
     }
 
     /// Time-driven work up to the reorder window's horizon: records that
-    /// waited long enough, held closes, expiries.
-    fn tick<V: View>(&mut self, now_ns: u64, view: &mut V) {
-        let horizon = now_ns.saturating_sub(self.reorder.window_ns());
+    /// waited long enough, held closes, expiries. The horizon is a window
+    /// before the ring buffer was last read to its end, not before now.
+    fn tick<V: View>(&mut self, view: &mut V) {
+        let horizon = self.caught_up_ns.saturating_sub(self.reorder.window_ns());
         self.release(horizon, view);
         self.tracker.flush(
             horizon,
@@ -541,7 +554,7 @@ impl TwSink for Quiet {
 
 /// Every loss, the kernel's, the tracker's gaps and the output's; and the
 /// rescues.
-fn losses(kernel: &Kernel, engine: &Engine, output: &output::Stats) -> Result<(Losses, u64)> {
+fn losses(kernel: &mut Kernel, engine: &Engine, output: &output::Stats) -> Result<(Losses, u64)> {
     Ok(combine(kernel.lost()?, engine, output))
 }
 
@@ -597,7 +610,7 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
 
     let mut events = readable(probe.events).context("polling the ring buffer")?;
     let mut logs = readable(probe.logger).context("polling eBPF diagnostics")?;
-    let kernel = probe.kernel;
+    let mut kernel = probe.kernel;
     let mut poll = interval(POLL_INTERVAL);
     let mut refresh = pacing.refresh.map(interval);
     let mut reconcile = pacing.reconcile.map(interval);
@@ -622,16 +635,16 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
             }
             _ = poll.tick() => {
                 engine.drain_slice(events.get_mut(), view);
-                engine.tick(clock::monotonic_ns(), view);
+                engine.tick(view);
                 view.poll();
-                lost.check(losses(&kernel, &engine, &pacing.output)?.0);
+                lost.check(losses(&mut kernel, &engine, &pacing.output)?.0);
             }
             _ = tick(&mut refresh) => {
                 engine.drain_slice(events.get_mut(), view);
                 if pacing.program_runs {
                     engine.programs = kernel.runs()?;
                 }
-                view.refresh(&engine, losses(&kernel, &engine, &pacing.output)?.0, clock::monotonic_ns());
+                view.refresh(&engine, losses(&mut kernel, &engine, &pacing.output)?.0, clock::monotonic_ns());
             }
             _ = tick(&mut reconcile), if pending_dump.is_none() && taken_dump.is_none() => {
                 // Drain first: what is already traced is not "missed".
@@ -676,10 +689,10 @@ pub async fn run(common: &Common, pacing: Pacing, view: &mut impl View) -> Resul
     // The run's length: until it was told to stop.
     let duration = started.elapsed();
     view.stopped();
-    // Detach beside the last drains, so that nothing arrives after them.
-    let kernel_lost = kernel.lost()?;
-    let detaching = std::thread::spawn(move || drop(kernel));
-    engine.drain_last(events.get_mut(), view, detaching);
+    // Detach beside the last drains, so that nothing arrives after them;
+    // then the kernel's counts are final.
+    let detaching = std::thread::spawn(move || kernel.finish());
+    let kernel_lost = engine.drain_last(events.get_mut(), view, detaching)?;
     engine.release(u64::MAX, view);
     let mut sink = Stage {
         table: &mut engine.table,

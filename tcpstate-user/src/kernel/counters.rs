@@ -2,7 +2,10 @@
 //! runs the kernel skipped, `recursion_misses`, less those the rescue
 //! programs recorded), and of what the programs cost (`bpf_stats`).
 
-use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::programs::TracePoint;
@@ -31,12 +34,81 @@ impl Lost {
     }
 }
 
+/// Skipped runs counted as lost only once their rescue had time to come.
+///
+/// The kernel counts a skipped run (`recursion_misses`) a moment before the
+/// rescuer counts its rescue (the classic program runs first), and a CPU
+/// stalled in between (a VM's, by its hypervisor) makes that moment long:
+/// a reading in between would report as lost what the rescuer is still
+/// recording. So while the programs run, a skip counts as lost only if a
+/// reading at least [`RESCUE_WAIT`] earlier already counted it and its
+/// rescue has not come since. Once the programs are detached the counts
+/// are final.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Nested {
+    /// The misses of a reading [`RESCUE_WAIT`] to twice that ago.
+    settled_misses: u64,
+    /// A later reading's time and misses, to settle once old enough.
+    pending: Option<(Instant, u64)>,
+    /// What was reported last: a count of losses never goes down.
+    reported: u64,
+}
+
+/// How long a skip's rescue may take before the skip counts as lost.
+pub const RESCUE_WAIT: Duration = Duration::from_secs(1);
+
+impl Nested {
+    /// The skips lost, from misses and rescues read `now` (misses first).
+    pub fn running(&mut self, now: Instant, misses: u64, rescued: u64) -> u64 {
+        match self.pending {
+            Some((at, earlier)) if now.duration_since(at) >= RESCUE_WAIT => {
+                self.settled_misses = earlier;
+                self.pending = Some((now, misses));
+            }
+            Some(_) => {}
+            None => self.pending = Some((now, misses)),
+        }
+        self.reported = self
+            .settled_misses
+            .saturating_sub(rescued)
+            .max(self.reported);
+        self.reported
+    }
+}
+
+/// The kernel's counts at one reading.
+struct Counts {
+    misses: u64,
+    rescued: u64,
+    ring_full: u64,
+}
+
 impl Kernel {
-    /// Every event lost so far, as counted by the kernel.
-    pub fn lost(&self) -> Result<Lost> {
-        // Misses before rescues: reading in this order may, for an instant,
-        // report a skipped event as rescued before it shows as missed, but
-        // never the other way round.
+    /// Every event lost so far, as counted by the kernel while the programs
+    /// run (see [`Nested`]).
+    pub fn lost(&mut self) -> Result<Lost> {
+        let c = self.counts()?;
+        Ok(Lost {
+            ring_full: c.ring_full,
+            nested: self.nested.running(Instant::now(), c.misses, c.rescued),
+            rescued: c.rescued,
+        })
+    }
+
+    /// Detaches the programs and returns every event they lost: final, as
+    /// none runs any more.
+    pub fn finish(mut self) -> Result<Lost> {
+        self.detach();
+        let c = self.counts()?;
+        Ok(Lost {
+            ring_full: c.ring_full,
+            nested: c.misses.saturating_sub(c.rescued),
+            rescued: c.rescued,
+        })
+    }
+
+    fn counts(&self) -> Result<Counts> {
+        // Misses before rescues: a rescue read is never missing its miss.
         let mut misses = 0;
         for &name in &self.classic {
             let program: &TracePoint = self
@@ -56,11 +128,10 @@ impl Kernel {
                 .iter()
                 .sum())
         };
-        let rescued = count(counter::RESCUED)?;
-        Ok(Lost {
+        Ok(Counts {
+            misses,
+            rescued: count(counter::RESCUED)?,
             ring_full: count(counter::RING_FULL)?,
-            nested: misses.saturating_sub(rescued),
-            rescued,
         })
     }
 }
@@ -125,4 +196,30 @@ fn prog_info(fd: BorrowedFd<'_>) -> Result<bpf_prog_info> {
         return Err(std::io::Error::last_os_error().into());
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_is_lost_only_when_its_rescue_has_not_come_within_the_wait() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let wait = RESCUE_WAIT.as_millis() as u64;
+        let mut n = Nested::default();
+        // Read between a skip and its rescue (a stalled CPU): not lost.
+        assert_eq!(n.running(at(0), 1, 0), 0);
+        assert_eq!(n.running(at(wait - 1), 1, 0), 0);
+        // The rescue came before the skip was settled.
+        assert_eq!(n.running(at(wait), 1, 1), 0);
+        // A second skip, never rescued: lost once a reading that counted
+        // it is old enough.
+        assert_eq!(n.running(at(wait + 50), 2, 1), 0);
+        assert_eq!(n.running(at(2 * wait), 2, 1), 0);
+        assert_eq!(n.running(at(3 * wait), 2, 1), 1);
+        // A rescue that comes later does not take back what was reported:
+        // the count never goes down.
+        assert_eq!(n.running(at(4 * wait), 2, 2), 1);
+    }
 }

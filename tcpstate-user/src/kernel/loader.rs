@@ -22,7 +22,7 @@ use tcpstate_ebpf::{
     SYSCALL_PROGRAMS, SetStateOffsets, SyscallOffsets,
 };
 
-use super::{btf, guard, privileges, tracefs};
+use super::{btf, counters::Nested, guard, privileges, tracefs};
 use crate::{
     messages::warning,
     sock::{Family, Tuple},
@@ -103,6 +103,8 @@ pub struct Kernel {
     pub(super) counters: PerCpuArray<MapData, u64>,
     /// The classic tracepoint programs attached, whose skipped runs count.
     pub(super) classic: Vec<&'static str>,
+    /// What the readings so far found lost to skipped runs.
+    pub(super) nested: Nested,
     /// Whether the syscall programs are attached (failed `bind()` and early
     /// failed `connect()` calls reported, accepted sockets owned by the
     /// process that accepted them).
@@ -126,13 +128,20 @@ impl Attachment {
     }
 }
 
-impl Drop for Kernel {
-    fn drop(&mut self) {
+impl Kernel {
+    /// Detaches every program, all at once.
+    pub(super) fn detach(&mut self) {
         std::thread::scope(|scope| {
             for link in self.links.drain(..) {
                 scope.spawn(move || link.detach());
             }
         });
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        self.detach();
     }
 }
 
@@ -274,6 +283,7 @@ pub fn load(settings: &Settings) -> Result<Probe> {
             counters,
             classic,
             syscalls,
+            nested: Nested::default(),
         },
     })
 }

@@ -174,6 +174,7 @@ struct SummaryJson {
     untracked: u64,
     unfinished: u64,
     rescued: u64,
+    late: u64,
 }
 
 /// One refresh of the live `timewait` view.
@@ -738,6 +739,7 @@ impl<W: Write> Printer for Json<W> {
             untracked: s.untracked,
             unfinished: s.unfinished,
             rescued: s.rescued,
+            late: s.late,
         });
         self.out.flush();
     }
@@ -829,6 +831,7 @@ mod tests {
                 untracked: 0,
                 unfinished: 0,
                 rescued: 0,
+                late: 0,
             });
         });
         let lines: Vec<Value> = out
@@ -942,6 +945,7 @@ mod tests {
                 untracked: 2,
                 unfinished: 3,
                 rescued: 4,
+                late: 8,
             });
         });
         let want = [
@@ -956,7 +960,7 @@ mod tests {
             r#"{"type":"timewait_exit","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"reason":"expired","lived_ms":60000.0}"#,
             r#"{"type":"timewait_entry","ts":"2025-11-24T16:16:40.000999Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":null,"comm":null,"entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":59999.0,"source":"kernel"}"#,
             r#"{"type":"timewait_entry","ts":"2025-11-24T16:17:40.000000Z","family":"ipv4","laddr":"10.1.255.0","lport":65535,"raddr":"192.168.0.10","rport":0,"netns":9,"role":"server","closer":"remote","pid":0,"comm":"x","entered_at":"2025-11-24T16:16:39.999999Z","expires_in_ms":0.0,"source":"traced"}"#,
-            r#"{"type":"summary","events":3,"lost":17,"lost_by_reason":{"ring_full":1,"nested":2,"inferred":5,"output":3,"unread":6},"duration_ms":0.5,"untracked":2,"unfinished":3,"rescued":4}"#,
+            r#"{"type":"summary","events":3,"lost":17,"lost_by_reason":{"ring_full":1,"nested":2,"inferred":5,"output":3,"unread":6},"duration_ms":0.5,"untracked":2,"unfinished":3,"rescued":4,"late":8}"#,
         ];
         assert_eq!(out.lines().collect::<Vec<_>>(), want);
     }

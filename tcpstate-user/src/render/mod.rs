@@ -56,6 +56,10 @@ pub struct Summary {
     /// Events the kernel skipped for a classic program (nested runs) that
     /// the rescue programs recorded: included in `events`, not lost.
     pub rescued: u64,
+    /// Records written out of time order: they reached tcpstate after one
+    /// stamped later had been written (their CPU stalled for longer than
+    /// the reorder window between stamping and placing them).
+    pub late: u64,
 }
 
 /// What a run lost, by reason.

@@ -245,7 +245,7 @@ pub fn summary(s: &Summary) {
         if n == 0 { String::new() } else { text(n) }
     };
     note!(
-        "{} events, {} lost, {:.1} s{}{}{}{}{}",
+        "{} events, {} lost, {:.1} s{}{}{}{}{}{}",
         s.events,
         s.lost.total(),
         s.duration_ms / 1000.0,
@@ -258,6 +258,10 @@ pub fn summary(s: &Summary) {
         )),
         optional(s.rescued, &|n| format!(
             " ({n} skipped by the kernel for nested runs, recorded by the rescue programs)"
+        )),
+        optional(s.late, &|n| format!(
+            ", {n} written out of time order (they arrived later than the reorder window: \
+             raise --reorder-window)"
         )),
         optional(s.untracked, &|n| format!(
             ", {n} connections untracked (table full)"
@@ -352,6 +356,7 @@ mod tests {
                 unread: 7,
                 ..Losses::default()
             },
+            late: 3,
             ..summary
         };
         let out = render(|r| {
@@ -367,7 +372,8 @@ mod tests {
               recorded by the rescue programs)\n",
                 "tcpstate: 20 events, 7 lost, 1.5 s (of which 7 records still in the ring buffer: \
                  the run ended before reading them) (2 skipped by the kernel for nested runs, \
-                 recorded by the rescue programs)\n"
+                 recorded by the rescue programs), 3 written out of time order (they arrived \
+                 later than the reorder window: raise --reorder-window)\n"
             ]
         );
     }

@@ -4,7 +4,9 @@
 //! may be reserved first). Records are held for [`WINDOW_NS`] and released
 //! oldest first; within one timestamp, in arrival order. Per socket the
 //! kernel's order is already the timestamp order, so classification is
-//! unchanged.
+//! unchanged. A record that arrives after a later one has left (its CPU
+//! stalled for longer than the window between stamping and placing it)
+//! leaves at once, out of order, and is counted ([`Reorder::late`]).
 //!
 //! While held, a record can still learn from a later one of its socket:
 //! before Linux 6.15 an accepted socket's `LISTEN -> SYN_RECV` carries its
@@ -58,6 +60,10 @@ pub struct Reorder {
     seq: u64,
     /// The newest timestamp seen.
     newest_ns: u64,
+    /// The timestamp of the newest record released.
+    released_ns: u64,
+    /// Records that arrived stamped before one already released.
+    late: u64,
     /// Held records with their listener's tuple still waiting for their
     /// socket's next record: the arrival number of each, by socket.
     awaiting: FxHashMap<u64, u64>,
@@ -80,6 +86,8 @@ impl Reorder {
             held: VecDeque::new(),
             seq: 0,
             newest_ns: 0,
+            released_ns: 0,
+            late: 0,
             awaiting: FxHashMap::default(),
             completed: FxHashMap::default(),
         }
@@ -105,6 +113,9 @@ impl Reorder {
             self.completed.insert(accept, event.id);
         }
         self.newest_ns = self.newest_ns.max(event.ts_ns);
+        if event.ts_ns < self.released_ns {
+            self.late += 1;
+        }
         // After every record stamped at or before it: arrival order within
         // a timestamp.
         let at = self.held.partition_point(|h| h.event.ts_ns <= event.ts_ns);
@@ -139,12 +150,19 @@ impl Reorder {
             return None;
         }
         let Held { seq, mut event } = self.held.pop_front()?;
+        self.released_ns = self.released_ns.max(event.ts_ns);
         if awaiting {
             self.awaiting.remove(&event.skaddr);
         } else if let Some(id) = self.completed.remove(&seq) {
             event.id = id;
         }
         Some(event)
+    }
+
+    /// Records that arrived after a record stamped later had left: they
+    /// leave out of time order.
+    pub fn late(&self) -> u64 {
+        self.late
     }
 
     /// Records held.
@@ -196,6 +214,25 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.pop_until(u64::MAX).map(|e| e.skaddr), Some(4));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_record_arriving_after_the_window_leaves_out_of_order_and_is_counted() {
+        let mut r = Reorder::default();
+        r.push(event(1_000_000, 1));
+        r.push(event(1_000_000 + WINDOW_NS, 2));
+        assert_eq!(r.pop_settled().map(|e| e.skaddr), Some(1));
+        assert_eq!(r.late(), 0);
+        // Stamped before the record released, after the window had passed.
+        r.push(event(999_999, 3));
+        // Stamped at the released record's time: still in order.
+        r.push(event(1_000_000, 4));
+        assert_eq!(r.late(), 1);
+        let out: Vec<_> = std::iter::from_fn(|| r.pop_until(u64::MAX))
+            .map(|e| e.skaddr)
+            .collect();
+        assert_eq!(out, [3, 4, 2]);
+        assert_eq!(r.late(), 1);
     }
 
     #[test]
