@@ -83,16 +83,23 @@ struct Counts {
     ring_full: u64,
 }
 
+impl Counts {
+    /// What was lost, with `nested` skips judged lost.
+    fn lost(&self, nested: u64) -> Lost {
+        Lost {
+            ring_full: self.ring_full,
+            nested,
+            rescued: self.rescued,
+        }
+    }
+}
+
 impl Kernel {
     /// Every event lost so far, as counted by the kernel while the programs
     /// run (see [`Nested`]).
     pub fn lost(&mut self) -> Result<Lost> {
         let c = self.counts()?;
-        Ok(Lost {
-            ring_full: c.ring_full,
-            nested: self.nested.running(Instant::now(), c.misses, c.rescued),
-            rescued: c.rescued,
-        })
+        Ok(c.lost(self.nested.running(Instant::now(), c.misses, c.rescued)))
     }
 
     /// Detaches the programs and returns every event they lost: final, as
@@ -100,15 +107,13 @@ impl Kernel {
     pub fn finish(mut self) -> Result<Lost> {
         self.detach();
         let c = self.counts()?;
-        Ok(Lost {
-            ring_full: c.ring_full,
-            nested: c.misses.saturating_sub(c.rescued),
-            rescued: c.rescued,
-        })
+        Ok(c.lost(c.misses.saturating_sub(c.rescued)))
     }
 
     fn counts(&self) -> Result<Counts> {
-        // Misses before rescues: a rescue read is never missing its miss.
+        // The order of the readings does not matter: while the programs
+        // run, `Nested` weighs rescues against misses read a second
+        // earlier; once they are detached, the counts no longer change.
         let mut misses = 0;
         for &name in &self.classic {
             let program: &TracePoint = self
