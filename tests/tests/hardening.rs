@@ -280,7 +280,7 @@ fn a_signal_stops_a_run_that_cannot_keep_up() {
                 tcpstate_tests::guard::pin_to(0);
                 storm::run(
                     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-                    300_000 / u64::from(slowdown()),
+                    150_000 / u64::from(slowdown()),
                     2,
                 )
             })
