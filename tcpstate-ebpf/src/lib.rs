@@ -4,7 +4,7 @@
 //! Everything here is `#[repr(C)]`, `no_std` and plain old data: the kernel
 //! side writes these bytes and userspace reads them back with the very same
 //! definitions, so the layout can never drift between the two halves.
-#![cfg_attr(not(test), no_std)]
+#![no_std]
 
 /// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
@@ -244,6 +244,28 @@ pub struct RawEvent {
     pub opened_ns: u64,
 }
 
+/// Bytes of a `sock:inet_sock_set_state` record the program copies in one
+/// read; every field it uses must lie within them (the loader checks).
+pub const SET_STATE_RECORD_LEN: usize = 128;
+
+/// Byte offsets of the fields of `sock:inet_sock_set_state`, as read from the
+/// running kernel's tracepoint format file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetStateOffsets {
+    pub skaddr: u16,
+    pub oldstate: u16,
+    pub newstate: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+}
+
 /// Byte offsets inside kernel structures, read from the kernel's BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -278,136 +300,33 @@ pub struct SockOffsets {
     pub sport: u16,
 }
 
-/// Where the programs find two of this CPU's kernel variables:
-/// `bpf_prog_active`, the guard that makes the kernel skip a classic
-/// tracepoint program nested inside another BPF run on the same CPU (the
-/// reset rescuers act when it is raised), and the preempt count, which says
-/// whether a transition runs in softirq (see [`claim`]).
+/// What the rescue programs need to find this CPU's `bpf_prog_active`, the
+/// kernel's per-CPU guard that makes it skip a classic tracepoint program
+/// nested inside another BPF run on the same CPU. `array_pptrs == 0`
+/// disables the rescue.
 ///
-/// A variable's address on a CPU is its static per-CPU address plus the
+/// The guard's address on a CPU is its static per-CPU address plus the
 /// CPU's per-CPU offset. The CPU's offset is the address a per-CPU array
-/// lookup returns minus the array's `pptrs[0]`. The static addresses are
-/// either known outright (from `/proc/kallsyms`, `proto_fw_alloc == 0`) or
-/// derived from another static per-CPU variable whose address the kernel
-/// stores in memory a program can read (`tcp_prot.per_cpu_fw_alloc` =
-/// `&tcp_memory_per_cpu_fw_alloc`, since Linux 6.0) plus each variable's
-/// distance from it in the `.data..percpu` section of the kernel's BTF.
-/// `array_pptrs == 0`: neither is known.
+/// lookup returns minus the array's `pptrs[0]`. The static address is
+/// either known outright (`prog_active`, from `/proc/kallsyms`) or derived
+/// from another static per-CPU variable whose address the kernel stores in
+/// memory a program can read (`tcp_prot.per_cpu_fw_alloc` =
+/// `&tcp_memory_per_cpu_fw_alloc`, since Linux 6.0) plus the distance
+/// between the two in the `.data..percpu` section of the kernel's BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardOffsets {
     /// `struct bpf_array` -> `pptrs`.
     pub array_pptrs: u16,
-    /// `struct proto` -> `per_cpu_fw_alloc`; 0: the addresses below are
-    /// static per-CPU addresses.
+    /// `struct proto` -> `per_cpu_fw_alloc`.
     pub proto_fw_alloc: u16,
     pub _pad: [u8; 4],
-    /// `bpf_prog_active`: its distance from `tcp_memory_per_cpu_fw_alloc`,
-    /// or its static address.
+    /// `.data..percpu` offset of `bpf_prog_active` minus that of
+    /// `tcp_memory_per_cpu_fw_alloc`.
+    pub prog_active_delta: i64,
+    /// The static per-CPU address of `bpf_prog_active`, 0 when unknown (the
+    /// derivation above is used then).
     pub prog_active: u64,
-    /// The preempt count (`__preempt_count`, or `pcpu_hot.preempt_count` in
-    /// Linux 6.2 to 6.14), likewise.
-    pub preempt_count: u64,
-}
-
-/// Which of the two copies of the set-state program records a transition.
-///
-/// The kernel guards each BTF tracepoint program on its own: a transition
-/// that interrupts a program's run on the same CPU (a softirq one arriving
-/// while it handles a process-context one) skips that program, and only
-/// that one. Two copies run on every transition, the first attached first
-/// (the kernel calls a tracepoint's probes in the order they were
-/// attached). The first claims the transition in its context's slot and
-/// records it; the second clears a matching claim, or, finding none,
-/// records the transition itself: the first was skipped. Transitions nest
-/// at most two deep on one CPU (softirqs do not nest, and TCP changes state
-/// neither in a hard interrupt nor in an NMI), so one slot per context
-/// suffices:
-///
-/// - arriving while the first runs, a transition skips it, not the second;
-/// - arriving between the two, it runs both, in the other context's slot;
-/// - arriving while the second runs, it runs the first, which records it,
-///   and skips the second: its claim stays behind in the softirq slot,
-///   until the next softirq transition overwrites it or the next
-///   process-context one clears it (no softirq run is in progress when a
-///   process-context run starts).
-///
-/// What is left: a stale claim matched by the next softirq transition of
-/// the same socket with the same two states, arriving on that CPU while
-/// the first copy runs. The first copy's skipped runs that no rescue
-/// answers are counted as lost.
-pub mod claim {
-    /// The context bit of the preempt count: set while a softirq is served.
-    pub const SOFTIRQ_OFFSET: u32 = 1 << 8;
-
-    /// Slot of a process-context transition.
-    pub const PROCESS: usize = 0;
-    /// Slot of a softirq transition.
-    pub const SOFTIRQ: usize = 1;
-
-    /// The slot of a transition that runs with this preempt count.
-    pub const fn context(preempt_count: u32) -> usize {
-        if preempt_count & SOFTIRQ_OFFSET != 0 {
-            SOFTIRQ
-        } else {
-            PROCESS
-        }
-    }
-
-    /// One transition: socket `sk` going from `old` to `new`; `sk == 0`: none.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct Claim {
-        pub sk: u64,
-        pub old: u8,
-        pub new: u8,
-        pub _pad: [u8; 6],
-    }
-
-    impl Claim {
-        pub const NONE: Claim = Claim::new(0, 0, 0);
-
-        pub const fn new(sk: u64, old: u8, new: u8) -> Claim {
-            Claim {
-                sk,
-                old,
-                new,
-                _pad: [0; 6],
-            }
-        }
-    }
-
-    /// One CPU's claims, one slot per context.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct Claims {
-        pub slots: [Claim; 2],
-    }
-
-    impl Claims {
-        /// The first copy: claims transition `c`, which runs in `context`.
-        pub fn first(&mut self, context: usize, c: Claim) {
-            if context == PROCESS {
-                self.slots[SOFTIRQ] = Claim::NONE;
-            }
-            self.slots[context & 1] = c;
-        }
-
-        /// The second copy: whether transition `c` went unclaimed, so that
-        /// the second copy records it. Either slot may hold its claim: one
-        /// socket is never in the same transition in both contexts at once,
-        /// so the second copy needs no context of its own (one kernel read
-        /// less on every transition).
-        pub fn second(&mut self, c: Claim) -> bool {
-            match self.slots.iter_mut().find(|slot| **slot == c) {
-                Some(slot) => {
-                    *slot = Claim::NONE;
-                    false
-                }
-                None => true,
-            }
-        }
-    }
 }
 
 /// Where the syscall programs find a call's arguments, its result and its
@@ -451,16 +370,12 @@ pub struct SyscallOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    /// Wake the consumer once this many bytes are waiting in the ring buffer;
-    /// below that, userspace polls on a short timer.
-    pub wakeup_bytes: u64,
-    pub guard: GuardOffsets,
-    pub syscalls: SyscallOffsets,
-    pub sock: SockOffsets,
+    pub set_state: SetStateOffsets,
     /// Offset of `skaddr` in `tcp:tcp_receive_reset`.
     pub receive_reset_skaddr: u16,
     /// Offset of `skaddr` in `tcp:tcp_send_reset`.
     pub send_reset_skaddr: u16,
+    pub sock: SockOffsets,
     /// Bit 0: report IPv4, bit 1: report IPv6.
     pub families: u8,
     /// Non-zero: only ports set in `LPORTS` pass.
@@ -469,10 +384,15 @@ pub struct Config {
     pub rport_filter: u8,
     /// Non-zero: only sockets with a port set in `PORTS` at either end pass.
     pub port_filter: u8,
+    /// Wake the consumer once this many bytes are waiting in the ring buffer;
+    /// below that, userspace polls on a short timer.
+    pub wakeup_bytes: u64,
+    pub guard: GuardOffsets,
+    pub syscalls: SyscallOffsets,
     /// Non-zero: only the transitions [`life::in_closes_only`] names are
     /// written; the others only update the socket's [`life::Life`].
     pub closes_only: u8,
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 7],
 }
 
 impl Config {
@@ -499,9 +419,8 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub mod counter {
     /// Records that found the ring buffer full.
     pub const RING_FULL: u32 = 0;
-    /// Transitions the kernel skipped for the first set-state program and
-    /// the second recorded instead (see [`super::claim`]), and resets it
-    /// skipped for a classic program and its rescuer recorded.
+    /// Transitions and resets the kernel skipped for a classic program and
+    /// its rescue program recorded instead.
     pub const RESCUED: u32 = 1;
     /// Number of counters.
     pub const LEN: u32 = 2;
@@ -517,15 +436,10 @@ pub const GLOBAL_RPORTS: &str = "RPORTS";
 /// Name of the either-end port bitmap global.
 pub const GLOBAL_PORTS: &str = "PORTS";
 
-/// The two copies of the set-state program (BTF tracepoints, see
-/// [`claim`]), by name, in the order they are attached.
-pub const SET_STATE_PROGRAMS: [&str; 2] = ["set_state", "set_state_rescue"];
-/// The tracepoint of [`SET_STATE_PROGRAMS`].
-pub const SET_STATE_TRACEPOINT: &str = "inet_sock_set_state";
-
-/// The classic tracepoint programs on resets, by name, with the tracepoint
-/// each attaches to.
-pub const RESET_PROGRAMS: [(&str, &str, &str); 2] = [
+/// The classic tracepoint programs, by name, with the tracepoint each
+/// attaches to.
+pub const PROGRAMS: [(&str, &str, &str); 3] = [
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
 ];
@@ -543,10 +457,11 @@ pub const SYSCALL_PROGRAMS: [(&str, &str, &str); 6] = [
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
 ];
 
-/// The rescuers of [`RESET_PROGRAMS`] (BTF tracepoints), by name, with
-/// their tracepoint: each records what the kernel skipped for the classic
-/// program of the same tracepoint.
-pub const RESCUERS: [(&str, &str); 2] = [
+/// The rescue programs (BTF tracepoints), by name, with their tracepoint:
+/// each records what the kernel skipped for the classic program of the same
+/// tracepoint.
+pub const RESCUERS: [(&str, &str); 3] = [
+    ("rescue_set_state", "inet_sock_set_state"),
     ("rescue_receive_reset", "tcp_receive_reset"),
     ("rescue_send_reset", "tcp_send_reset"),
 ];
@@ -560,175 +475,5 @@ mod user {
 
 // The layouts are part of the kernel/userspace contract: no implicit padding.
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 104);
-const _: () = assert!(core::mem::size_of::<Config>() == 96);
-const _: () = assert!(core::mem::offset_of!(Config, _pad) + 5 == 96);
+const _: () = assert!(core::mem::size_of::<Config>() == 120);
 const _: () = assert!(core::mem::size_of::<life::Life>() == 16);
-
-#[cfg(test)]
-mod tests {
-    use super::claim::{Claim, Claims, PROCESS, SOFTIRQ, context};
-
-    /// Where in a process-context transition's two runs a softirq one
-    /// arrives.
-    #[derive(Clone, Copy, PartialEq, Debug)]
-    enum At {
-        FirstBeforeClaim,
-        FirstAfterClaim,
-        Between,
-        SecondBeforeCheck,
-        SecondAfterCheck,
-    }
-
-    const EVERYWHERE: [At; 5] = [
-        At::FirstBeforeClaim,
-        At::FirstAfterClaim,
-        At::Between,
-        At::SecondBeforeCheck,
-        At::SecondAfterCheck,
-    ];
-
-    /// One CPU running both copies on each transition, each guarded on its
-    /// own as the kernel guards BTF tracepoint programs.
-    #[derive(Default)]
-    struct Cpu {
-        claims: Claims,
-        first_running: bool,
-        second_running: bool,
-        /// Transitions run, and those recorded.
-        run: Vec<Claim>,
-        recorded: Vec<Claim>,
-        /// The first copy's skipped runs (its `recursion_misses`).
-        misses: u64,
-        rescued: u64,
-    }
-
-    impl Cpu {
-        fn transition(&mut self, ctx: usize, c: Claim, nested: Option<(At, Claim)>) {
-            self.run.push(c);
-            let nest = |cpu: &mut Cpu, at: At| {
-                if let Some((_, y)) = nested.filter(|&(when, _)| when == at) {
-                    cpu.transition(SOFTIRQ, y, None);
-                }
-            };
-            if self.first_running {
-                self.misses += 1;
-            } else {
-                self.first_running = true;
-                nest(self, At::FirstBeforeClaim);
-                self.claims.first(ctx, c);
-                nest(self, At::FirstAfterClaim);
-                self.recorded.push(c);
-                self.first_running = false;
-            }
-            nest(self, At::Between);
-            if !self.second_running {
-                self.second_running = true;
-                nest(self, At::SecondBeforeCheck);
-                let rescue = self.claims.second(c);
-                nest(self, At::SecondAfterCheck);
-                if rescue {
-                    self.rescued += 1;
-                    self.recorded.push(c);
-                }
-                self.second_running = false;
-            }
-        }
-
-        /// Every transition run was recorded exactly once.
-        fn exact(&self) {
-            let mut run = self.run.clone();
-            let mut recorded = self.recorded.clone();
-            run.sort_by_key(|c| (c.sk, c.old, c.new));
-            recorded.sort_by_key(|c| (c.sk, c.old, c.new));
-            assert_eq!(run, recorded);
-            assert_eq!(self.misses, self.rescued);
-        }
-
-        /// What was not recorded is what the counters call lost, and
-        /// nothing was recorded twice.
-        fn accounted(&self) {
-            let lost = self.misses - self.rescued;
-            assert_eq!(self.recorded.len() as u64 + lost, self.run.len() as u64);
-            for c in &self.recorded {
-                let times = |v: &Vec<Claim>| v.iter().filter(|x| *x == c).count();
-                assert!(times(&self.recorded) <= times(&self.run), "{c:?} twice");
-            }
-        }
-    }
-
-    const X: Claim = Claim::new(0xffff_8880_0000_1000, 1, 4);
-    const Y: Claim = Claim::new(0xffff_8880_0000_2000, 4, 5);
-    const Z: Claim = Claim::new(0xffff_8880_0000_3000, 2, 1);
-
-    #[test]
-    fn the_context_is_the_softirq_bit_of_the_preempt_count() {
-        assert_eq!(context(0), PROCESS);
-        assert_eq!(context(0x200), PROCESS); // softirqs disabled, not served
-        assert_eq!(context(0x100), SOFTIRQ);
-        assert_eq!(context(0x8000_0101), SOFTIRQ);
-    }
-
-    #[test]
-    fn a_softirq_transition_nested_anywhere_is_recorded_once() {
-        for at in EVERYWHERE {
-            let mut cpu = Cpu::default();
-            cpu.transition(PROCESS, X, Some((at, Y)));
-            cpu.exact();
-            let skipped = u64::from(matches!(at, At::FirstBeforeClaim | At::FirstAfterClaim));
-            assert_eq!(cpu.rescued, skipped, "{at:?}");
-        }
-    }
-
-    #[test]
-    fn a_claim_left_behind_does_not_hide_later_transitions() {
-        // Arriving inside the second copy leaves Y's claim behind.
-        for at in [At::SecondBeforeCheck, At::SecondAfterCheck] {
-            let mut cpu = Cpu::default();
-            cpu.transition(PROCESS, X, Some((at, Y)));
-            assert_eq!(cpu.claims.slots[SOFTIRQ], Y);
-            // A later softirq transition overwrites it, one nested in a
-            // process-context transition finds it cleared.
-            cpu.transition(SOFTIRQ, Z, None);
-            cpu.transition(PROCESS, X, Some((At::SecondBeforeCheck, Y)));
-            cpu.transition(PROCESS, Z, Some((At::FirstAfterClaim, Y)));
-            cpu.transition(PROCESS, X, Some((At::FirstBeforeClaim, Z)));
-            cpu.exact();
-        }
-    }
-
-    #[test]
-    fn a_stale_claim_matched_by_the_same_transition_is_counted_as_lost() {
-        let mut cpu = Cpu::default();
-        cpu.transition(PROCESS, X, Some((At::SecondAfterCheck, Y)));
-        // The same socket and states again, arriving before the first copy
-        // of a process-context transition cleared the stale claim.
-        cpu.transition(PROCESS, Z, Some((At::FirstBeforeClaim, Y)));
-        cpu.accounted();
-        assert_eq!(cpu.misses - cpu.rescued, 1);
-    }
-
-    #[test]
-    fn every_sequence_of_nestings_is_accounted_for() {
-        // Every sequence of three process-context transitions, each with a
-        // nested softirq one (or none) anywhere, over three claims.
-        let claims = [X, Y, Z];
-        let choices: Vec<Option<(At, Claim)>> = core::iter::once(None)
-            .chain(
-                EVERYWHERE
-                    .iter()
-                    .flat_map(|&at| claims.map(|y| Some((at, y)))),
-            )
-            .collect();
-        for a in &choices {
-            for b in &choices {
-                for c in &choices {
-                    let mut cpu = Cpu::default();
-                    for (outer, nested) in claims.iter().zip([a, b, c]) {
-                        cpu.transition(PROCESS, *outer, *nested);
-                    }
-                    cpu.accounted();
-                }
-            }
-        }
-    }
-}

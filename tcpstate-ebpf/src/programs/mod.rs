@@ -1,18 +1,14 @@
 //! Entry points, maps and globals.
 //!
-//! Every transition runs two copies of one BTF tracepoint program,
-//! [`set_state`] then [`set_state_rescue`]: the kernel guards each on its
-//! own, and a transition that interrupts the first on the same CPU (a
-//! softirq one arriving while it handles a process-context one) skips it;
-//! the second, finding no claim of the first, records it (see
-//! `tcpstate_ebpf::claim`).
-//!
-//! Resets come from classic tracepoints, which the kernel runs at most one
-//! at a time per CPU: while one runs (or any BPF program that raised the
-//! per-CPU guard `bpf_prog_active`), a reset on that CPU skips them, counted
-//! only in their `recursion_misses`. Each has a rescuer: a BTF tracepoint on
-//! the same tracepoint that acts only while this CPU's `bpf_prog_active` is
-//! raised, exactly when the kernel skips the classic program. Userspace
+//! The kernel runs at most one classic tracepoint (or kprobe) program at a
+//! time per CPU: while one runs, its per-CPU guard `bpf_prog_active` is
+//! raised, and a transition that interrupts it (a softirq one arriving while
+//! the program handles a `connect()` or `close()`) skips the classic program,
+//! counted only in its `recursion_misses`. Each classic program therefore
+//! has a rescuer: a BTF tracepoint on the same tracepoint (guarded per
+//! program, not by `bpf_prog_active`) that acts only when this CPU's
+//! `bpf_prog_active` is raised, that is exactly when the kernel skips the
+//! classic program, and records the event from the socket itself. Userspace
 //! reports the misses minus the rescues as lost.
 
 use core::ptr::{addr_of, read_volatile};
@@ -26,7 +22,7 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use tcpstate_ebpf::{Config, PORT_BITMAP_LEN, counter, kind};
 
-/// One field of [`CONFIG`], e.g. `conf!(sock.sport)`. Read volatile,
+/// One field of [`CONFIG`], e.g. `conf!(set_state.sport)`. Read volatile,
 /// field by field: the loader rewrites the value, so the compiler must not
 /// fold it, and copying the whole struct on every event would cost as much
 /// as the rest of the program.
@@ -40,14 +36,13 @@ macro_rules! conf {
     };
 }
 
-mod cpu;
 mod record;
+mod rescue;
 mod syscalls;
 
-use cpu::PerCpu;
-use record::{SockState, from_sock, read_kernel, record, reset};
+use record::{Copied, SockState, from_record, from_sock, read_kernel, record, reset};
+use rescue::classic_skipped;
 use syscalls::Call;
-use tcpstate_ebpf::claim::Claim;
 
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config::ZERO;
@@ -67,9 +62,16 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
 
-/// Per CPU: where its kernel variables lie, and its claims (see `cpu.rs`).
+/// Per CPU: the address of that CPU's `bpf_prog_active`, 0 until the first
+/// rescuer run on the CPU works it out (see `rescue.rs`).
 #[map]
-static CPU: PerCpuArray<PerCpu> = PerCpuArray::with_max_entries(1, 0);
+static GUARD: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for one [`Copied`] record (too big for the stack). The
+/// kernel never runs the classic program nested on one CPU, and the
+/// rescuers do not use it.
+#[map]
+static RECORD: PerCpuArray<Copied> = PerCpuArray::with_max_entries(1, 0);
 
 /// Owner and last-transition time per live socket, keyed by `skaddr`.
 #[map]
@@ -105,45 +107,30 @@ fn count(index: u32) {
     }
 }
 
-/// The transition's socket and states:
-/// `(const struct sock *sk, const int oldstate, const int newstate)`.
-fn transition(ctx: &BtfTracePointContext) -> Claim {
-    Claim::new(ctx.arg(0), ctx.arg::<u64>(1) as u8, ctx.arg::<u64>(2) as u8)
-}
-
-/// Records transition `c`: the socket's state, the record if it passes the
-/// filters.
-fn record_transition(ctx: &BtfTracePointContext, c: &Claim) {
-    if let Err(err) = from_sock(c.sk, c.old, c.new).and_then(|t| t.map_or(Ok(()), |t| record(&t))) {
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if let Err(err) = from_record(&ctx).and_then(|c| c.map_or(Ok(()), |c| record(&c))) {
         error!(
-            ctx,
-            "inet_sock_set_state: reading the socket failed: {}", err
+            &ctx,
+            "inet_sock_set_state: reading the event failed: {}", err
         );
     }
-}
-
-/// The first copy: claims every transition, then records it.
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn set_state(ctx: BtfTracePointContext) -> i32 {
-    let c = transition(&ctx);
-    if let Some(cpu) = cpu::this(Some(c.sk)) {
-        cpu.claims.first(cpu.context(), c);
-    }
-    record_transition(&ctx, &c);
     0
 }
 
-/// The second copy: records the transitions the kernel skipped
-/// [`set_state`] for, those it finds unclaimed.
+/// The rescuer of [`inet_sock_set_state`]: records the transition only when
+/// the kernel skips the classic program for it.
 #[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn set_state_rescue(ctx: BtfTracePointContext) -> i32 {
-    let c = transition(&ctx);
-    let Some(cpu) = cpu::this(Some(c.sk)) else {
+pub fn rescue_set_state(ctx: BtfTracePointContext) -> i32 {
+    // (const struct sock *sk, const int oldstate, const int newstate)
+    let sk: u64 = ctx.arg(0);
+    if !classic_skipped(Some(sk)) {
         return 0;
-    };
-    if cpu.claims.second(c) {
-        count(counter::RESCUED);
-        record_transition(&ctx, &c);
+    }
+    count(counter::RESCUED);
+    let (old, new) = (ctx.arg::<u64>(1) as u8, ctx.arg::<u64>(2) as u8);
+    if let Err(err) = from_sock(sk, old, new).and_then(|c| c.map_or(Ok(()), |c| record(&c))) {
+        error!(&ctx, "rescue_set_state: reading the socket failed: {}", err);
     }
     0
 }
@@ -175,7 +162,7 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 
 /// The rescuer of [`tcp_receive_reset`]. Like that of [`tcp_send_reset`],
 /// it relies on this CPU's guard address being known already: set-state
-/// runs find it, and every connection starts with a transition.
+/// rescues find it, and every connection starts with a transition.
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn rescue_receive_reset(ctx: BtfTracePointContext) -> i32 {
     // (struct sock *sk)
@@ -189,7 +176,7 @@ pub fn rescue_send_reset(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn rescue_reset(ctx: &BtfTracePointContext, sk: u64, what: u8) -> i32 {
-    if cpu::this(None).is_some_and(|cpu| cpu.classic_skipped()) {
+    if classic_skipped(None) {
         count(counter::RESCUED);
         if let Err(err) = reset(sk, what) {
             error!(ctx, "rescuing a reset: reading the socket failed: {}", err);

@@ -1,20 +1,24 @@
-//! The record path: read a transition from the socket, filter it,
-//! attribute its owner, keep the socket's entry and write one
-//! [`RawEvent`]; likewise for resets.
-
-use core::ptr::read_volatile;
+//! The record path: read a transition (from the tracepoint's record or from
+//! the socket), filter it, attribute its owner, keep the socket's entry and
+//! write one [`RawEvent`]; likewise for resets.
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf, generated,
+    },
+    programs::TracePointContext,
 };
 use tcpstate_ebpf::{
-    AF_INET, AF_INET6, COMM_LEN, FAMILY_V4, FAMILY_V6, IPPROTO_TCP, RawEvent, counter, flags, kind,
+    AF_INET, AF_INET6, COMM_LEN, FAMILY_V4, FAMILY_V6, IPPROTO_TCP, RawEvent, SET_STATE_RECORD_LEN,
+    counter, flags, kind,
     life::{self, Life},
     tcp,
 };
 
-use super::{EVENTS, LPORTS, PORTS, RPORTS, SOCKS, count, port_allowed};
+use super::{EVENTS, LPORTS, PORTS, RECORD, RPORTS, SOCKS, count, port_allowed};
 
 /// What the programs remember about one live socket.
 #[repr(C)]
@@ -66,6 +70,11 @@ impl SockState {
         }
     }
 }
+
+/// One copied `inet_sock_set_state` record, aligned like the kernel's so
+/// that each field is read in one load.
+#[repr(C, align(8))]
+pub struct Copied([u8; SET_STATE_RECORD_LEN]);
 
 /// The family the filters see: an IPv6 socket carrying IPv4 (an
 /// IPv4-mapped address at either end, the other possibly still unset) is
@@ -123,14 +132,6 @@ pub fn read_kernel<T>(base: u64, off: u16) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }
 }
 
-/// The field at byte `off` of `struct sock` `sk` that a BTF tracepoint
-/// passed: one plain load, which the verifier checks against the kernel's
-/// type when the program loads, where [`read_kernel`] costs a helper call
-/// (only for fields within `struct sock` itself, and scalars).
-fn field<T>(sk: u64, off: u16) -> T {
-    unsafe { read_volatile((sk + off as u64) as *const T) }
-}
-
 /// Inode of the socket's network namespace (0 if unreadable).
 pub(super) fn netns_of(sk: u64) -> u32 {
     read_kernel::<u64>(sk, conf!(sock.net))
@@ -169,7 +170,7 @@ fn in_owner_context(old: u8, new: u8) -> bool {
     )
 }
 
-/// One transition to report.
+/// One transition, however it was read.
 pub struct Change {
     sk: u64,
     old: u8,
@@ -181,16 +182,53 @@ pub struct Change {
     raddr: Addr,
 }
 
+/// Where a transition's fields are read: a copied tracepoint record or the
+/// socket itself.
+trait Fields {
+    /// The `T` at byte `off`.
+    fn get<T: Copy>(&self, off: u16) -> Result<T, i32>;
+}
+
+impl Fields for Copied {
+    /// One load. The loader checks that each field the programs read lies
+    /// within the copy at an offset aligned for its type, so the error
+    /// never happens: the bounds check is for the verifier, the alignment
+    /// check keeps the typed load sound.
+    fn get<T: Copy>(&self, off: u16) -> Result<T, i32> {
+        const EINVAL: i32 = -22;
+        let off = usize::from(off);
+        if off + size_of::<T>() > SET_STATE_RECORD_LEN || off % align_of::<T>() != 0 {
+            return Err(EINVAL);
+        }
+        Ok(unsafe { self.0.as_ptr().add(off).cast::<T>().read() })
+    }
+}
+
+/// A `struct sock` in kernel memory.
+struct Sock(u64);
+
+impl Fields for Sock {
+    fn get<T: Copy>(&self, off: u16) -> Result<T, i32> {
+        read_kernel(self.0, off)
+    }
+}
+
 /// An address as [`RawEvent`] carries it, read in 4-byte words: IPv4 in the
 /// first word, network order throughout.
 pub(super) type Addr = [u32; 4];
 
-/// Socket `sk`'s local and remote IPv6 address.
-fn v6_addresses(sk: u64) -> Result<(Addr, Addr), i32> {
-    Ok((
-        read_kernel(sk, conf!(sock.saddr_v6))?,
-        read_kernel(sk, conf!(sock.daddr_v6))?,
-    ))
+/// Local and remote address, IPv4 or IPv6, at the given offsets.
+fn addresses(
+    f: &impl Fields,
+    family: u8,
+    (v4_local, v4_remote): (u16, u16),
+    (v6_local, v6_remote): (u16, u16),
+) -> Result<(Addr, Addr), i32> {
+    if family == AF_INET {
+        Ok(([f.get(v4_local)?, 0, 0, 0], [f.get(v4_remote)?, 0, 0, 0]))
+    } else {
+        Ok((f.get(v6_local)?, f.get(v6_remote)?))
+    }
 }
 
 /// The bytes of an address, as they lie in memory.
@@ -199,24 +237,57 @@ pub(super) fn bytes(addr: Addr) -> [u8; 16] {
     unsafe { core::mem::transmute(addr) }
 }
 
-/// Transition `old -> new` of socket `sk` (as a BTF tracepoint passes
-/// it), read from the socket as the classic tracepoint reads it, if it is
-/// one to report.
-pub fn from_sock(sk: u64, old: u8, new: u8) -> Result<Option<Change>, i32> {
-    if field::<u16>(sk, conf!(sock.protocol)) != IPPROTO_TCP {
+/// The transition in a `sock:inet_sock_set_state` record, if it is one to
+/// report.
+pub fn from_record(ctx: &TracePointContext) -> Result<Option<Change>, i32> {
+    // One copy of the record instead of one read per field.
+    const ENOMEM: i32 = -12;
+    let rec = unsafe { &mut *RECORD.get_ptr_mut(0).ok_or(ENOMEM)? };
+    unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), &mut rec.0)? };
+    if rec.get::<u16>(conf!(set_state.protocol))? != IPPROTO_TCP {
         return Ok(None);
     }
-    let family = field::<u16>(sk, conf!(sock.family)) as u8;
-    // `inet_sport` lies beyond `struct sock`, in `struct inet_sock`.
+    let family = rec.get::<u16>(conf!(set_state.family))? as u8;
+    let lport = rec.get::<u16>(conf!(set_state.sport))?;
+    let rport = rec.get::<u16>(conf!(set_state.dport))?;
+    let (laddr, raddr) = addresses(
+        rec,
+        family,
+        (conf!(set_state.saddr), conf!(set_state.daddr)),
+        (conf!(set_state.saddr_v6), conf!(set_state.daddr_v6)),
+    )?;
+    let old = rec.get::<i32>(conf!(set_state.oldstate))? as u8;
+    let new = rec.get::<i32>(conf!(set_state.newstate))? as u8;
+    if !wanted(old, new, family, (&laddr, &raddr), (lport, rport)) {
+        return Ok(None);
+    }
+    Ok(Some(Change {
+        sk: rec.get(conf!(set_state.skaddr))?,
+        old,
+        new,
+        family,
+        lport,
+        rport,
+        laddr,
+        raddr,
+    }))
+}
+
+/// Transition `old -> new` of socket `sk`, read from the socket as the
+/// tracepoint reads it, if it is one to report.
+pub fn from_sock(sk: u64, old: u8, new: u8) -> Result<Option<Change>, i32> {
+    if read_kernel::<u16>(sk, conf!(sock.protocol))? != IPPROTO_TCP {
+        return Ok(None);
+    }
+    let family = read_kernel::<u16>(sk, conf!(sock.family))? as u8;
     let lport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.sport))?);
-    let rport = u16::from_be(field::<u16>(sk, conf!(sock.dport)));
-    // IPv6 addresses are copied whole, 16 bytes per helper call.
-    let (laddr, raddr) = if family == AF_INET {
-        let local = field::<u32>(sk, conf!(sock.saddr));
-        ([local, 0, 0, 0], [field(sk, conf!(sock.daddr)), 0, 0, 0])
-    } else {
-        v6_addresses(sk)?
-    };
+    let rport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.dport))?);
+    let (laddr, raddr) = addresses(
+        &Sock(sk),
+        family,
+        (conf!(sock.saddr), conf!(sock.daddr)),
+        (conf!(sock.saddr_v6), conf!(sock.daddr_v6)),
+    )?;
     if !wanted(old, new, family, (&laddr, &raddr), (lport, rport)) {
         return Ok(None);
     }
@@ -234,17 +305,7 @@ pub fn from_sock(sk: u64, old: u8, new: u8) -> Result<Option<Change>, i32> {
 
 /// Attributes the owner, keeps the socket's entry and writes the record.
 pub fn record(c: &Change) -> Result<(), i32> {
-    // The clock only where its reading is used: every record of the full
-    // stream; in closes-only mode, the records written and the start of a
-    // life (which a connect failure's wait is measured from). A record
-    // whose previous transition went unclocked carries no time in the old
-    // state (0: unknown), never a wrong one.
-    let written = conf!(closes_only) == 0 || life::in_closes_only(c.old, c.new);
-    let now = if written || life::begins(c.old, c.new) {
-        unsafe { bpf_ktime_get_ns() }
-    } else {
-        0
-    };
+    let now = unsafe { bpf_ktime_get_ns() };
 
     // Owner: the current task when this transition runs in its context,
     // otherwise whoever was recorded for the socket earlier. The entry is
@@ -276,7 +337,7 @@ pub fn record(c: &Change) -> Result<(), i32> {
         state.take_current_owner();
     }
 
-    if written {
+    if conf!(closes_only) == 0 || life::in_closes_only(c.old, c.new) {
         emit(transition(c, state, now, prev_ts_ns));
     }
     match stored {
@@ -334,7 +395,12 @@ pub fn reset(sk: u64, what: u8) -> Result<(), i32> {
     }
     let rport = u16::from_be(read_kernel::<u16>(sk, conf!(sock.dport))?);
     let filtered = if family == AF_INET6 {
-        let (laddr, raddr) = v6_addresses(sk)?;
+        let (laddr, raddr) = addresses(
+            &Sock(sk),
+            family,
+            (conf!(sock.saddr), conf!(sock.daddr)),
+            (conf!(sock.saddr_v6), conf!(sock.daddr_v6)),
+        )?;
         filter_family(family, &laddr, &raddr)
     } else {
         family

@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
+use aya::programs::TracePoint;
 use aya_obj::generated::{bpf_cmd, bpf_prog_info};
 use tcpstate_ebpf::counter;
 
@@ -18,11 +19,10 @@ use super::loader::Kernel;
 pub struct Lost {
     /// The ring buffer was full.
     pub ring_full: u64,
-    /// The kernel skipped a program because the same CPU was already
-    /// running it or, for a classic program, any BPF program (a softirq
-    /// transition interrupting a process-context one), and its rescuer did
-    /// not record the event either: the programs' `recursion_misses` less
-    /// the rescues.
+    /// The kernel skipped a classic program because the same CPU was
+    /// already running a BPF program (a softirq transition interrupting a
+    /// process-context one), and its rescuer did not record the event
+    /// either: the programs' `recursion_misses` less the rescues.
     pub nested: u64,
     /// Not lost: events the kernel skipped that the rescuers recorded.
     pub rescued: u64,
@@ -37,7 +37,7 @@ impl Lost {
 /// Skipped runs counted as lost only once their rescue had time to come.
 ///
 /// The kernel counts a skipped run (`recursion_misses`) a moment before the
-/// rescuer counts its rescue (the program it rescues runs first), and a CPU
+/// rescuer counts its rescue (the classic program runs first), and a CPU
 /// stalled in between (a VM's, by its hypervisor) makes that moment long:
 /// a reading in between would report as lost what the rescuer is still
 /// recording. So while the programs run, a skip counts as lost only if a
@@ -115,11 +115,12 @@ impl Kernel {
         // run, `Nested` weighs rescues against misses read a second
         // earlier; once they are detached, the counts no longer change.
         let mut misses = 0;
-        for &name in &self.counted {
-            let program = self
+        for &name in &self.classic {
+            let program: &TracePoint = self
                 .ebpf
                 .program(name)
-                .ok_or_else(|| anyhow!("program {name} missing"))?;
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
             misses += prog_info(program.fd()?.as_fd())
                 .with_context(|| format!("reading the statistics of program {name}"))?
                 .recursion_misses;

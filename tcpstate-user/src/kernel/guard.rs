@@ -1,9 +1,8 @@
-//! Where the programs find this CPU's `bpf_prog_active` (the kernel's
-//! per-CPU guard) and preempt count (see [`GuardOffsets`]): from the
-//! kernel's BTF when it describes the per-CPU section (and `tcp_prot`
-//! points into it, Linux 6.0+), else from the symbol table in
-//! `/proc/kallsyms` when the kernel lists its data symbols there
-//! (`CONFIG_KALLSYMS_ALL`).
+//! Where the rescue programs find `bpf_prog_active`, the kernel's per-CPU
+//! guard (see [`GuardOffsets`]): from the kernel's BTF when it describes
+//! the per-CPU section (and `tcp_prot` points into it, Linux 6.0+), else
+//! from the symbol table in `/proc/kallsyms` when the kernel lists its data
+//! symbols there (`CONFIG_KALLSYMS_ALL`).
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
@@ -13,50 +12,33 @@ use super::btf::field_offset;
 
 const KALLSYMS: &str = "/proc/kallsyms";
 const GUARD: &str = "bpf_prog_active";
-/// The preempt count, a per-CPU variable of its own on x86 (in Linux 6.2
-/// to 6.14 a member of `pcpu_hot`, [`HOT`]).
-const PREEMPT_COUNT: &str = "__preempt_count";
-const HOT: &str = "pcpu_hot";
-/// The variable `tcp_prot.per_cpu_fw_alloc` points at.
-const ANCHOR: &str = "tcp_memory_per_cpu_fw_alloc";
 
-/// Both variables' whereabouts on this kernel, or why they cannot be found.
+/// The guard's whereabouts on this kernel, or why it cannot be found.
 pub fn offsets(btf: &Btf) -> Result<GuardOffsets> {
     let array_pptrs = field_offset(btf, "bpf_array", &["pptrs"])?;
     let not_in_btf = match derived(btf) {
         Ok(g) => return Ok(GuardOffsets { array_pptrs, ..g }),
         Err(e) => e,
     };
-    let symbols = || -> Result<GuardOffsets> {
-        let text =
-            std::fs::read_to_string(KALLSYMS).with_context(|| format!("reading {KALLSYMS}"))?;
-        Ok(GuardOffsets {
-            array_pptrs,
-            prog_active: data_symbol(&text, GUARD)?,
-            preempt_count: data_symbol(&text, PREEMPT_COUNT)?,
-            ..Default::default()
-        })
-    };
-    symbols().map_err(|not_listed| anyhow!("{not_in_btf:#}; {not_listed:#}"))
+    let prog_active = std::fs::read_to_string(KALLSYMS)
+        .with_context(|| format!("reading {KALLSYMS}"))
+        .and_then(|text| data_symbol(&text, GUARD))
+        .map_err(|not_listed| anyhow!("{not_in_btf:#}; {not_listed:#}"))?;
+    Ok(GuardOffsets {
+        array_pptrs,
+        prog_active,
+        ..Default::default()
+    })
 }
 
-/// Both variables' distances from [`ANCHOR`], whose address `tcp_prot`
-/// holds, from the `.data..percpu` section of the kernel's BTF.
+/// The guard's distance from `tcp_memory_per_cpu_fw_alloc`, whose address
+/// `tcp_prot` holds, from the `.data..percpu` section of the kernel's BTF.
 fn derived(btf: &Btf) -> Result<GuardOffsets> {
-    let anchor = i64::from(percpu_offset(btf, ANCHOR)?);
-    let distance = |offset: u32| (i64::from(offset) - anchor) as u64;
-    let preempt_count = match percpu_offset(btf, PREEMPT_COUNT) {
-        Ok(offset) => offset,
-        Err(not_own) => {
-            let member = field_offset(btf, HOT, &["preempt_count"])
-                .map_err(|e| anyhow!("{not_own:#}, and {e:#}"))?;
-            percpu_offset(btf, HOT)? + u32::from(member)
-        }
-    };
+    let prog_active = percpu_offset(btf, GUARD)?;
+    let fw_alloc = percpu_offset(btf, "tcp_memory_per_cpu_fw_alloc")?;
     Ok(GuardOffsets {
         proto_fw_alloc: field_offset(btf, "proto", &["per_cpu_fw_alloc"])?,
-        prog_active: distance(percpu_offset(btf, GUARD)?),
-        preempt_count: distance(preempt_count),
+        prog_active_delta: i64::from(prog_active) - i64::from(fw_alloc),
         ..Default::default()
     })
 }
@@ -124,11 +106,9 @@ mod tests {
         let map = find_struct(&btf, "bpf_map").unwrap();
         assert!(usize::from(g.array_pptrs) >= map.size(), "{g:?}");
         // Derived here (this kernel's BTF has the per-CPU section): both
-        // variables lie in it, away from the anchor and from each other.
+        // variables lie in it, at different places.
         assert!(g.proto_fw_alloc > 0, "{g:?}");
-        assert_ne!(g.prog_active, 0, "{g:?}");
-        assert_ne!(g.preempt_count, 0, "{g:?}");
-        assert_ne!(g.prog_active, g.preempt_count, "{g:?}");
+        assert_ne!(g.prog_active_delta, 0, "{g:?}");
         let err = percpu_offset(&btf, "no_such_percpu_variable").unwrap_err();
         assert!(
             format!("{err:#}").contains("no per-CPU variable"),

@@ -18,8 +18,8 @@ use aya::{
 use aya_log::EbpfLogger;
 use tcpstate_ebpf::{
     Config, FAMILY_V4, FAMILY_V6, GLOBAL_CONFIG, GLOBAL_LPORTS, GLOBAL_PORTS, GLOBAL_RPORTS,
-    MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN, RESCUERS, RESET_PROGRAMS, SET_STATE_PROGRAMS,
-    SET_STATE_TRACEPOINT, SYSCALL_PROGRAMS, SyscallOffsets,
+    MAP_COUNTERS, MAP_EVENTS, PORT_BITMAP_LEN, PROGRAMS, RESCUERS, SET_STATE_RECORD_LEN,
+    SYSCALL_PROGRAMS, SetStateOffsets, SyscallOffsets,
 };
 
 use super::{btf, counters::Nested, guard, privileges, tracefs};
@@ -101,9 +101,8 @@ pub struct Kernel {
     /// Keeps the programs alive.
     pub(super) ebpf: Ebpf,
     pub(super) counters: PerCpuArray<MapData, u64>,
-    /// The programs whose skipped runs count against the rescues: the
-    /// classic tracepoint programs and the first set-state program.
-    pub(super) counted: Vec<&'static str>,
+    /// The classic tracepoint programs attached, whose skipped runs count.
+    pub(super) classic: Vec<&'static str>,
     /// What the readings so far found lost to skipped runs.
     pub(super) nested: Nested,
     /// Whether the syscall programs are attached (failed `bind()` and early
@@ -153,9 +152,23 @@ pub fn load(settings: &Settings) -> Result<Probe> {
     let tracefs = tracefs::ensure_mounted()?;
     let vmlinux = btf::load_vmlinux()?;
 
+    let set_state = tracefs::Format::read(&tracefs, "sock", "inet_sock_set_state")?;
     let receive_reset = tracefs::Format::read(&tracefs, "tcp", "tcp_receive_reset")?;
     let send_reset = tracefs::Format::read(&tracefs, "tcp", "tcp_send_reset")?;
     let config = Config {
+        set_state: SetStateOffsets {
+            skaddr: set_state.offset::<u64>("skaddr")?,
+            oldstate: set_state.offset::<i32>("oldstate")?,
+            newstate: set_state.offset::<i32>("newstate")?,
+            sport: set_state.offset::<u16>("sport")?,
+            dport: set_state.offset::<u16>("dport")?,
+            family: set_state.offset::<u16>("family")?,
+            protocol: set_state.offset::<u16>("protocol")?,
+            saddr: set_state.offset::<u32>("saddr")?,
+            daddr: set_state.offset::<u32>("daddr")?,
+            saddr_v6: set_state.offset::<[u32; 4]>("saddr_v6")?,
+            daddr_v6: set_state.offset::<[u32; 4]>("daddr_v6")?,
+        },
         receive_reset_skaddr: receive_reset.offset::<u64>("skaddr")?,
         send_reset_skaddr: send_reset.offset::<u64>("skaddr")?,
         sock: btf::sock_offsets(&vmlinux)?,
@@ -181,15 +194,22 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         },
         guard: guard::offsets(&vmlinux).unwrap_or_else(|e| {
             warning!(
-                "transitions and resets the kernel skips for nested BPF runs cannot be rescued \
-                 on this kernel ({e:#}); they are counted as lost where the kernel counts them \
-                 (recursion_misses; for resets, Linux 6.7 and later)"
+                "transitions the kernel skips for nested BPF runs cannot be rescued on this \
+                 kernel ({e:#}); they are counted as lost only where the kernel counts them \
+                 (recursion_misses of tracepoint programs, Linux 6.7 and later)"
             );
             Default::default()
         }),
         closes_only: u8::from(settings.closes_only),
-        _pad: [0; 5],
+        _pad: [0; 7],
     };
+    let record_end = set_state.end();
+    if record_end > SET_STATE_RECORD_LEN {
+        bail!(
+            "this kernel's sock:inet_sock_set_state record is {record_end} bytes, more than the \
+             {SET_STATE_RECORD_LEN} tcpstate reads: tcpstate needs updating for this kernel"
+        );
+    }
     let lports = port_bitmap(&settings.lports);
     let rports = port_bitmap(&settings.rports);
     let ports = port_bitmap(&settings.ports);
@@ -208,47 +228,42 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         .context("loading the eBPF programs")?;
     let logger = EbpfLogger::init(&mut ebpf).context("setting up eBPF diagnostics")?;
 
-    // The first set-state program before the second, each classic program
-    // before its rescuer: a rescue with nothing to miss would be counted
-    // against no miss. Without the preempt count, the second set-state
-    // program could not tell a nested transition's claim from the one it
-    // interrupted: it is left out, and what the first misses is lost.
-    let kernel_btf = Btf::from_sys_fs().context("reading the kernel's BTF for BTF tracepoints")?;
-    let set_state = match config.guard.preempt_count {
-        0 => &SET_STATE_PROGRAMS[..1],
-        _ => &SET_STATE_PROGRAMS[..],
-    };
-    let mut links = Vec::new();
-    for &name in set_state {
-        links.push(attach_btf(
-            &mut ebpf,
-            name,
-            SET_STATE_TRACEPOINT,
-            &kernel_btf,
-        )?);
-    }
     let syscalls = config.syscalls.exit_ret != 0;
     let syscall_programs = SYSCALL_PROGRAMS.iter().filter(|_| syscalls);
-    let mut counted = vec![SET_STATE_PROGRAMS[0]];
-    for &(name, group, tracepoint) in RESET_PROGRAMS.iter().chain(syscall_programs) {
+    let mut classic = Vec::new();
+    let mut links = Vec::new();
+    for &(name, group, tracepoint) in PROGRAMS.iter().chain(syscall_programs) {
         let program: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
             .try_into()?;
         // A program serving two tracepoints is loaded once.
-        if !counted.contains(&name) {
+        if !classic.contains(&name) {
             program
                 .load()
                 .with_context(|| format!("loading program {name}"))?;
-            counted.push(name);
+            classic.push(name);
         }
         let link = program
             .attach(group, tracepoint)
             .with_context(|| format!("attaching to tracepoint {group}:{tracepoint}"))?;
         links.push(Attachment::Classic(program.take_link(link)?));
     }
+    // The rescuers after the classic programs: a rescue with no classic
+    // program to miss would be counted against no miss.
+    let kernel_btf = Btf::from_sys_fs().context("reading the kernel's BTF for BTF tracepoints")?;
     for (name, tracepoint) in RESCUERS {
-        links.push(attach_btf(&mut ebpf, name, tracepoint, &kernel_btf)?);
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        program
+            .load(tracepoint, &kernel_btf)
+            .with_context(|| format!("loading program {name}"))?;
+        let link = program
+            .attach()
+            .with_context(|| format!("attaching to BTF tracepoint {tracepoint}"))?;
+        links.push(Attachment::Btf(program.take_link(link)?));
     }
 
     let events = RingBuf::try_from(
@@ -266,26 +281,11 @@ pub fn load(settings: &Settings) -> Result<Probe> {
             links,
             ebpf,
             counters,
-            counted,
+            classic,
             syscalls,
             nested: Nested::default(),
         },
     })
-}
-
-/// Loads BTF tracepoint program `name` and attaches it to `tracepoint`.
-fn attach_btf(ebpf: &mut Ebpf, name: &str, tracepoint: &str, btf: &Btf) -> Result<Attachment> {
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-        .try_into()?;
-    program
-        .load(tracepoint, btf)
-        .with_context(|| format!("loading program {name}"))?;
-    let link = program
-        .attach()
-        .with_context(|| format!("attaching to BTF tracepoint {tracepoint}"))?;
-    Ok(Attachment::Btf(program.take_link(link)?))
 }
 
 /// Where the syscall programs read: the `syscalls` tracepoints' formats

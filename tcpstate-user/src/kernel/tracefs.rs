@@ -122,6 +122,15 @@ impl Format {
         Format::parse(&format!("{group}:{name}"), &text)
     }
 
+    /// Size of the record: where its last field ends.
+    pub fn end(&self) -> usize {
+        self.fields
+            .values()
+            .map(|f| usize::from(f.offset) + usize::from(f.size))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Offset of `field`, which the programs read as a `T` in one load:
     /// checks that it has `T`'s size and lies at an offset aligned for it.
     pub fn offset<T>(&self, field: &str) -> Result<u16> {
@@ -175,6 +184,7 @@ print fmt: \"family=%s\", REC->family
         assert_eq!(f.offset::<i32>("oldstate").unwrap(), 16);
         assert_eq!(f.offset::<u16>("sport").unwrap(), 24);
         assert_eq!(f.offset::<[u32; 4]>("saddr_v6").unwrap(), 40);
+        assert_eq!(f.end(), 56, "saddr_v6 ends the record");
     }
 
     #[test]

@@ -53,9 +53,8 @@ pub struct Summary {
     pub untracked: u64,
     /// Connections whose end was never seen (see `tracker::Stats`).
     pub unfinished: u64,
-    /// Events the kernel skipped for a program (nested runs) that the
-    /// second set-state program or a reset rescuer recorded: included in
-    /// `events`, not lost.
+    /// Events the kernel skipped for a classic program (nested runs) that
+    /// the rescue programs recorded: included in `events`, not lost.
     pub rescued: u64,
     /// Records written out of time order: they reached tcpstate after one
     /// stamped later had been written (their CPU stalled for longer than
