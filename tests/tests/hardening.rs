@@ -565,8 +565,9 @@ fn records_are_written_in_time_order() {
         checked += 1;
     }
     assert!(checked > 80_000, "only {checked} records");
-    // A record can only be out of order if it came later than the window
-    // (its CPU stalled), and then it is counted; that is rare.
+    // With no expiry in the run, a record can only be out of order if it
+    // came later than the window (its CPU stalled), and then it is
+    // counted; that is rare.
     assert!(
         disorder.len() as u64 <= late,
         "{} records out of order, {late} counted late ({summary}); the first: {}",
