@@ -15,8 +15,10 @@ use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_F_MMAPABLE,
+    helpers::bpf_get_smp_processor_id,
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::error;
@@ -58,9 +60,15 @@ static PORTS: [u8; PORT_BITMAP_LEN] = [0; PORT_BITMAP_LEN];
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// Per-CPU counters, indexed by [`counter`].
+/// The counters, [`counter::LEN`] per CPU (CPU `n`'s from entry
+/// `n * counter::LEN`; the loader sizes the array), in memory userspace
+/// maps and reads without a syscall. A map syscall (a per-CPU array's
+/// lookup, say) raises the reading CPU's `bpf_prog_active` while it
+/// copies: were the reader preempted then, the kernel would skip every
+/// classic program run on that CPU, a `connect()`'s included, until the
+/// reader ran again.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+static COUNTERS: Array<u64> = Array::with_max_entries(counter::LEN, BPF_F_MMAPABLE);
 
 /// Per CPU: the address of that CPU's `bpf_prog_active`, 0 until the first
 /// rescuer run on the CPU works it out (see `rescue.rs`).
@@ -100,9 +108,10 @@ fn port_allowed(bitmap: &[u8; PORT_BITMAP_LEN], port: u16) -> bool {
     byte & (1 << (port & 7)) != 0
 }
 
-/// Adds one to a per-CPU counter.
+/// Adds one to this CPU's counter `index`.
 fn count(index: u32) {
-    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(c) = COUNTERS.get_ptr_mut(cpu * counter::LEN + index) {
         unsafe { *c += 1 };
     }
 }

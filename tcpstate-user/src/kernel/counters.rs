@@ -8,8 +8,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::programs::TracePoint;
+use aya::{maps::MapData, programs::TracePoint};
 use aya_obj::generated::{bpf_cmd, bpf_prog_info};
+use memmap2::{Mmap, MmapOptions};
 use tcpstate_ebpf::counter;
 
 use super::loader::Kernel;
@@ -125,19 +126,54 @@ impl Kernel {
                 .with_context(|| format!("reading the statistics of program {name}"))?
                 .recursion_misses;
         }
-        let count = |index: u32| -> Result<u64> {
-            Ok(self
-                .counters
-                .get(&index, 0)
-                .context("reading the event counters")?
-                .iter()
-                .sum())
-        };
         Ok(Counts {
             misses,
-            rescued: count(counter::RESCUED)?,
-            ring_full: count(counter::RING_FULL)?,
+            rescued: self.counters.get(counter::RESCUED),
+            ring_full: self.counters.get(counter::RING_FULL),
         })
+    }
+}
+
+/// The programs' counters ([`counter`], one set per CPU), read from the
+/// map's memory, shared with the kernel: no syscall (see the `COUNTERS`
+/// map).
+pub struct Counters {
+    memory: Mmap,
+    cpus: usize,
+}
+
+impl Counters {
+    /// Entries the `COUNTERS` array needs on a machine with `cpus`
+    /// possible CPUs.
+    pub fn entries(cpus: usize) -> u32 {
+        cpus as u32 * counter::LEN
+    }
+
+    /// Maps the programs' `COUNTERS` array (`BPF_F_MMAPABLE`), sized for
+    /// `cpus` possible CPUs.
+    pub fn map(array: &MapData, cpus: usize) -> Result<Counters> {
+        let len = Self::entries(cpus) as usize * size_of::<u64>();
+        // SAFETY: a read-only mapping of the map's values, which the
+        // kernel keeps valid for as long as the mapping exists.
+        let memory = unsafe {
+            MmapOptions::new()
+                .len(len)
+                .map(array.fd().as_fd().as_raw_fd())
+        }
+        .context("mapping the event counters into memory")?;
+        Ok(Counters { memory, cpus })
+    }
+
+    /// Counter `index` now, summed over the CPUs.
+    fn get(&self, index: u32) -> u64 {
+        let slots = self.memory.as_ptr().cast::<u64>();
+        (0..self.cpus)
+            .map(|cpu| cpu * counter::LEN as usize + index as usize)
+            // SAFETY: in the mapping, which is page-aligned and as long as
+            // `cpus` sets of counters; the programs write the integers
+            // whole, so a volatile read sees either value.
+            .map(|i| unsafe { slots.add(i).read_volatile() })
+            .sum()
     }
 }
 
@@ -206,6 +242,27 @@ fn prog_info(fd: BorrowedFd<'_>) -> Result<bpf_prog_info> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_counter_is_the_sum_of_each_cpus_slot() {
+        let cpus = 3;
+        let mut memory = memmap2::MmapMut::map_anon(Counters::entries(cpus) as usize * 8).unwrap();
+        // CPU n's counters start at entry n * LEN.
+        for (cpu, (ring_full, rescued)) in [(1u64, 10u64), (2, 20), (4, 40)].into_iter().enumerate()
+        {
+            let at = cpu * counter::LEN as usize;
+            for (index, value) in [(counter::RING_FULL, ring_full), (counter::RESCUED, rescued)] {
+                let i = (at + index as usize) * 8;
+                memory[i..i + 8].copy_from_slice(&value.to_ne_bytes());
+            }
+        }
+        let counters = Counters {
+            memory: memory.make_read_only().unwrap(),
+            cpus,
+        };
+        assert_eq!(counters.get(counter::RING_FULL), 7);
+        assert_eq!(counters.get(counter::RESCUED), 70);
+    }
 
     #[test]
     fn a_skip_is_lost_only_when_its_rescue_has_not_come_within_the_wait() {

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, RingBuf},
     programs::{
         BtfTracePoint, Link as _, TracePoint, tp_btf::BtfTracePointLink,
         trace_point::TracePointLink,
@@ -22,7 +22,11 @@ use tcpstate_ebpf::{
     SYSCALL_PROGRAMS, SetStateOffsets, SyscallOffsets,
 };
 
-use super::{btf, counters::Nested, guard, privileges, tracefs};
+use super::{
+    btf,
+    counters::{Counters, Nested},
+    guard, privileges, tracefs,
+};
 use crate::{
     messages::warning,
     sock::{Family, Tuple},
@@ -100,7 +104,7 @@ pub struct Kernel {
     links: Vec<Attachment>,
     /// Keeps the programs alive.
     pub(super) ebpf: Ebpf,
-    pub(super) counters: PerCpuArray<MapData, u64>,
+    pub(super) counters: Counters,
     /// The classic tracepoint programs attached, whose skipped runs count.
     pub(super) classic: Vec<&'static str>,
     /// What the readings so far found lost to skipped runs.
@@ -214,12 +218,16 @@ pub fn load(settings: &Settings) -> Result<Probe> {
     let rports = port_bitmap(&settings.rports);
     let ports = port_bitmap(&settings.ports);
 
+    let cpus = aya::util::nr_cpus()
+        .map_err(|(path, e)| anyhow!("reading {path}: {e}"))
+        .context("counting the possible CPUs")?;
     let mut ebpf = EbpfLoader::new()
         .override_global(GLOBAL_CONFIG, &config, true)
         .override_global(GLOBAL_LPORTS, &lports, true)
         .override_global(GLOBAL_RPORTS, &rports, true)
         .override_global(GLOBAL_PORTS, &ports, true)
         .map_max_entries(MAP_EVENTS, settings.ring_bytes)
+        .map_max_entries(MAP_COUNTERS, Counters::entries(cpus))
         .load(aya::include_bytes_aligned!(concat!(
             env!("OUT_DIR"),
             "/tcpstate"
@@ -270,10 +278,10 @@ pub fn load(settings: &Settings) -> Result<Probe> {
         ebpf.take_map(MAP_EVENTS)
             .ok_or_else(|| anyhow!("map {MAP_EVENTS} missing"))?,
     )?;
-    let counters = PerCpuArray::try_from(
-        ebpf.take_map(MAP_COUNTERS)
-            .ok_or_else(|| anyhow!("map {MAP_COUNTERS} missing"))?,
-    )?;
+    let counters = match ebpf.map(MAP_COUNTERS) {
+        Some(Map::Array(array)) => Counters::map(array, cpus)?,
+        _ => bail!("map {MAP_COUNTERS} missing, or not an array"),
+    };
     Ok(Probe {
         events,
         logger,
