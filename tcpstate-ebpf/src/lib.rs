@@ -424,6 +424,14 @@ pub mod counter {
     pub const RESCUED: u32 = 1;
     /// Number of counters.
     pub const LEN: u32 = 2;
+
+    /// Entry of the `COUNTERS` array holding CPU `cpu`'s counter `index`:
+    /// each CPU has a set of [`LEN`], CPU n's from entry `n * LEN`. With
+    /// `index` 0 and `cpu` the number of CPUs, the array's length.
+    #[inline(always)]
+    pub const fn slot(cpu: u32, index: u32) -> u32 {
+        cpu * LEN + index
+    }
 }
 /// Name of the per-socket owner/timestamp LRU map.
 pub const MAP_SOCKS: &str = "SOCKS";

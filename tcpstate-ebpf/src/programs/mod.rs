@@ -60,8 +60,8 @@ static PORTS: [u8; PORT_BITMAP_LEN] = [0; PORT_BITMAP_LEN];
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// The counters, [`counter::LEN`] per CPU (CPU `n`'s from entry
-/// `n * counter::LEN`; the loader sizes the array), in memory userspace
+/// The counters, a set per CPU ([`counter::slot`]; the loader sizes the
+/// array), in memory userspace
 /// maps and reads without a syscall. A map syscall (a per-CPU array's
 /// lookup, say) raises the reading CPU's `bpf_prog_active` while it
 /// copies: were the reader preempted then, the kernel would skip every
@@ -111,7 +111,7 @@ fn port_allowed(bitmap: &[u8; PORT_BITMAP_LEN], port: u16) -> bool {
 /// Adds one to this CPU's counter `index`.
 fn count(index: u32) {
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    if let Some(c) = COUNTERS.get_ptr_mut(cpu * counter::LEN + index) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter::slot(cpu, index)) {
         unsafe { *c += 1 };
     }
 }

@@ -146,7 +146,7 @@ impl Counters {
     /// Entries the `COUNTERS` array needs on a machine with `cpus`
     /// possible CPUs.
     pub fn entries(cpus: usize) -> u32 {
-        cpus as u32 * counter::LEN
+        counter::slot(cpus as u32, 0)
     }
 
     /// Maps the programs' `COUNTERS` array (`BPF_F_MMAPABLE`), sized for
@@ -167,8 +167,8 @@ impl Counters {
     /// Counter `index` now, summed over the CPUs.
     fn get(&self, index: u32) -> u64 {
         let slots = self.memory.as_ptr().cast::<u64>();
-        (0..self.cpus)
-            .map(|cpu| cpu * counter::LEN as usize + index as usize)
+        (0..self.cpus as u32)
+            .map(|cpu| counter::slot(cpu, index) as usize)
             // SAFETY: in the mapping, which is page-aligned and as long as
             // `cpus` sets of counters; the programs write the integers
             // whole, so a volatile read sees either value.
@@ -247,12 +247,10 @@ mod tests {
     fn a_counter_is_the_sum_of_each_cpus_slot() {
         let cpus = 3;
         let mut memory = memmap2::MmapMut::map_anon(Counters::entries(cpus) as usize * 8).unwrap();
-        // CPU n's counters start at entry n * LEN.
         for (cpu, (ring_full, rescued)) in [(1u64, 10u64), (2, 20), (4, 40)].into_iter().enumerate()
         {
-            let at = cpu * counter::LEN as usize;
             for (index, value) in [(counter::RING_FULL, ring_full), (counter::RESCUED, rescued)] {
-                let i = (at + index as usize) * 8;
+                let i = counter::slot(cpu as u32, index) as usize * 8;
                 memory[i..i + 8].copy_from_slice(&value.to_ne_bytes());
             }
         }
